@@ -1,0 +1,94 @@
+"""The Celery application: five queues, their routes, and the reliability settings of seed-corrections.md."""
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from worker_app.settings import get_settings
+
+QUEUES = ("scan", "extract", "batch", "insert", "deferred")
+
+# One module per stage of the pipeline.
+PIPELINE_MODULES = [
+    "worker_app.pipeline.scan",
+    "worker_app.pipeline.extract",
+    "worker_app.pipeline.batch",
+    "worker_app.pipeline.insert",
+    "worker_app.pipeline.deferred",
+]
+
+# The public task names of the design note, and where each runs. Globs cover the deferred families.
+TASK_ROUTES = {
+    "scan_directory_parallel": {"queue": "scan"},
+    "scan_directory_chunk": {"queue": "scan"},
+    "scan_single_file": {"queue": "scan"},
+    "extract_metadata_batch": {"queue": "extract"},
+    "extract_single_file": {"queue": "extract"},
+    "extract_audio_features_batch": {"queue": "extract"},
+    "batch_entities": {"queue": "batch"},
+    "group_by_artist": {"queue": "batch"},
+    "prepare_insertion_batch": {"queue": "batch"},
+    "insert_batch_direct": {"queue": "insert"},
+    "insert_artists_batch": {"queue": "insert"},
+    "insert_albums_batch": {"queue": "insert"},
+    "insert_tracks_batch": {"queue": "insert"},
+    "insert_covers_batch": {"queue": "insert"},
+    "enrich_*": {"queue": "deferred"},
+    "vectorize_*": {"queue": "deferred"},
+    "cleanup_*": {"queue": "deferred"},
+}
+
+
+def create_app() -> Celery:
+    settings = get_settings()
+    app = Celery(
+        "worker_app", broker=settings.broker_url, backend=settings.result_backend, include=PIPELINE_MODULES
+    )
+    redis_transport = {
+        # Redis has no queue priorities: kombu emulates them with one list per step; 0 is served first.
+        "queue_order_strategy": "priority",
+        "priority_steps": list(range(10)),
+        "sep": ":",
+        "visibility_timeout": settings.visibility_timeout,
+        "socket_timeout": 30,
+        "socket_connect_timeout": 30,
+        "retry_on_timeout": True,
+        "health_check_interval": 25,
+    }
+    app.conf.update(
+        task_queues=[Queue(name, routing_key=name) for name in QUEUES],
+        task_default_queue="deferred",
+        task_routes=TASK_ROUTES,
+        task_create_missing_queues=False,
+        # Nothing is lost: a message is acknowledged after its task ran, and put back when its worker dies.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        worker_max_tasks_per_child=1000,
+        worker_max_memory_per_child=512_000,  # KiB: ~500 MB
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_compression="gzip",
+        result_compression="gzip",
+        result_expires=24 * 3600,
+        result_extended=False,
+        broker_transport_options=redis_transport,
+        result_backend_transport_options={k: v for k, v in redis_transport.items() if k != "queue_order_strategy"},
+        broker_connection_retry_on_startup=True,
+        broker_pool_limit=10,
+        redis_max_connections=20,
+        # `celery events`, Flower and `soniquebay status` need the events.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        timezone=settings.timezone,
+        enable_utc=True,
+    )
+    return app
+
+
+app = create_app()

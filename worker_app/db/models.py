@@ -1,0 +1,191 @@
+"""The catalogue, as SQLAlchemy 2.0 typed models. Natural keys carry unique constraints so every upsert is
+``INSERT ... ON CONFLICT`` on them and a task that runs twice changes nothing."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Artist(Base):
+    __tablename__ = "artists"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    # Case- and space-insensitive form of the name: "The Beatles" and "the  beatles" are one artist.
+    name_key: Mapped[str] = mapped_column(Text, unique=True)
+    mbid: Mapped[str | None] = mapped_column(String(36))
+
+
+class Cover(Base):
+    __tablename__ = "covers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    mime: Mapped[str] = mapped_column(Text)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(16))  # where it was first seen: embedded or folder
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+
+
+class Album(Base):
+    __tablename__ = "albums"
+    __table_args__ = (UniqueConstraint("album_artist_id", "title_key", name="uq_albums_artist_title"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(Text)
+    title_key: Mapped[str] = mapped_column(Text)
+    album_artist_id: Mapped[int] = mapped_column(ForeignKey("artists.id"), index=True)
+    year: Mapped[int | None] = mapped_column(SmallInteger)
+    is_compilation: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    mbid: Mapped[str | None] = mapped_column(String(36))
+    release_group_mbid: Mapped[str | None] = mapped_column(String(36))
+    disc_total: Mapped[int | None] = mapped_column(SmallInteger)
+    cover_id: Mapped[int | None] = mapped_column(ForeignKey("covers.id", ondelete="SET NULL"))
+
+
+class Track(Base):
+    __tablename__ = "tracks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # The file name as text: valid UTF-8 names as they are, others with \xNN escapes (raw bytes in path_bytes).
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    path_bytes: Mapped[bytes | None] = mapped_column(LargeBinary)
+    folder: Mapped[str] = mapped_column(Text, index=True)
+    title: Mapped[str | None] = mapped_column(Text)
+    artist_id: Mapped[int | None] = mapped_column(ForeignKey("artists.id"), index=True)
+    album_id: Mapped[int | None] = mapped_column(ForeignKey("albums.id"), index=True)
+    track_number: Mapped[int | None] = mapped_column(SmallInteger)
+    track_total: Mapped[int | None] = mapped_column(SmallInteger)
+    disc_number: Mapped[int | None] = mapped_column(SmallInteger)
+    disc_total: Mapped[int | None] = mapped_column(SmallInteger)
+    date: Mapped[str | None] = mapped_column(Text)
+    year: Mapped[int | None] = mapped_column(SmallInteger)
+    genre: Mapped[str | None] = mapped_column(Text)
+    genres: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default="{}")
+    composers: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default="{}")
+    duration_seconds: Mapped[float | None] = mapped_column(Float)
+    bitrate: Mapped[int | None] = mapped_column(Integer)
+    sample_rate: Mapped[int | None] = mapped_column(Integer)
+    channels: Mapped[int | None] = mapped_column(SmallInteger)
+    bits_per_sample: Mapped[int | None] = mapped_column(SmallInteger)
+    format: Mapped[str] = mapped_column(String(16))
+    codec: Mapped[str | None] = mapped_column(String(16))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    mtime: Mapped[float] = mapped_column(Float)
+    cover_id: Mapped[int | None] = mapped_column(ForeignKey("covers.id", ondelete="SET NULL"), index=True)
+    mbid: Mapped[str | None] = mapped_column(String(36))
+    mb_release_track_id: Mapped[str | None] = mapped_column(String(36))
+    replaygain_track_gain: Mapped[float | None] = mapped_column(Float)
+    replaygain_track_peak: Mapped[float | None] = mapped_column(Float)
+    replaygain_album_gain: Mapped[float | None] = mapped_column(Float)
+    replaygain_album_peak: Mapped[float | None] = mapped_column(Float)
+    tags: Mapped[dict] = mapped_column(JSONB, default=dict, server_default="{}")
+    # What the extractor had to clean (NUL bytes, invalid UTF-8, absurd numbers), kept for people to check.
+    warnings: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default="{}")
+    search_vector: Mapped[str | None] = mapped_column(TSVECTOR)
+    scan_id: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_tracks_search_vector", "search_vector", postgresql_using="gin"),)
+
+
+class TrackArtist(Base):
+    """Every credited artist of a track, in tag order (tracks.artist_id is the first)."""
+
+    __tablename__ = "track_artists"
+
+    track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    artist_id: Mapped[int] = mapped_column(ForeignKey("artists.id"), index=True)
+
+
+class Scan(Base):
+    __tablename__ = "scans"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    root: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="queued", server_default="queued")  # queued running finalizing complete failed
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    discovered: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    unchanged: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    extracted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    inserted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    removed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class ScanUnit(Base):
+    """One piece of a scan's work (a folder chunk, an extract batch, a cleanup). A unit is registered as pending
+    in the same transaction that creates it and marked done by the task that does it; the scan is complete when
+    none is pending. Counts live on the unit, so a redelivered task overwrites its own figures instead of adding
+    them twice."""
+
+    __tablename__ = "scan_units"
+
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # chunk extract cleanup enrich vectorize
+    state: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")  # pending done
+    deliveries: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+    # Set while a redelivered extract batch reads its files one by one: the file being read when the worker died.
+    current_path: Mapped[str | None] = mapped_column(Text)
+    poison_paths: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default="{}")
+    discovered: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    unchanged: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    extracted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    inserted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    removed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_scan_units_pending", "scan_id", postgresql_where="state = 'pending'"),
+    )
+
+
+class ScanFolder(Base):
+    """Folders a scan listed, so that the end of the scan can tell which catalogued folders vanished. ``listed``
+    is false when the folder could not be read: its tracks are then kept, not swept as removed."""
+
+    __tablename__ = "scan_folders"
+
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), primary_key=True)
+    folder: Mapped[str] = mapped_column(Text, primary_key=True)
+    listed: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+
+
+class ScanFailure(Base):
+    __tablename__ = "scan_failures"
+    __table_args__ = (UniqueConstraint("scan_id", "path", "stage", name="uq_scan_failures_scan_path_stage"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(Text)
+    stage: Mapped[str] = mapped_column(String(16))  # scan extract insert
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1,0 +1,29 @@
+"""Per-task time limits and priorities, in one table.
+
+Every task is short by design (a folder chunk, a batch of a few hundred files), so the limits are minutes, not the
+seed's hours; the supervisor programs' ``stopwaitsecs`` and Redis's visibility timeout are derived from them.
+Priorities follow Redis's emulation: 0 is served first.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TaskLimits:
+    queue: str
+    soft_time_limit: int
+    time_limit: int
+    priority: int
+
+
+# seconds
+SCAN = TaskLimits("scan", soft_time_limit=540, time_limit=600, priority=3)
+EXTRACT = TaskLimits("extract", soft_time_limit=540, time_limit=600, priority=3)
+BATCH = TaskLimits("batch", soft_time_limit=270, time_limit=300, priority=3)
+INSERT = TaskLimits("insert", soft_time_limit=540, time_limit=600, priority=0)
+DEFERRED = TaskLimits("deferred", soft_time_limit=1700, time_limit=1800, priority=6)
+# Finishing a scan (sweeping what vanished) waits behind no enrichment work.
+DEFERRED_FINALIZE = TaskLimits("deferred", soft_time_limit=1700, time_limit=1800, priority=0)
+
+LONGEST_TIME_LIMIT = max(limit.time_limit for limit in (SCAN, EXTRACT, BATCH, INSERT, DEFERRED, DEFERRED_FINALIZE))

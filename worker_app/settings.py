@@ -1,0 +1,108 @@
+"""All configuration of a worker or of the command line, read once from the environment.
+
+Values come from the process environment first, then from the env file (``SONIQUEBAY_ENV_FILE``, by default
+``/etc/soniquebay/worker.env``, which Ansible writes with mode 0600). Nothing else in the package reads
+``os.environ``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+DEFAULT_ENV_FILE = "/etc/soniquebay/worker.env"
+
+
+class ConfigurationError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker_url: str
+    result_backend: str
+    database_url: str
+    library_roots: tuple[str, ...]
+    # Files per extract task: Celery costs ~1.2 ms per task, mutagen ~0.5 ms per file (performance-facts.md),
+    # so a few hundred files per task keeps Celery's share small while a task still ends in seconds.
+    batch_size: int
+    # Entries one scan chunk task lists before it hands the rest of its subtree to new chunk tasks.
+    chunk_entries: int
+    # How often a task that killed its worker is delivered again before its work is parked as failed.
+    max_deliveries: int
+    # Above the longest task time limit, or Redis hands a running task to a second worker (celery#7918).
+    visibility_timeout: int
+    # Multiplies every task's time limit; tests shrink it to see time limits act.
+    time_limit_scale: float
+    # Largest picture kept in the catalogue; bigger ones are recorded as a warning and skipped.
+    max_cover_bytes: int
+    timezone: str
+    # Test-only: a file whose name holds this marker kills the extract worker (see pipeline/extract.py).
+    test_crash_marker: str | None = None
+
+    @property
+    def longest_time_limit(self) -> int:
+        from worker_app.limits import LONGEST_TIME_LIMIT
+
+        return int(LONGEST_TIME_LIMIT * self.time_limit_scale)
+
+
+def _read_environment() -> dict[str, str]:
+    env_file = os.environ.get("SONIQUEBAY_ENV_FILE", DEFAULT_ENV_FILE)
+    values: dict[str, str] = {}
+    if env_file and Path(env_file).is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update({k: v for k, v in os.environ.items() if k.startswith("SONIQUEBAY_")})
+    return values
+
+
+def _positive_int(values: dict[str, str], name: str, default: int) -> int:
+    raw = values.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        number = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, not {raw!r}") from None
+    if number <= 0:
+        raise ConfigurationError(f"{name} must be above zero, not {number}")
+    return number
+
+
+def load_settings() -> Settings:
+    values = _read_environment()
+    roots = tuple(
+        os.path.realpath(root) for root in values.get("SONIQUEBAY_LIBRARY_ROOTS", "").split(os.pathsep) if root.strip()
+    )
+    broker_url = values.get("SONIQUEBAY_BROKER_URL", "redis://127.0.0.1:6379/0")
+    scale = float(values.get("SONIQUEBAY_TIME_LIMIT_SCALE", "1") or 1)
+    settings = Settings(
+        broker_url=broker_url,
+        result_backend=values.get("SONIQUEBAY_RESULT_BACKEND", "redis://127.0.0.1:6380/0"),
+        database_url=values.get(
+            "SONIQUEBAY_DATABASE_URL", "postgresql+psycopg2://soniquebay@127.0.0.1:5432/soniquebay"
+        ),
+        library_roots=roots,
+        batch_size=_positive_int(values, "SONIQUEBAY_BATCH_SIZE", 200),
+        chunk_entries=_positive_int(values, "SONIQUEBAY_CHUNK_ENTRIES", 5000),
+        max_deliveries=_positive_int(values, "SONIQUEBAY_MAX_DELIVERIES", 5),
+        visibility_timeout=_positive_int(values, "SONIQUEBAY_VISIBILITY_TIMEOUT", 7200),
+        time_limit_scale=scale,
+        max_cover_bytes=_positive_int(values, "SONIQUEBAY_MAX_COVER_BYTES", 16 * 1024 * 1024),
+        timezone=values.get("SONIQUEBAY_TIMEZONE", "Europe/Paris"),
+        test_crash_marker=values.get("SONIQUEBAY_TEST_CRASH_MARKER") or None,
+    )
+    if settings.visibility_timeout <= settings.longest_time_limit:
+        raise ConfigurationError(
+            f"SONIQUEBAY_VISIBILITY_TIMEOUT ({settings.visibility_timeout} s) must be above the longest task time "
+            f"limit ({settings.longest_time_limit} s), or Redis redelivers tasks that are still running"
+        )
+    return settings
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
