@@ -1,0 +1,186 @@
+"""`soniquebay`: start a scan and watch it, read a scan's figures and failures, migrate the catalogue."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from worker_app.settings import ConfigurationError
+
+stderr = Console(stderr=True)
+stdout = Console()
+
+SUMMARY_FIELDS = ("scan_id", "root", "status", "discovered", "unchanged", "extracted", "inserted", "failed",
+                  "removed", "seconds", "error")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(code)
+
+
+def _progress(scan_id: int) -> dict:
+    from worker_app.db.session import transaction
+    from worker_app.pipeline.ledger import progress
+
+    with transaction() as session:
+        return progress(session, scan_id)
+
+
+def _latest_scan_id() -> int:
+    from sqlalchemy import func, select
+
+    from worker_app.db.models import Scan
+    from worker_app.db.session import transaction
+
+    with transaction() as session:
+        scan_id = session.execute(select(func.max(Scan.id))).scalar()
+    if scan_id is None:
+        _fail("no scan has been run yet")
+    return scan_id
+
+
+@click.group()
+def main() -> None:
+    """SoniqueBay Fleet: catalogue a music library into PostgreSQL with Celery workers."""
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--wait", is_flag=True, help="Show a live progress bar and exit when the scan is complete.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on standard output.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
+def scan(path: str, wait: bool, as_json: bool, timeout: float | None) -> None:
+    """Scan PATH (a folder or a file inside the library roots) into the catalogue."""
+    from worker_app.paths import PathRefused
+    from worker_app.pipeline.scan import start_scan
+
+    try:
+        scan_id = start_scan(path)
+    except (PathRefused, ConfigurationError) as refusal:
+        _fail(str(refusal))
+    except Exception as error:  # the broker or the database cannot be reached: say which, not a traceback
+        _fail(f"cannot start the scan: {type(error).__name__}: {error}", 3)
+    if not wait:
+        summary = _progress(scan_id)
+        _print_summary(summary, as_json)
+        return
+    summary = _watch(scan_id, timeout, quiet=as_json and not sys.stderr.isatty())
+    _print_summary(summary, as_json)
+    if summary["status"] != "complete":
+        _fail(summary.get("error") or f"scan {scan_id} ended as {summary['status']}", 1)
+
+
+def _watch(scan_id: int, timeout: float | None, quiet: bool) -> dict:
+    started = time.monotonic()
+    columns = [
+        TextColumn("[bold]scan {task.fields[scan_id]}[/] {task.fields[status]:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("found {task.fields[discovered]} · extracted {task.fields[extracted]} · inserted "
+                   "{task.fields[inserted]} · failed {task.fields[failed]} · removed {task.fields[removed]} · "
+                   "{task.fields[rate]:.0f} files/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=stderr, disable=quiet, transient=False) as bar:
+        task = bar.add_task("scan", total=None, scan_id=scan_id, status="queued", discovered=0, extracted=0,
+                            inserted=0, failed=0, removed=0, rate=0.0)
+        while True:
+            summary = _progress(scan_id)
+            done = summary["unchanged"] + summary["extracted"] + summary["failed"]
+            elapsed = max(time.monotonic() - started, 1e-6)
+            walking = summary["pending_units"].get("chunk", 0) > 0
+            bar.update(
+                task, total=None if walking and summary["status"] != "complete" else summary["discovered"],
+                completed=done, status=summary["status"], rate=summary["extracted"] / elapsed,
+                **{k: summary[k] for k in ("discovered", "extracted", "inserted", "failed", "removed")},
+            )
+            if summary["status"] in ("complete", "failed"):
+                return summary
+            if timeout is not None and elapsed > timeout:
+                return {**summary, "status": "timeout",
+                        "error": f"scan {scan_id} not complete after {timeout:.0f} s (are the workers running?)"}
+            time.sleep(0.5)
+
+
+def _print_summary(summary: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({k: summary.get(k) for k in SUMMARY_FIELDS}))
+        return
+    table = Table(show_header=False, box=None)
+    for key in SUMMARY_FIELDS:
+        if summary.get(key) is not None:
+            table.add_row(key, str(summary[key]))
+    if summary.get("pending_units"):
+        table.add_row("pending", ", ".join(f"{n} {k}" for k, n in summary["pending_units"].items()))
+    stdout.print(table)
+
+
+@main.command()
+@click.argument("scan_id", type=int, required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(scan_id: int | None, as_json: bool) -> None:
+    """Show the figures of SCAN_ID (the latest scan by default)."""
+    scan_id = scan_id or _latest_scan_id()
+    try:
+        summary = _progress(scan_id)
+    except LookupError as error:
+        _fail(str(error))
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        _print_summary(summary, False)
+
+
+@main.command()
+@click.argument("scan_id", type=int, required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the failures as a JSON list.")
+def failures(scan_id: int | None, as_json: bool) -> None:
+    """List the files (and folders) SCAN_ID could not catalogue, each with its reason."""
+    from sqlalchemy import select
+
+    from worker_app.db.models import ScanFailure
+    from worker_app.db.session import transaction
+
+    scan_id = scan_id or _latest_scan_id()
+    with transaction() as session:
+        rows = session.execute(
+            select(ScanFailure.path, ScanFailure.stage, ScanFailure.reason)
+            .where(ScanFailure.scan_id == scan_id).order_by(ScanFailure.path)
+        ).all()
+    if as_json:
+        click.echo(json.dumps([{"path": p, "stage": s, "reason": r} for p, s, r in rows]))
+        return
+    table = Table("path", "stage", "reason", title=f"scan {scan_id}: {len(rows)} failures")
+    for row in rows:
+        table.add_row(*row)
+    stdout.print(table)
+
+
+@main.group()
+def db() -> None:
+    """The catalogue's schema."""
+
+
+@db.command()
+def upgrade() -> None:
+    """Apply every Alembic migration not yet applied."""
+    from worker_app.db.migrate import current_revision, upgrade as run_upgrade
+
+    run_upgrade()
+    click.echo(f"catalogue at revision {current_revision()}")
+
+
+@db.command()
+def current() -> None:
+    """Print the schema's revision and the latest one this version knows."""
+    from worker_app.db.migrate import current_revision, head_revision
+
+    click.echo(json.dumps({"current": current_revision(), "head": head_revision()}))

@@ -1,0 +1,143 @@
+"""Batch stage (queue ``batch``, memory bound): group a batch's records by artist and album, decide each album's
+artist (a compilation stays one "Various Artists" album), dedupe, and hand one payload to the insert stage."""
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from collections import Counter, defaultdict
+from typing import Any
+
+from worker_app.celery_app import app
+from worker_app.limits import BATCH
+from worker_app.pipeline.unit_task import UnitTask
+
+VARIOUS_ARTISTS = "Various Artists"
+UNKNOWN_ARTIST = "Unknown Artist"
+_SPACES = re.compile(r"\s+")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def name_key(name: str) -> str:
+    """The natural key of an artist or album title: "The Beatles", "the  beatles" and "ＴＨＥ BEATLES" are one."""
+    return _SPACES.sub(" ", unicodedata.normalize("NFKC", name)).strip().casefold()
+
+
+def storable(value: Any, warnings: list[str], field: str) -> Any:
+    """PostgreSQL text takes neither NUL nor lone surrogates: drop them, and say so in the track's warnings."""
+    if isinstance(value, str):
+        if _UNSTORABLE.search(value):
+            warnings.append(f"{field}: removed NUL or invalid characters")
+            return _UNSTORABLE.sub("", value)
+        return value
+    if isinstance(value, list):
+        return [storable(item, warnings, field) for item in value]
+    if isinstance(value, dict):
+        return {storable(k, warnings, field): storable(v, warnings, f"{field}.{k}") for k, v in value.items()}
+    return value
+
+
+def _album_artist_name(records: list[dict]) -> tuple[str, bool]:
+    """(album artist, is compilation) for the records of one album in one folder."""
+    tagged = Counter(" & ".join(r["album_artists"]) for r in records if r["album_artists"])
+    flagged = any(r["is_compilation"] for r in records)
+    if tagged:
+        name = tagged.most_common(1)[0][0]
+        return name, flagged or name_key(name) == name_key(VARIOUS_ARTISTS)
+    if flagged:
+        return VARIOUS_ARTISTS, True
+    track_artists = {name_key(r["artists"][0]): r["artists"][0] for r in records if r["artists"]}
+    if len(track_artists) > 1:
+        return VARIOUS_ARTISTS, True
+    if track_artists:
+        return next(iter(track_artists.values())), False
+    return UNKNOWN_ARTIST, False
+
+
+@app.task(name="group_by_artist", acks_late=True,
+          soft_time_limit=BATCH.soft_time_limit, time_limit=BATCH.time_limit, priority=BATCH.priority)
+def group_by_artist(records: list[dict]) -> dict:
+    """Artists and albums of a batch, each once, and each track annotated with their natural keys."""
+    artists: dict[str, dict] = {}
+    albums: dict[str, dict] = {}
+
+    def add_artist(name: str, mbid: str | None) -> str:
+        key = name_key(name)
+        known = artists.setdefault(key, {"name": name, "name_key": key, "mbid": None})
+        known["mbid"] = known["mbid"] or mbid
+        return key
+
+    by_album: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for record in records:
+        record["warnings"] = list(record.get("warnings") or [])
+        for field in list(record):
+            if field not in ("path", "cover", "folder_cover"):  # the path keeps its raw bytes
+                record[field] = storable(record[field], record["warnings"], field)
+        record["artists"] = [a for a in record["artists"] if a.strip()]
+        if record.get("album") and record["album"].strip():
+            by_album[(os.path.dirname(record["path"]), name_key(record["album"]))].append(record)
+        else:
+            record["album_key"] = None
+        mbids = record["mb_artist_ids"] if len(record["mb_artist_ids"]) == len(record["artists"]) else []
+        record["artist_keys"] = [
+            add_artist(name, mbids[i] if mbids else None) for i, name in enumerate(record["artists"])
+        ]
+
+    for (_, title_key), album_records in by_album.items():
+        artist_name, is_compilation = _album_artist_name(album_records)
+        first = album_records[0]
+        album_artist_mbid = (first["mb_album_artist_ids"][0]
+                             if len(first["mb_album_artist_ids"]) == 1 and first["album_artists"] else None)
+        artist_key = add_artist(artist_name, album_artist_mbid)
+        album_key = f"{artist_key}\x1f{title_key}"
+        years = [r["year"] for r in album_records if r["year"]]
+        discs = [r["disc_total"] or r["disc_number"] for r in album_records if r["disc_total"] or r["disc_number"]]
+        album = albums.setdefault(album_key, {
+            "title": Counter(r["album"] for r in album_records).most_common(1)[0][0],
+            "title_key": title_key, "album_artist_key": artist_key, "is_compilation": False,
+            "year": None, "mbid": None, "release_group_mbid": None, "disc_total": None,
+        })
+        album["is_compilation"] = album["is_compilation"] or is_compilation
+        album["year"] = min(years + ([album["year"]] if album["year"] else []), default=None)
+        album["disc_total"] = max(discs + ([album["disc_total"]] if album["disc_total"] else []), default=None)
+        album["mbid"] = album["mbid"] or next((r["mb_album_id"] for r in album_records if r["mb_album_id"]), None)
+        album["release_group_mbid"] = album["release_group_mbid"] or next(
+            (r["mb_release_group_id"] for r in album_records if r["mb_release_group_id"]), None)
+        for record in album_records:
+            record["album_key"] = album_key
+    return {"artists": artists, "albums": albums, "tracks": records}
+
+
+@app.task(name="prepare_insertion_batch", acks_late=True,
+          soft_time_limit=BATCH.soft_time_limit, time_limit=BATCH.time_limit, priority=BATCH.priority)
+def prepare_insertion_batch(grouped: dict, failures: list, covers: dict) -> dict:
+    """The insert stage's payload: every entity once, sorted by natural key (every insert worker then locks rows
+    in the same order, which rules out deadlocks between them), covers only when a track uses them."""
+    tracks = sorted({t["path"]: t for t in grouped["tracks"]}.values(), key=lambda t: t["path"])
+    used_covers = {t["cover"] for t in tracks if t.get("cover")} | {t["folder_cover"] for t in tracks
+                                                                      if t.get("folder_cover")}
+    return {
+        "covers": [covers[sha] for sha in sorted(used_covers) if sha in covers],
+        "artists": [grouped["artists"][k] for k in sorted(grouped["artists"])],
+        "albums": [grouped["albums"][k] | {"key": k} for k in sorted(grouped["albums"])],
+        "tracks": tracks,
+        "failures": failures,
+    }
+
+
+class BatchTask(UnitTask):
+    stage = "batch"
+
+    def paths_of(self, args, kwargs):
+        records = args[2] if len(args) > 2 else []
+        return [record["path"] for record in records]
+
+
+@app.task(name="batch_entities", base=BatchTask, bind=True, acks_late=True,
+          soft_time_limit=BATCH.soft_time_limit, time_limit=BATCH.time_limit, priority=BATCH.priority)
+def batch_entities(self, scan_id: int, key: str, records: list[dict], failures: list, covers: dict) -> dict:
+    from worker_app.pipeline.insert import insert_batch_direct
+
+    payload = prepare_insertion_batch(group_by_artist(records), failures, covers)
+    insert_batch_direct.delay(scan_id, key, payload)
+    return {"tracks": len(payload["tracks"]), "artists": len(payload["artists"]), "albums": len(payload["albums"])}

@@ -1,0 +1,149 @@
+"""Deferred work (queue ``deferred``): ``cleanup_*`` removes what left the disk and finishes scans, ``enrich_*``
+chooses album covers, ``vectorize_*`` builds the full-text search vectors. All of it can run late without the
+catalogue being wrong in the meantime."""
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import and_, delete, exists, func, literal, or_, select, text, update
+from sqlalchemy.orm import Session, aliased
+
+from worker_app.celery_app import app
+from worker_app.db.models import Album, Artist, Cover, Scan, ScanFolder, Track, TrackArtist
+from worker_app.db.session import transaction
+from worker_app.limits import DEFERRED, DEFERRED_FINALIZE
+from worker_app.pipeline.ledger import complete_unit, unit_totals
+from worker_app.pipeline.unit_task import UnitTask
+
+log = logging.getLogger(__name__)
+
+
+class DeferredTask(UnitTask):
+    stage = "cleanup"
+
+
+def _finish_if(finished: bool, scan_id: int) -> None:
+    if finished:
+        cleanup_finish_scan.delay(scan_id)
+
+
+@app.task(name="cleanup_removed_files", base=DeferredTask, bind=True, acks_late=True,
+          soft_time_limit=DEFERRED.soft_time_limit, time_limit=DEFERRED.time_limit, priority=DEFERRED.priority)
+def cleanup_removed_files(self, scan_id: int, key: str, paths: list[str]) -> dict:
+    """Remove the tracks of files that a scan no longer found in their folder."""
+    with transaction() as session:
+        removed = session.execute(delete(Track).where(Track.path.in_(paths))).rowcount
+        finished = complete_unit(session, scan_id, key, removed=removed)
+    _finish_if(finished, scan_id)
+    return {"removed": removed}
+
+
+def delete_orphans(session: Session) -> dict[str, int]:
+    """Albums without tracks, then artists credited nowhere, then covers nothing shows."""
+    albums = session.execute(
+        delete(Album).where(~exists().where(Track.album_id == Album.id))
+    ).rowcount
+    artists = session.execute(delete(Artist).where(
+        ~exists().where(Track.artist_id == Artist.id),
+        ~exists().where(TrackArtist.artist_id == Artist.id),
+        ~exists().where(Album.album_artist_id == Artist.id),
+    )).rowcount
+    covers = session.execute(delete(Cover).where(
+        ~exists().where(Track.cover_id == Cover.id), ~exists().where(Album.cover_id == Cover.id),
+    )).rowcount
+    return {"albums": albums, "artists": artists, "covers": covers}
+
+
+@app.task(name="cleanup_orphans", acks_late=True, autoretry_for=(Exception,), max_retries=5, retry_backoff=2,
+          soft_time_limit=DEFERRED.soft_time_limit, time_limit=DEFERRED.time_limit, priority=DEFERRED.priority)
+def cleanup_orphans() -> dict[str, int]:
+    """Remove albums, artists and covers that no track uses any more (e.g. after files were retagged)."""
+    with transaction() as session:
+        return delete_orphans(session)
+
+
+def sweep_vanished_folders(session: Session, scan_id: int, root: str) -> int:
+    """Tracks under the scanned root whose folder the scan did not find, unless the folder sits under one the
+    scan could not read (its files may well still be there)."""
+    walked = aliased(ScanFolder)
+    unreadable = aliased(ScanFolder)
+    prefix = root.rstrip("/") + "/"
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return session.execute(delete(Track).where(
+        or_(Track.folder == root, Track.path.like(escaped + "%", escape="\\")),
+        ~exists().where(walked.scan_id == scan_id, walked.folder == Track.folder),
+        ~exists().where(
+            unreadable.scan_id == scan_id, unreadable.listed.is_(False),
+            or_(Track.folder == unreadable.folder, Track.folder.startswith(unreadable.folder + literal("/"))),
+        ),
+    )).rowcount
+
+
+@app.task(name="cleanup_finish_scan", bind=True, acks_late=True, autoretry_for=(Exception,), max_retries=8,
+          retry_backoff=2, soft_time_limit=DEFERRED_FINALIZE.soft_time_limit,
+          time_limit=DEFERRED_FINALIZE.time_limit, priority=DEFERRED_FINALIZE.priority)
+def cleanup_finish_scan(self, scan_id: int) -> dict:
+    """The end of a scan: sweep vanished folders and orphans, fix the final figures, mark the scan complete.
+    Runs once per scan in effect: a second delivery finds the scan complete and does nothing."""
+    with transaction() as session:
+        scan = session.get(Scan, scan_id, with_for_update=True)
+        if scan is None or scan.status != "finalizing":
+            return {"scan_id": scan_id, "status": scan.status if scan else None}
+        swept = sweep_vanished_folders(session, scan_id, scan.root) if scan.root else 0
+        orphans = delete_orphans(session)
+        totals = unit_totals(session, scan_id)
+        totals["removed"] += swept
+        for name, value in totals.items():
+            setattr(scan, name, value)
+        scan.status = "complete"
+        scan.finished_at = func.now()
+    log.info("scan %s complete: %s; orphans removed %s", scan_id, totals, orphans)
+    return {"scan_id": scan_id, "status": "complete", **totals}
+
+
+@app.task(name="enrich_album_covers", base=DeferredTask, bind=True, acks_late=True,
+          soft_time_limit=DEFERRED.soft_time_limit, time_limit=DEFERRED.time_limit, priority=DEFERRED.priority)
+def enrich_album_covers(self, scan_id: int | None, key: str | None, album_ids: list[int]) -> dict:
+    """Give each album the picture its tracks show most, a folder image (cover.jpg...) before embedded art."""
+    best_cover = (
+        select(Track.cover_id)
+        .join(Cover, Cover.id == Track.cover_id)
+        .where(Track.album_id == Album.id)
+        .group_by(Track.cover_id, Cover.source)
+        .order_by((Cover.source == "folder").desc(), func.count().desc(), Track.cover_id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    with transaction() as session:
+        updated = session.execute(
+            update(Album).where(Album.id.in_(album_ids)).values(cover_id=best_cover)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        finished = complete_unit(session, scan_id, key) if key else False
+    _finish_if(finished, scan_id)
+    return {"albums": updated}
+
+
+SEARCH_VECTOR = text("""
+    setweight(to_tsvector('simple', coalesce(tracks.title, '')), 'A')
+    || setweight(to_tsvector('simple', coalesce((
+           SELECT string_agg(artists.name, ' ') FROM track_artists JOIN artists ON artists.id = track_artists.artist_id
+           WHERE track_artists.track_id = tracks.id), '')), 'B')
+    || setweight(to_tsvector('simple', coalesce((SELECT albums.title FROM albums WHERE albums.id = tracks.album_id),
+           '')), 'C')
+    || setweight(to_tsvector('simple', array_to_string(tracks.genres, ' ')), 'D')
+""")
+
+
+@app.task(name="vectorize_tracks", base=DeferredTask, bind=True, acks_late=True,
+          soft_time_limit=DEFERRED.soft_time_limit, time_limit=DEFERRED.time_limit, priority=DEFERRED.priority)
+def vectorize_tracks(self, scan_id: int | None, key: str | None, track_ids: list[int]) -> dict:
+    """Build each track's full-text search vector (title, artists, album, genres) for `soniquebay search`."""
+    with transaction() as session:
+        updated = session.execute(
+            update(Track).where(Track.id.in_(track_ids)).values(search_vector=SEARCH_VECTOR)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        finished = complete_unit(session, scan_id, key) if key else False
+    _finish_if(finished, scan_id)
+    return {"tracks": updated}

@@ -1,0 +1,223 @@
+"""Insert stage (queue ``insert``, DB bound): one transaction per batch, every row an upsert on its natural key
+(``INSERT ... ON CONFLICT``), so a batch delivered twice leaves the catalogue as once.
+
+Rows go as one multi-row statement per table (a single round trip; SQLAlchemy would send one statement per row for
+an executemany upsert without RETURNING, see performance-facts.md). A row that PostgreSQL refuses does not sink
+its batch: the batch is written again track by track, each in a savepoint, and the refused track is recorded as
+failed.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import os
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DataError, IntegrityError, InternalError, ProgrammingError
+from sqlalchemy.orm import Session
+
+from worker_app.celery_app import app
+from worker_app.db.models import Album, Artist, Cover, Track, TrackArtist
+from worker_app.db.session import transaction
+from worker_app.limits import INSERT
+from worker_app.paths import db_path
+from worker_app.pipeline.ledger import Failure, complete_unit, record_failures, register_units, unit_is_done
+from worker_app.pipeline.unit_task import UnitTask
+
+log = logging.getLogger(__name__)
+
+ROW_ERRORS = (DataError, IntegrityError, InternalError, ProgrammingError)
+
+TRACK_FIELDS = (
+    "title", "track_number", "track_total", "disc_number", "disc_total", "date", "year", "genres", "composers",
+    "duration_seconds", "bitrate", "sample_rate", "channels", "bits_per_sample", "format", "codec", "size_bytes",
+    "mtime", "replaygain_track_gain", "replaygain_track_peak", "replaygain_album_gain", "replaygain_album_peak",
+    "tags", "warnings",
+)
+
+
+def upsert_covers(session: Session, covers: list[dict]) -> dict[str, int]:
+    if not covers:
+        return {}
+    rows = [{**cover, "data": base64.b64decode(cover["data"])} for cover in covers]
+    session.execute(insert(Cover).values(rows).on_conflict_do_nothing(index_elements=["sha256"]))
+    found = session.execute(select(Cover.id, Cover.sha256).where(Cover.sha256.in_([c["sha256"] for c in covers])))
+    return {sha: cover_id for cover_id, sha in found}
+
+
+def upsert_artists(session: Session, artists: list[dict]) -> dict[str, int]:
+    if not artists:
+        return {}
+    statement = insert(Artist).values(artists)
+    session.execute(statement.on_conflict_do_update(
+        index_elements=["name_key"],
+        set_={"mbid": statement.excluded.mbid},
+        where=Artist.mbid.is_(None) & statement.excluded.mbid.is_not(None),
+    ))
+    found = session.execute(select(Artist.id, Artist.name_key).where(
+        Artist.name_key.in_([a["name_key"] for a in artists])))
+    return {key: artist_id for artist_id, key in found}
+
+
+def upsert_albums(session: Session, albums: list[dict], artist_ids: dict[str, int]) -> dict[str, int]:
+    if not albums:
+        return {}
+    rows = [{
+        "title": a["title"], "title_key": a["title_key"], "album_artist_id": artist_ids[a["album_artist_key"]],
+        "year": a["year"], "is_compilation": a["is_compilation"], "mbid": a["mbid"],
+        "release_group_mbid": a["release_group_mbid"], "disc_total": a["disc_total"],
+    } for a in albums]
+    statement = insert(Album).values(rows)
+    excluded = statement.excluded
+    result = session.execute(statement.on_conflict_do_update(
+        constraint="uq_albums_artist_title",
+        set_={"title": excluded.title, "year": excluded.year, "is_compilation": excluded.is_compilation,
+              "mbid": excluded.mbid, "release_group_mbid": excluded.release_group_mbid,
+              "disc_total": excluded.disc_total},
+    ).returning(Album.id, Album.album_artist_id, Album.title_key))
+    ids = {(artist_id, title_key): album_id for album_id, artist_id, title_key in result}
+    return {a["key"]: ids[(artist_ids[a["album_artist_key"]], a["title_key"])] for a in albums}
+
+
+def upsert_tracks(session: Session, scan_id: int | None, tracks: list[dict], artist_ids: dict[str, int],
+                  album_ids: dict[str, int], cover_ids: dict[str, int]) -> dict[str, int]:
+    if not tracks:
+        return {}
+    rows = []
+    for track in tracks:
+        path, path_bytes = db_path(track["path"])
+        folder = db_path(os.path.dirname(track["path"]))[0]
+        cover_sha = track.get("cover") or track.get("folder_cover")
+        rows.append({
+            **{field: track[field] for field in TRACK_FIELDS},
+            "path": path, "path_bytes": path_bytes, "folder": folder,
+            "artist_id": artist_ids[track["artist_keys"][0]] if track["artist_keys"] else None,
+            "album_id": album_ids[track["album_key"]] if track.get("album_key") else None,
+            "genre": track["genres"][0] if track["genres"] else None,
+            "cover_id": cover_ids.get(cover_sha) if cover_sha else None,
+            "mbid": track["mb_track_id"], "mb_release_track_id": track["mb_release_track_id"],
+            "scan_id": scan_id,
+        })
+    statement = insert(Track).values(rows)
+    updated = {column: statement.excluded[column] for column in rows[0] if column != "path"}
+    result = session.execute(statement.on_conflict_do_update(
+        index_elements=["path"], set_={**updated, "updated_at": statement.excluded.updated_at},
+    ).returning(Track.id, Track.path))
+    track_ids = dict((path, track_id) for track_id, path in result)
+    session.execute(delete(TrackArtist).where(TrackArtist.track_id.in_(list(track_ids.values()))))
+    credits = [
+        {"track_id": track_ids[db_path(track["path"])[0]], "position": position, "artist_id": artist_ids[key]}
+        for track in tracks for position, key in enumerate(dict.fromkeys(track["artist_keys"]))
+    ]
+    if credits:
+        session.execute(insert(TrackArtist).values(credits).on_conflict_do_nothing())
+    return track_ids
+
+
+def write_payload(session: Session, scan_id: int | None, payload: dict) -> dict[str, int]:
+    """Every row of a batch payload, in dependency order; returns the track ids by path."""
+    cover_ids = upsert_covers(session, payload["covers"])
+    artist_ids = upsert_artists(session, payload["artists"])
+    album_ids = upsert_albums(session, payload["albums"], artist_ids)
+    return upsert_tracks(session, scan_id, payload["tracks"], artist_ids, album_ids, cover_ids)
+
+
+def _payload_for(payload: dict, track: dict) -> dict:
+    """The part of a payload one track needs."""
+    covers = {track.get("cover"), track.get("folder_cover")}
+    album = [a for a in payload["albums"] if a["key"] == track.get("album_key")]
+    artist_keys = set(track["artist_keys"]) | {a["album_artist_key"] for a in album}
+    return {
+        "covers": [c for c in payload["covers"] if c["sha256"] in covers],
+        "artists": [a for a in payload["artists"] if a["name_key"] in artist_keys],
+        "albums": album,
+        "tracks": [track],
+    }
+
+
+class InsertTask(UnitTask):
+    stage = "insert"
+
+    def paths_of(self, args, kwargs):
+        payload = args[2] if len(args) > 2 else {}
+        return [track["path"] for track in payload.get("tracks", [])] + [f[0] for f in payload.get("failures", [])]
+
+
+@app.task(name="insert_batch_direct", base=InsertTask, bind=True, acks_late=True,
+          soft_time_limit=INSERT.soft_time_limit, time_limit=INSERT.time_limit, priority=INSERT.priority)
+def insert_batch_direct(self, scan_id: int, key: str, payload: dict) -> dict:
+    from worker_app.pipeline.deferred import cleanup_finish_scan, enrich_album_covers, vectorize_tracks
+
+    failures = [Failure(*failure) for failure in payload["failures"]]
+    with transaction() as session:
+        if unit_is_done(session, scan_id, key):
+            return {"skipped": key}  # a second delivery of a batch already written
+        try:
+            with session.begin_nested():
+                track_ids = write_payload(session, scan_id, payload)
+        except ROW_ERRORS as error:
+            log.warning("batch %s of scan %s refused as a whole (%s): writing it track by track",
+                        key, scan_id, error.orig)
+            track_ids = {}
+            for track in payload["tracks"]:
+                try:
+                    with session.begin_nested():
+                        track_ids |= write_payload(session, scan_id, _payload_for(payload, track))
+                except ROW_ERRORS as row_error:
+                    failures.append(Failure(track["path"], "insert", f"refused by PostgreSQL: {row_error.orig}"))
+        # A file that can no longer be read leaves the catalogue with its stale row.
+        session.execute(delete(Track).where(Track.path.in_([db_path(f.path)[0] for f in failures])))
+        record_failures(session, scan_id, failures)
+        album_ids = sorted({album_id for (album_id,) in session.execute(
+            select(Track.album_id).where(Track.id.in_(list(track_ids.values())), Track.album_id.is_not(None)))})
+        follow_ups = []
+        if album_ids:
+            follow_ups.append((f"{key}/enrich", "enrich"))
+        if track_ids:
+            follow_ups.append((f"{key}/vectorize", "vectorize"))
+        register_units(session, scan_id, follow_ups)
+        finished = complete_unit(
+            session, scan_id, key,
+            extracted=len(payload["tracks"]), inserted=len(track_ids), failed=len(failures),
+        )
+    if album_ids:
+        enrich_album_covers.delay(scan_id, f"{key}/enrich", album_ids)
+    if track_ids:
+        vectorize_tracks.delay(scan_id, f"{key}/vectorize", sorted(track_ids.values()))
+    if finished:
+        cleanup_finish_scan.delay(scan_id)
+    return {"inserted": len(track_ids), "failed": len(failures)}
+
+
+@app.task(name="insert_covers_batch", acks_late=True,
+          soft_time_limit=INSERT.soft_time_limit, time_limit=INSERT.time_limit, priority=INSERT.priority)
+def insert_covers_batch(covers: list[dict]) -> dict[str, int]:
+    """Upsert covers (``CoverImage.to_message`` dicts); returns their ids by sha256."""
+    with transaction() as session:
+        return upsert_covers(session, sorted(covers, key=lambda c: c["sha256"]))
+
+
+@app.task(name="insert_artists_batch", acks_late=True,
+          soft_time_limit=INSERT.soft_time_limit, time_limit=INSERT.time_limit, priority=INSERT.priority)
+def insert_artists_batch(artists: list[dict]) -> dict[str, int]:
+    """Upsert artists ({name, name_key, mbid}); returns their ids by natural key."""
+    with transaction() as session:
+        return upsert_artists(session, sorted(artists, key=lambda a: a["name_key"]))
+
+
+@app.task(name="insert_albums_batch", acks_late=True,
+          soft_time_limit=INSERT.soft_time_limit, time_limit=INSERT.time_limit, priority=INSERT.priority)
+def insert_albums_batch(albums: list[dict], artists: list[dict]) -> dict[str, int]:
+    """Upsert albums (as ``prepare_insertion_batch`` gives them) with their album artists; ids by album key."""
+    with transaction() as session:
+        artist_ids = upsert_artists(session, sorted(artists, key=lambda a: a["name_key"]))
+        return upsert_albums(session, sorted(albums, key=lambda a: a["key"]), artist_ids)
+
+
+@app.task(name="insert_tracks_batch", acks_late=True,
+          soft_time_limit=INSERT.soft_time_limit, time_limit=INSERT.time_limit, priority=INSERT.priority)
+def insert_tracks_batch(payload: dict) -> dict[str, int]:
+    """Upsert a whole ``prepare_insertion_batch`` payload outside any scan; returns track ids by path."""
+    with transaction() as session:
+        return write_payload(session, None, payload)

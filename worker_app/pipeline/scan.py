@@ -1,0 +1,290 @@
+"""Scan stage (queue ``scan``, I/O bound): walk the library with os.scandir, find new, changed and removed files.
+
+A chunk task lists folders breadth-first until it has seen ``chunk_entries`` entries, then hands the folders it did
+not reach to new chunk tasks, so no task runs long however big or deep the library. What it found goes out as
+extract batches of whole folders (an album stays in one batch, which the batch stage needs to recognise
+compilations), and as one cleanup unit for the files that vanished from the folders it listed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from worker_app.celery_app import app
+from worker_app.db.models import Scan, ScanFolder, Track
+from worker_app.db.session import transaction
+from worker_app.limits import SCAN
+from worker_app.metadata.reader import find_folder_cover
+from worker_app.paths import PathRefused, db_path, display_path, is_audio_name, is_within, resolve_scan_path
+from worker_app.pipeline.ledger import Failure, complete_unit, record_failures, register_units
+from worker_app.pipeline.unit_task import UnitTask
+from worker_app.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+# Folders handed to one new chunk task when a chunk runs out of budget.
+FOLDERS_PER_CHILD_CHUNK = 64
+
+
+@dataclass
+class FoundFile:
+    path: str
+    folder: str
+    size_bytes: int
+    mtime: float
+
+
+@dataclass
+class Listing:
+    """What one chunk saw on disk."""
+
+    files: list[FoundFile] = field(default_factory=list)
+    listed_folders: list[str] = field(default_factory=list)
+    unreadable_folders: list[str] = field(default_factory=list)
+    folder_covers: dict[str, str] = field(default_factory=dict)
+    unvisited: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+
+def list_folders(folders: list[str], root: str, budget: int) -> Listing:
+    listing = Listing()
+    queue = list(folders)
+    seen_entries = 0
+    while queue:
+        if seen_entries >= budget:
+            listing.unvisited = queue
+            break
+        folder = queue.pop(0)
+        try:
+            with os.scandir(folder) as entries:
+                entries = sorted(entries, key=lambda entry: entry.name)
+        except FileNotFoundError:
+            continue  # vanished since its parent was listed: its tracks are swept at the end of the scan
+        except OSError as error:
+            listing.unreadable_folders.append(folder)
+            listing.failures.append(Failure(folder, "scan", f"cannot list folder: {error.strerror or error}"))
+            continue
+        listing.listed_folders.append(folder)
+        seen_entries += len(entries)
+        image_names = []
+        for entry in entries:
+            kind = _entry_kind(entry, root, listing)
+            if kind == "dir":
+                queue.append(entry.path)
+            elif kind == "file":
+                if is_audio_name(entry.name):
+                    try:
+                        info = entry.stat()
+                    except OSError as error:
+                        listing.failures.append(Failure(entry.path, "scan", f"cannot stat: {error.strerror}"))
+                        continue
+                    listing.files.append(FoundFile(entry.path, folder, info.st_size, info.st_mtime))
+                else:
+                    image_names.append(entry.name)
+        cover_name = find_folder_cover(image_names)
+        if cover_name:
+            listing.folder_covers[folder] = os.path.join(folder, cover_name)
+    return listing
+
+
+def _entry_kind(entry: os.DirEntry, root: str, listing: Listing) -> str | None:
+    """"dir", "file" or None (skipped). Only regular files are ever opened: FIFOs, sockets and devices would
+    block or have no end. Symbolic links are followed only inside the scanned root, and never to a folder that
+    holds the link (a loop)."""
+    try:
+        if entry.is_symlink():
+            target = os.path.realpath(entry.path)
+            if not is_within(target, root):
+                return None
+            mode = os.stat(target).st_mode
+            if stat.S_ISDIR(mode):
+                return None if is_within(os.path.dirname(entry.path), target) else "dir"
+            return "file" if stat.S_ISREG(mode) else None
+        if entry.is_dir(follow_symlinks=False):
+            return "dir"
+        return "file" if entry.is_file(follow_symlinks=False) else None
+    except OSError as error:
+        listing.failures.append(Failure(entry.path, "scan", f"cannot read entry: {error.strerror or error}"))
+        return None
+
+
+def plan_batches(files: list[FoundFile], batch_size: int) -> list[list[FoundFile]]:
+    """Pack whole folders into batches of at most ``batch_size`` files; a bigger folder is split."""
+    by_folder: dict[str, list[FoundFile]] = defaultdict(list)
+    for found in files:
+        by_folder[found.folder].append(found)
+    batches: list[list[FoundFile]] = []
+    current: list[FoundFile] = []
+    for folder_files in by_folder.values():
+        if len(current) + len(folder_files) > batch_size and current:
+            batches.append(current)
+            current = []
+        for start in range(0, len(folder_files), batch_size):
+            piece = folder_files[start:start + batch_size]
+            if len(piece) == batch_size:
+                batches.append(piece)
+            else:
+                current.extend(piece)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _scan_root(session, scan_id: int) -> str:
+    return session.execute(select(Scan.root).where(Scan.id == scan_id)).scalar_one()
+
+
+class ScanChunkTask(UnitTask):
+    stage = "scan"
+
+
+@app.task(name="scan_directory_parallel", bind=True, acks_late=True,
+          soft_time_limit=SCAN.soft_time_limit, time_limit=SCAN.time_limit, priority=SCAN.priority)
+def scan_directory_parallel(self, scan_id: int) -> dict:
+    """Start a scan: check its root against the library roots and send the first chunk (or the single file)."""
+    settings = get_settings()
+    with transaction() as session:
+        scan = session.get(Scan, scan_id, with_for_update=True)
+        if scan is None:
+            raise LookupError(f"there is no scan {scan_id}")
+        if scan.status != "queued":
+            return {"scan_id": scan_id, "status": scan.status}  # a redelivery: the scan is already under way
+        try:
+            real, _ = resolve_scan_path(scan.root, settings.library_roots)
+        except PathRefused as refusal:
+            scan.status, scan.error = "failed", str(refusal)
+            return {"scan_id": scan_id, "status": "failed", "error": str(refusal)}
+        scan.status = "running"
+        is_file = os.path.isfile(real)
+        register_units(session, scan_id, [("c", "chunk")])
+    if is_file:
+        scan_single_file.delay(scan_id, "c", real)
+    else:
+        scan_directory_chunk.delay(scan_id, "c", [real])
+    return {"scan_id": scan_id, "status": "running"}
+
+
+@app.task(name="scan_directory_chunk", base=ScanChunkTask, bind=True, acks_late=True,
+          soft_time_limit=SCAN.soft_time_limit, time_limit=SCAN.time_limit, priority=SCAN.priority)
+def scan_directory_chunk(self, scan_id: int, key: str, folders: list[str]) -> dict:
+    if not self.begin(scan_id, key):
+        return {"skipped": key}
+    settings = get_settings()
+    with transaction() as session:
+        root = _scan_root(session, scan_id)
+    listing = list_folders(folders, root, settings.chunk_entries)
+    return _commit_listing(scan_id, key, listing, settings.batch_size)
+
+
+@app.task(name="scan_single_file", base=ScanChunkTask, bind=True, acks_late=True,
+          soft_time_limit=SCAN.soft_time_limit, time_limit=SCAN.time_limit, priority=SCAN.priority)
+def scan_single_file(self, scan_id: int, key: str, path: str) -> dict:
+    """Re-index one file: catalogue it if it is new or changed, remove it from the catalogue if it is gone."""
+    if not self.begin(scan_id, key):
+        return {"skipped": key}
+    listing = Listing()
+    folder = os.path.dirname(path)
+    try:
+        info = os.stat(path)
+        if stat.S_ISREG(info.st_mode) and is_audio_name(os.path.basename(path)):
+            listing.files.append(FoundFile(path, folder, info.st_size, info.st_mtime))
+        else:
+            listing.failures.append(Failure(path, "scan", "not a regular audio file"))
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        listing.failures.append(Failure(path, "scan", f"cannot stat: {error.strerror}"))
+    return _commit_listing(scan_id, key, listing, get_settings().batch_size, only_path=path)
+
+
+def _commit_listing(scan_id: int, key: str, listing: Listing, batch_size: int, only_path: str | None = None) -> dict:
+    """Compare what is on disk with the catalogue, register the follow-up units and close this one."""
+    from worker_app.pipeline.deferred import cleanup_finish_scan, cleanup_removed_files
+    from worker_app.pipeline.extract import extract_metadata_batch
+
+    with transaction() as session:
+        if only_path is not None:
+            known_rows = session.execute(
+                select(Track.path, Track.size_bytes, Track.mtime).where(Track.path == db_path(only_path)[0])
+            ).all()
+        elif listing.listed_folders:
+            known_rows = session.execute(
+                select(Track.path, Track.size_bytes, Track.mtime).where(
+                    Track.folder.in_([db_path(folder)[0] for folder in listing.listed_folders])
+                )
+            ).all()
+        else:
+            known_rows = []
+        known = {row.path: (row.size_bytes, row.mtime) for row in known_rows}
+        on_disk = {db_path(found.path)[0] for found in listing.files}
+        to_extract = [
+            found for found in listing.files
+            if known.get(db_path(found.path)[0]) != (found.size_bytes, found.mtime)
+        ]
+        removed = sorted(set(known) - on_disk)
+        if only_path is None:
+            folder_rows = [{"scan_id": scan_id, "folder": db_path(f)[0], "listed": True}
+                           for f in listing.listed_folders]
+            folder_rows += [{"scan_id": scan_id, "folder": db_path(f)[0], "listed": False}
+                            for f in listing.unreadable_folders]
+            if folder_rows:
+                session.execute(insert(ScanFolder).values(folder_rows).on_conflict_do_nothing())
+
+        batches = plan_batches(to_extract, batch_size)
+        children = [listing.unvisited[i:i + FOLDERS_PER_CHILD_CHUNK]
+                    for i in range(0, len(listing.unvisited), FOLDERS_PER_CHILD_CHUNK)]
+        units = [(f"{key}.{i}", "chunk") for i in range(len(children))]
+        units += [(f"{key}/b{i}", "extract") for i in range(len(batches))]
+        if removed:
+            units.append((f"{key}/rm", "cleanup"))
+        register_units(session, scan_id, units)
+        record_failures(session, scan_id, listing.failures)
+        file_failures = sum(1 for failure in listing.failures if failure.path not in listing.unreadable_folders)
+        finished = complete_unit(
+            session, scan_id, key,
+            discovered=len(listing.files) + file_failures,
+            unchanged=len(listing.files) - len(to_extract),
+            failed=file_failures,
+        )
+
+    for i, child in enumerate(children):
+        scan_directory_chunk.delay(scan_id, f"{key}.{i}", child)
+    for i, batch in enumerate(batches):
+        covers = {found.folder: listing.folder_covers[found.folder]
+                  for found in batch if found.folder in listing.folder_covers}
+        extract_metadata_batch.delay(
+            scan_id, f"{key}/b{i}", [[found.path, found.size_bytes, found.mtime] for found in batch], covers
+        )
+    if removed:
+        cleanup_removed_files.delay(scan_id, f"{key}/rm", removed)
+    if finished:
+        cleanup_finish_scan.delay(scan_id)
+    return {"folders": len(listing.listed_folders), "files": len(listing.files), "to_extract": len(to_extract),
+            "removed": len(removed), "chunks": len(children), "batches": len(batches)}
+
+
+def start_scan(path: str) -> int:
+    """Record a scan of ``path`` and send it to the scan queue; returns the scan id. Refuses paths outside the
+    library roots before anything is queued."""
+    real, _ = resolve_scan_path(path, get_settings().library_roots)
+    with transaction() as session:
+        scan = Scan(root=real, status="queued")
+        session.add(scan)
+        session.flush()
+        scan_id = scan.id
+    scan_directory_parallel.delay(scan_id)
+    return scan_id
+
+
+def mark_scan_failed(scan_id: int, error: str) -> None:
+    with transaction() as session:
+        session.execute(update(Scan).where(Scan.id == scan_id).values(status="failed", error=error))
+
+
+__all__ = ["scan_directory_parallel", "scan_directory_chunk", "scan_single_file", "start_scan", "display_path"]
