@@ -1,0 +1,290 @@
+"""Real services for the tests and benchmarks: a private PostgreSQL cluster, the two Redis instances (broker with
+AOF + noeviction, cache with allkeys-lru), and supervisord running one Celery worker program per queue, configured
+as the Ansible supervisor role configures them. Everything lives in one folder and on free loopback ports, so
+nothing touches services that a deployment on this machine may run."""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class PostgresServer:
+    base: Path
+    port: int = field(default_factory=free_port)
+    password: str = field(default_factory=lambda: secrets.token_hex(12))
+    user: str = "soniquebay"
+    database: str = "soniquebay"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base / "pgdata"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg2://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
+
+    def _as_postgres(self, *command: str, **kwargs) -> subprocess.CompletedProcess:
+        # PostgreSQL refuses to run as root; the tests run as root on CI.
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        return subprocess.run([*prefix, *command], check=True, capture_output=True, text=True, **kwargs)
+
+    def start(self) -> "PostgresServer":
+        self.base.mkdir(parents=True, exist_ok=True)
+        pwfile = self.base / "pgpass"
+        pwfile.write_text(self.password + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres", "postgres")
+            shutil.chown(pwfile, "postgres", "postgres")
+        self._as_postgres(
+            str(PG_BIN / "initdb"), "-D", str(self.data_dir), "-U", self.user, f"--pwfile={pwfile}",
+            "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--locale=C.UTF-8",
+        )
+        pwfile.unlink()
+        options = (
+            f"-c port={self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.base} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+            "-c shared_buffers=256MB"
+        )
+        self._as_postgres(
+            str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.base / "postgres.log"),
+            "-o", options, "-w", "start",
+        )
+        self._as_postgres(
+            str(PG_BIN / "psql"), "-h", str(self.base), "-p", str(self.port), "-U", self.user, "-d", "postgres",
+            "-c", f"CREATE DATABASE {self.database}",
+        )
+        return self
+
+    def stop(self) -> None:
+        if self.data_dir.exists():
+            subprocess.run(
+                [*(["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []),
+                 str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "stop"],
+                capture_output=True,
+            )
+
+
+@dataclass
+class RedisServer:
+    base: Path
+    name: str
+    policy: str  # maxmemory-policy
+    appendonly: bool
+    maxmemory: str = "512mb"
+    port: int = field(default_factory=free_port)
+    password: str = field(default_factory=lambda: secrets.token_hex(12))
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/{db}"
+
+    @property
+    def folder(self) -> Path:
+        return self.base / f"redis-{self.name}"
+
+    def start(self) -> "RedisServer":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        config = self.folder / "redis.conf"
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\nprotected-mode yes\ndaemonize yes\n"
+            f"pidfile {self.folder}/redis.pid\nlogfile {self.folder}/redis.log\ndir {self.folder}\n"
+            f"appendonly {'yes' if self.appendonly else 'no'}\nappendfsync everysec\n"
+            f"maxmemory {self.maxmemory}\nmaxmemory-policy {self.policy}\nsave \"\"\n"
+            # Like the Ansible role: a password, and the dangerous commands (FLUSHALL, CONFIG SET, DEBUG,
+            # KEYS...) refused; INFO and CONFIG GET stay for monitoring and the tests.
+            f"user default on >{self.password} ~* &* +@all -@dangerous +info +config|get\n"
+        )
+        subprocess.run(["redis-server", str(config)], check=True, capture_output=True)
+        wait_for(lambda: _port_open(self.port), 10, f"redis {self.name} on port {self.port}")
+        return self
+
+    def cli(self, *args: str) -> str:
+        result = subprocess.run(
+            ["redis-cli", "-p", str(self.port), "--no-auth-warning", "-a", self.password, *args],
+            check=True, capture_output=True, text=True,
+        )
+        return result.stdout.strip()
+
+    def stop(self) -> None:
+        pidfile = self.folder / "redis.pid"
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text()), signal.SIGTERM)
+            except (ProcessLookupError, ValueError):
+                pass
+
+
+# Per queue: (concurrency, prefetch multiplier, stopwaitsecs). Small on purpose: CI has 2 cores.
+WORKER_PROGRAMS = {
+    "scan": (1, 2, 660),
+    "extract": (2, 1, 660),
+    "batch": (1, 1, 360),
+    "insert": (1, 2, 660),
+    "deferred": (1, 1, 1860),
+}
+
+
+@dataclass
+class Supervisor:
+    """supervisord with one program per queue, each `celery -A worker_app worker -Q QUEUE -n QUEUE@%h`."""
+
+    base: Path
+    env_file: Path
+    programs: dict[str, tuple[int, int, int]] = field(default_factory=lambda: dict(WORKER_PROGRAMS))
+
+    @property
+    def config(self) -> Path:
+        return self.base / "supervisord.conf"
+
+    def write_config(self) -> None:
+        lines = [
+            "[unix_http_server]", f"file={self.base}/supervisor.sock", "chmod=0700", "",
+            "[supervisord]", f"logfile={self.base}/supervisord.log", f"pidfile={self.base}/supervisord.pid",
+            f"childlogdir={self.base}", "",
+            "[rpcinterface:supervisor]",
+            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface", "",
+            "[supervisorctl]", f"serverurl=unix://{self.base}/supervisor.sock", "",
+        ]
+        for queue, (concurrency, prefetch, stopwaitsecs) in self.programs.items():
+            lines += [
+                f"[program:soniquebay-{queue}]",
+                f"command={VENV_BIN}/celery -A worker_app worker -Q {queue} -n {queue}@%%h "
+                f"--concurrency {concurrency} --prefetch-multiplier {prefetch} --loglevel INFO",
+                f"directory={REPO}",
+                f'environment=SONIQUEBAY_ENV_FILE="{self.env_file}",PYTHONPATH="{REPO}"',
+                "autostart=true", "autorestart=true", "startsecs=3", f"stopwaitsecs={stopwaitsecs}",
+                "stopsignal=TERM", "stopasgroup=true", "killasgroup=true",
+                f"stdout_logfile={self.base}/worker-{queue}.log", "redirect_stderr=true", "",
+            ]
+        self.config.write_text("\n".join(lines))
+
+    def ctl(self, *args: str, check: bool = True) -> str:
+        result = subprocess.run(
+            ["supervisorctl", "-c", str(self.config), *args], capture_output=True, text=True
+        )
+        if check and result.returncode not in (0, 3):  # 3: some program not running; status still printed
+            raise RuntimeError(f"supervisorctl {' '.join(args)}: {result.stdout}{result.stderr}")
+        return result.stdout
+
+    def start(self) -> "Supervisor":
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.write_config()
+        subprocess.run(["supervisord", "-c", str(self.config)], check=True)
+        wait_for(self.all_running, 60, "every worker program RUNNING")
+        return self
+
+    def all_running(self) -> bool:
+        status = self.ctl("status", check=False)
+        lines = [line for line in status.splitlines() if line.strip()]
+        return len(lines) == len(self.programs) and all(" RUNNING " in line for line in lines)
+
+    def stop(self) -> None:
+        pidfile = self.base / "supervisord.pid"
+        if pidfile.exists():
+            self.ctl("stop", "all", check=False)
+            try:
+                pid = int(pidfile.read_text())
+                os.kill(pid, signal.SIGTERM)
+                wait_for(lambda: not Path(f"/proc/{pid}").exists(), 60, "supervisord to exit")
+            except (ProcessLookupError, ValueError):
+                pass
+
+
+@dataclass
+class Stack:
+    """The whole single-host system the tests run against."""
+
+    base: Path
+    library_roots: list[Path]
+    extra_env: dict[str, str] = field(default_factory=dict)
+    postgres: PostgresServer = field(init=False)
+    broker: RedisServer = field(init=False)
+    cache: RedisServer = field(init=False)
+    supervisor: Supervisor | None = field(init=False, default=None)
+
+    def __post_init__(self):
+        self.postgres = PostgresServer(self.base / "pg")
+        self.broker = RedisServer(self.base, "broker", "noeviction", appendonly=True)
+        self.cache = RedisServer(self.base, "cache", "allkeys-lru", appendonly=False)
+
+    @property
+    def env_file(self) -> Path:
+        return self.base / "worker.env"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "SONIQUEBAY_BROKER_URL": self.broker.url(),
+            "SONIQUEBAY_RESULT_BACKEND": self.cache.url(),
+            "SONIQUEBAY_DATABASE_URL": self.postgres.url,
+            "SONIQUEBAY_LIBRARY_ROOTS": os.pathsep.join(str(root) for root in self.library_roots),
+            **self.extra_env,
+        }
+
+    def start_services(self) -> "Stack":
+        self.base.mkdir(parents=True, exist_ok=True)
+        try:
+            self.postgres.start()
+            self.broker.start()
+            self.cache.start()
+        except BaseException:
+            self.stop()
+            raise
+        self.env_file.write_text("".join(f"{key}={value}\n" for key, value in self.env.items()))
+        self.env_file.chmod(0o600)
+        return self
+
+    def start_workers(self, programs: dict[str, tuple[int, int, int]] | None = None) -> Supervisor:
+        self.supervisor = Supervisor(self.base / "supervisor", self.env_file, programs or dict(WORKER_PROGRAMS))
+        return self.supervisor.start()
+
+    def cli_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SONIQUEBAY_")}
+        env.update(SONIQUEBAY_ENV_FILE=str(self.env_file), PYTHONPATH=str(REPO))
+        return env
+
+    def soniquebay(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(VENV_BIN / "soniquebay"), *args], env=self.cli_env(), capture_output=True, text=True,
+            timeout=timeout, check=check,
+        )
+
+    def stop(self) -> None:
+        if self.supervisor:
+            self.supervisor.stop()
+        self.broker.stop()
+        self.cache.stop()
+        self.postgres.stop()

@@ -1,0 +1,85 @@
+"""The Celery configuration the design note intends, with seed-corrections.md applied."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.services import REPO
+
+SEED_ROUTES = {
+    "scan": ["scan_directory_parallel", "scan_directory_chunk", "scan_single_file"],
+    "extract": ["extract_metadata_batch", "extract_single_file", "extract_audio_features_batch"],
+    "batch": ["batch_entities", "group_by_artist", "prepare_insertion_batch"],
+    "insert": ["insert_batch_direct", "insert_artists_batch", "insert_albums_batch", "insert_tracks_batch",
+               "insert_covers_batch"],
+    "deferred": ["cleanup_removed_files", "cleanup_finish_scan", "cleanup_orphans", "enrich_album_covers",
+                 "vectorize_tracks"],
+}
+
+
+def _celery_report(code: str, **env: str) -> str:
+    """Run code in a fresh interpreter: settings are read once per process."""
+    environment = {"SONIQUEBAY_ENV_FILE": "/nonexistent", "PYTHONPATH": str(REPO), **env}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
+    return result.stdout + result.stderr
+
+
+def test_every_seed_task_is_registered_and_routed_to_its_queue():
+    from worker_app.celery_app import app
+
+    app.loader.import_default_modules()
+    for queue, names in SEED_ROUTES.items():
+        for name in names:
+            assert name in app.tasks, f"{name} is not a registered task"
+            route = app.amqp.router.route({}, name)
+            assert route["queue"].name == queue, f"{name} goes to {route['queue'].name}, not {queue}"
+
+
+def test_reliability_and_serialization_settings():
+    from worker_app.celery_app import app
+    from worker_app.limits import LONGEST_TIME_LIMIT
+
+    conf = app.conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.accept_content == ["json"] and conf.task_serializer == "json"
+    assert conf.task_compression == "gzip"
+    assert conf.worker_send_task_events and conf.task_send_sent_event
+    assert conf.timezone == "Europe/Paris" and conf.enable_utc
+    transport = conf.broker_transport_options
+    assert transport["queue_order_strategy"] == "priority"
+    assert transport["visibility_timeout"] > LONGEST_TIME_LIMIT
+    assert conf.worker_max_memory_per_child == 512_000  # KiB, not bytes
+
+
+def test_time_limits_are_set_per_task_and_shorter_than_the_visibility_timeout():
+    from worker_app.celery_app import app
+
+    app.loader.import_default_modules()
+    for names in SEED_ROUTES.values():
+        for name in names:
+            task = app.tasks[name]
+            assert task.time_limit and task.soft_time_limit and task.soft_time_limit < task.time_limit, name
+            assert task.time_limit < app.conf.broker_transport_options["visibility_timeout"]
+
+
+def test_a_visibility_timeout_below_the_longest_time_limit_is_refused():
+    output = _celery_report("import worker_app.settings as s; s.get_settings()", SONIQUEBAY_VISIBILITY_TIMEOUT="60")
+    assert "ConfigurationError" in output and "must be above the longest task time limit" in output
+
+
+def test_settings_come_from_the_env_file(tmp_path):
+    env_file = tmp_path / "worker.env"
+    env_file.write_text("SONIQUEBAY_BROKER_URL=redis://:secret@10.0.0.5:6379/0\nSONIQUEBAY_BATCH_SIZE=123\n")
+    output = _celery_report(
+        "from worker_app.settings import get_settings as g; s = g(); print(s.broker_url, s.batch_size)",
+        SONIQUEBAY_ENV_FILE=str(env_file),
+    )
+    assert output.strip() == "redis://:secret@10.0.0.5:6379/0 123"
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "many"])
+def test_nonsense_numbers_in_the_configuration_are_refused(bad):
+    output = _celery_report("import worker_app.settings as s; s.get_settings()", SONIQUEBAY_BATCH_SIZE=bad)
+    assert "SONIQUEBAY_BATCH_SIZE must be" in output
