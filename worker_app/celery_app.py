@@ -4,6 +4,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+from worker_app.limits import TASK_LIMITS
 from worker_app.settings import get_settings
 
 QUEUES = ("scan", "extract", "batch", "insert", "deferred")
@@ -17,25 +18,10 @@ PIPELINE_MODULES = [
     "worker_app.pipeline.deferred",
 ]
 
-# The public task names of the design note, and where each runs. Globs cover the deferred families.
+# The public task names of the design note, where each runs and at which priority. Globs cover the deferred
+# families; an exact name wins over a glob.
 TASK_ROUTES = {
-    "scan_directory_parallel": {"queue": "scan"},
-    "scan_directory_chunk": {"queue": "scan"},
-    "scan_single_file": {"queue": "scan"},
-    "extract_metadata_batch": {"queue": "extract"},
-    "extract_single_file": {"queue": "extract"},
-    "extract_audio_features_batch": {"queue": "extract"},
-    "batch_entities": {"queue": "batch"},
-    "group_by_artist": {"queue": "batch"},
-    "prepare_insertion_batch": {"queue": "batch"},
-    "insert_batch_direct": {"queue": "insert"},
-    "insert_artists_batch": {"queue": "insert"},
-    "insert_albums_batch": {"queue": "insert"},
-    "insert_tracks_batch": {"queue": "insert"},
-    "insert_covers_batch": {"queue": "insert"},
-    "enrich_*": {"queue": "deferred"},
-    "vectorize_*": {"queue": "deferred"},
-    "cleanup_*": {"queue": "deferred"},
+    name: {"queue": limits.queue, "priority": limits.priority} for name, limits in TASK_LIMITS.items()
 }
 
 

@@ -27,3 +27,24 @@ DEFERRED = TaskLimits("deferred", soft_time_limit=1700, time_limit=1800, priorit
 DEFERRED_FINALIZE = TaskLimits("deferred", soft_time_limit=1700, time_limit=1800, priority=0)
 
 LONGEST_TIME_LIMIT = max(limit.time_limit for limit in (SCAN, EXTRACT, BATCH, INSERT, DEFERRED, DEFERRED_FINALIZE))
+
+TASK_LIMITS = {
+    "scan_directory_parallel": SCAN,
+    "scan_directory_chunk": SCAN,
+    "scan_single_file": SCAN,
+    "extract_metadata_batch": EXTRACT,
+    "extract_single_file": EXTRACT,
+    "extract_audio_features_batch": EXTRACT,
+    "batch_entities": BATCH,
+    "group_by_artist": BATCH,
+    "prepare_insertion_batch": BATCH,
+    "insert_batch_direct": INSERT,
+    "insert_artists_batch": INSERT,
+    "insert_albums_batch": INSERT,
+    "insert_tracks_batch": INSERT,
+    "insert_covers_batch": INSERT,
+    "cleanup_finish_scan": DEFERRED_FINALIZE,
+    "enrich_*": DEFERRED,
+    "vectorize_*": DEFERRED,
+    "cleanup_*": DEFERRED,
+}

@@ -39,7 +39,8 @@ def storable(value: Any, warnings: list[str], field: str) -> Any:
 
 def _album_artist_name(records: list[dict]) -> tuple[str, bool]:
     """(album artist, is compilation) for the records of one album in one folder."""
-    tagged = Counter(" & ".join(r["album_artists"]) for r in records if r["album_artists"])
+    tagged = Counter(" & ".join(a for a in r["album_artists"] if a.strip()) for r in records
+                     if any(a.strip() for a in r["album_artists"]))
     flagged = any(r["is_compilation"] for r in records)
     if tagged:
         name = tagged.most_common(1)[0][0]
@@ -55,7 +56,7 @@ def _album_artist_name(records: list[dict]) -> tuple[str, bool]:
 
 
 @app.task(name="group_by_artist", acks_late=True,
-          soft_time_limit=BATCH.soft_time_limit, time_limit=BATCH.time_limit, priority=BATCH.priority)
+          soft_time_limit=BATCH.soft_time_limit, time_limit=BATCH.time_limit)
 def group_by_artist(records: list[dict]) -> dict:
     """Artists and albums of a batch, each once, and each track annotated with their natural keys."""
     artists: dict[str, dict] = {}
@@ -109,7 +110,7 @@ def group_by_artist(records: list[dict]) -> dict:
 
 
 @app.task(name="prepare_insertion_batch", acks_late=True,
-          soft_time_limit=BATCH.soft_time_limit, time_limit=BATCH.time_limit, priority=BATCH.priority)
+          soft_time_limit=BATCH.soft_time_limit, time_limit=BATCH.time_limit)
 def prepare_insertion_batch(grouped: dict, failures: list, covers: dict) -> dict:
     """The insert stage's payload: every entity once, sorted by natural key (every insert worker then locks rows
     in the same order, which rules out deadlocks between them), covers only when a track uses them."""
@@ -134,7 +135,7 @@ class BatchTask(UnitTask):
 
 
 @app.task(name="batch_entities", base=BatchTask, bind=True, acks_late=True,
-          soft_time_limit=BATCH.soft_time_limit, time_limit=BATCH.time_limit, priority=BATCH.priority)
+          soft_time_limit=BATCH.soft_time_limit, time_limit=BATCH.time_limit)
 def batch_entities(self, scan_id: int, key: str, records: list[dict], failures: list, covers: dict) -> dict:
     from worker_app.pipeline.insert import insert_batch_direct
 

@@ -28,7 +28,7 @@ def _finish_if(finished: bool, scan_id: int) -> None:
 
 
 @app.task(name="cleanup_removed_files", base=DeferredTask, bind=True, acks_late=True,
-          soft_time_limit=DEFERRED.soft_time_limit, time_limit=DEFERRED.time_limit, priority=DEFERRED.priority)
+          soft_time_limit=DEFERRED.soft_time_limit, time_limit=DEFERRED.time_limit)
 def cleanup_removed_files(self, scan_id: int, key: str, paths: list[str]) -> dict:
     """Remove the tracks of files that a scan no longer found in their folder."""
     with transaction() as session:
@@ -55,7 +55,7 @@ def delete_orphans(session: Session) -> dict[str, int]:
 
 
 @app.task(name="cleanup_orphans", acks_late=True, autoretry_for=(Exception,), max_retries=5, retry_backoff=2,
-          soft_time_limit=DEFERRED.soft_time_limit, time_limit=DEFERRED.time_limit, priority=DEFERRED.priority)
+          soft_time_limit=DEFERRED.soft_time_limit, time_limit=DEFERRED.time_limit)
 def cleanup_orphans() -> dict[str, int]:
     """Remove albums, artists and covers that no track uses any more (e.g. after files were retagged)."""
     with transaction() as session:
@@ -81,7 +81,7 @@ def sweep_vanished_folders(session: Session, scan_id: int, root: str) -> int:
 
 @app.task(name="cleanup_finish_scan", bind=True, acks_late=True, autoretry_for=(Exception,), max_retries=8,
           retry_backoff=2, soft_time_limit=DEFERRED_FINALIZE.soft_time_limit,
-          time_limit=DEFERRED_FINALIZE.time_limit, priority=DEFERRED_FINALIZE.priority)
+          time_limit=DEFERRED_FINALIZE.time_limit)
 def cleanup_finish_scan(self, scan_id: int) -> dict:
     """The end of a scan: sweep vanished folders and orphans, fix the final figures, mark the scan complete.
     Runs once per scan in effect: a second delivery finds the scan complete and does nothing."""
@@ -102,7 +102,7 @@ def cleanup_finish_scan(self, scan_id: int) -> dict:
 
 
 @app.task(name="enrich_album_covers", base=DeferredTask, bind=True, acks_late=True,
-          soft_time_limit=DEFERRED.soft_time_limit, time_limit=DEFERRED.time_limit, priority=DEFERRED.priority)
+          soft_time_limit=DEFERRED.soft_time_limit, time_limit=DEFERRED.time_limit)
 def enrich_album_covers(self, scan_id: int | None, key: str | None, album_ids: list[int]) -> dict:
     """Give each album the picture its tracks show most, a folder image (cover.jpg...) before embedded art."""
     best_cover = (
@@ -136,7 +136,7 @@ SEARCH_VECTOR = text("""
 
 
 @app.task(name="vectorize_tracks", base=DeferredTask, bind=True, acks_late=True,
-          soft_time_limit=DEFERRED.soft_time_limit, time_limit=DEFERRED.time_limit, priority=DEFERRED.priority)
+          soft_time_limit=DEFERRED.soft_time_limit, time_limit=DEFERRED.time_limit)
 def vectorize_tracks(self, scan_id: int | None, key: str | None, track_ids: list[int]) -> dict:
     """Build each track's full-text search vector (title, artists, album, genres) for `soniquebay search`."""
     with transaction() as session:

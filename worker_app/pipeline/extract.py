@@ -64,7 +64,7 @@ def _test_hook(path: str) -> None:
 
 
 @app.task(name="extract_metadata_batch", base=ExtractTask, bind=True, acks_late=True,
-          soft_time_limit=EXTRACT.soft_time_limit, time_limit=EXTRACT.time_limit, priority=EXTRACT.priority)
+          soft_time_limit=EXTRACT.soft_time_limit, time_limit=EXTRACT.time_limit)
 def extract_metadata_batch(self, scan_id: int, key: str, files: list, folder_covers: dict[str, str]) -> dict:
     from worker_app.pipeline.batch import batch_entities
 
@@ -109,7 +109,7 @@ def extract_metadata_batch(self, scan_id: int, key: str, files: list, folder_cov
 
 
 @app.task(name="extract_single_file", acks_late=True,
-          soft_time_limit=EXTRACT.soft_time_limit, time_limit=EXTRACT.time_limit, priority=EXTRACT.priority)
+          soft_time_limit=EXTRACT.soft_time_limit, time_limit=EXTRACT.time_limit)
 def extract_single_file(path: str) -> dict:
     """Read one file and return its record (what the catalogue would hold), or the reason it is unreadable."""
     try:
@@ -119,7 +119,7 @@ def extract_single_file(path: str) -> dict:
 
 
 @app.task(name="extract_audio_features_batch", acks_late=True,
-          soft_time_limit=EXTRACT.soft_time_limit, time_limit=EXTRACT.time_limit, priority=EXTRACT.priority)
+          soft_time_limit=EXTRACT.soft_time_limit, time_limit=EXTRACT.time_limit)
 def extract_audio_features_batch(paths: list[str]) -> list[dict]:
     """Stream information only (duration, bitrate, sample rate, channels, codec) for each file: cheaper than the
     full read when only the audio properties are wanted."""

@@ -145,7 +145,7 @@ class InsertTask(UnitTask):
 
 
 @app.task(name="insert_batch_direct", base=InsertTask, bind=True, acks_late=True,
-          soft_time_limit=INSERT.soft_time_limit, time_limit=INSERT.time_limit, priority=INSERT.priority)
+          soft_time_limit=INSERT.soft_time_limit, time_limit=INSERT.time_limit)
 def insert_batch_direct(self, scan_id: int, key: str, payload: dict) -> dict:
     from worker_app.pipeline.deferred import cleanup_finish_scan, enrich_album_covers, vectorize_tracks
 
@@ -191,7 +191,7 @@ def insert_batch_direct(self, scan_id: int, key: str, payload: dict) -> dict:
 
 
 @app.task(name="insert_covers_batch", acks_late=True,
-          soft_time_limit=INSERT.soft_time_limit, time_limit=INSERT.time_limit, priority=INSERT.priority)
+          soft_time_limit=INSERT.soft_time_limit, time_limit=INSERT.time_limit)
 def insert_covers_batch(covers: list[dict]) -> dict[str, int]:
     """Upsert covers (``CoverImage.to_message`` dicts); returns their ids by sha256."""
     with transaction() as session:
@@ -199,7 +199,7 @@ def insert_covers_batch(covers: list[dict]) -> dict[str, int]:
 
 
 @app.task(name="insert_artists_batch", acks_late=True,
-          soft_time_limit=INSERT.soft_time_limit, time_limit=INSERT.time_limit, priority=INSERT.priority)
+          soft_time_limit=INSERT.soft_time_limit, time_limit=INSERT.time_limit)
 def insert_artists_batch(artists: list[dict]) -> dict[str, int]:
     """Upsert artists ({name, name_key, mbid}); returns their ids by natural key."""
     with transaction() as session:
@@ -207,7 +207,7 @@ def insert_artists_batch(artists: list[dict]) -> dict[str, int]:
 
 
 @app.task(name="insert_albums_batch", acks_late=True,
-          soft_time_limit=INSERT.soft_time_limit, time_limit=INSERT.time_limit, priority=INSERT.priority)
+          soft_time_limit=INSERT.soft_time_limit, time_limit=INSERT.time_limit)
 def insert_albums_batch(albums: list[dict], artists: list[dict]) -> dict[str, int]:
     """Upsert albums (as ``prepare_insertion_batch`` gives them) with their album artists; ids by album key."""
     with transaction() as session:
@@ -216,7 +216,7 @@ def insert_albums_batch(albums: list[dict], artists: list[dict]) -> dict[str, in
 
 
 @app.task(name="insert_tracks_batch", acks_late=True,
-          soft_time_limit=INSERT.soft_time_limit, time_limit=INSERT.time_limit, priority=INSERT.priority)
+          soft_time_limit=INSERT.soft_time_limit, time_limit=INSERT.time_limit)
 def insert_tracks_batch(payload: dict) -> dict[str, int]:
     """Upsert a whole ``prepare_insertion_batch`` payload outside any scan; returns track ids by path."""
     with transaction() as session:

@@ -145,7 +145,7 @@ class ScanChunkTask(UnitTask):
 
 
 @app.task(name="scan_directory_parallel", bind=True, acks_late=True,
-          soft_time_limit=SCAN.soft_time_limit, time_limit=SCAN.time_limit, priority=SCAN.priority)
+          soft_time_limit=SCAN.soft_time_limit, time_limit=SCAN.time_limit)
 def scan_directory_parallel(self, scan_id: int) -> dict:
     """Start a scan: check its root against the library roots and send the first chunk (or the single file)."""
     settings = get_settings()
@@ -171,7 +171,7 @@ def scan_directory_parallel(self, scan_id: int) -> dict:
 
 
 @app.task(name="scan_directory_chunk", base=ScanChunkTask, bind=True, acks_late=True,
-          soft_time_limit=SCAN.soft_time_limit, time_limit=SCAN.time_limit, priority=SCAN.priority)
+          soft_time_limit=SCAN.soft_time_limit, time_limit=SCAN.time_limit)
 def scan_directory_chunk(self, scan_id: int, key: str, folders: list[str]) -> dict:
     if not self.begin(scan_id, key):
         return {"skipped": key}
@@ -183,7 +183,7 @@ def scan_directory_chunk(self, scan_id: int, key: str, folders: list[str]) -> di
 
 
 @app.task(name="scan_single_file", base=ScanChunkTask, bind=True, acks_late=True,
-          soft_time_limit=SCAN.soft_time_limit, time_limit=SCAN.time_limit, priority=SCAN.priority)
+          soft_time_limit=SCAN.soft_time_limit, time_limit=SCAN.time_limit)
 def scan_single_file(self, scan_id: int, key: str, path: str) -> dict:
     """Re-index one file: catalogue it if it is new or changed, remove it from the catalogue if it is gone."""
     if not self.begin(scan_id, key):

@@ -1,0 +1,86 @@
+"""A task delivered twice changes nothing: the same insert batch run twice through the real insert worker leaves
+the same rows."""
+from __future__ import annotations
+
+import hashlib
+
+from sqlalchemy import select
+
+from tests.catalogue import table_counts, tracks_by_path
+from worker_app.metadata.record import CoverImage, TrackRecord
+
+
+def _records(folder: str) -> list[dict]:
+    cover_bytes = b"\x89PNG\r\n\x1a\n" + b"fake-but-stored" * 10
+    cover = CoverImage(hashlib.sha256(cover_bytes).hexdigest(), "image/png", None, None, len(cover_bytes),
+                       "embedded", cover_bytes)
+    records = []
+    for number, artist in enumerate(["Ana", "Bo", "Ana feat. Cy"], start=1):
+        record = TrackRecord(
+            path=f"{folder}/{number:02d}.flac", size_bytes=1000 + number, mtime=1_700_000_000.5 + number,
+            format="flac", codec="flac", title=f"Song {number}", artists=[artist, "Dee"], album="Mixtape",
+            is_compilation=True, track_number=number, track_total=3, year=2001, genres=["Pop", "Rock"],
+            duration_seconds=1.5, sample_rate=44100, channels=2, cover=cover,
+        ).to_message()
+        records.append(record)
+    return records
+
+
+def _payload(folder: str) -> dict:
+    from worker_app.pipeline.batch import group_by_artist, prepare_insertion_batch
+
+    records = _records(folder)
+    covers = {}
+    for record in records:
+        covers[record["cover"]["sha256"]] = record["cover"]
+        record["cover"] = record["cover"]["sha256"]
+        record["folder_cover"] = None
+    return prepare_insertion_batch(group_by_artist(records), [], covers)
+
+
+def test_the_same_insert_batch_twice_leaves_the_same_rows(stack, db_session_factory):
+    from worker_app.pipeline.insert import insert_tracks_batch
+
+    payload = _payload("/idempotence/first")
+    with db_session_factory() as session:
+        before = table_counts(session)
+    first = insert_tracks_batch.delay(payload).get(timeout=60)
+    with db_session_factory() as session:
+        after_once = table_counts(session)
+        catalogue_once = tracks_by_path(session)
+    second = insert_tracks_batch.delay(payload).get(timeout=60)
+    with db_session_factory() as session:
+        after_twice = table_counts(session)
+        catalogue_twice = tracks_by_path(session)
+
+    assert first == second, "the same rows must keep the same ids"
+    assert after_once["tracks"] - before["tracks"] == 3
+    assert after_once["track_artists"] - before["track_artists"] == 6
+    assert after_once["covers"] - before["covers"] == 1
+    assert after_twice == after_once
+    assert catalogue_twice == catalogue_once
+    track = catalogue_once["/idempotence/first/02.flac"]
+    assert track["artists"] == ["Bo", "Dee"]
+    assert track["album"] == "Mixtape" and track["album_artist"] == "Various Artists" and track["is_compilation"]
+
+
+def test_a_redelivered_scan_batch_is_counted_once(stack, db_session_factory):
+    """insert_batch_direct delivered twice for one scan unit: rows and the scan's figures as for one delivery."""
+    from worker_app.db.models import Scan, ScanUnit
+    from worker_app.pipeline.insert import insert_batch_direct
+
+    payload = _payload("/idempotence/scan")
+    with db_session_factory() as session, session.begin():
+        scan = Scan(root="/idempotence", status="running")
+        session.add(scan)
+        session.flush()
+        scan_id = scan.id
+        session.add(ScanUnit(scan_id=scan_id, key="c/b0", kind="extract"))
+    insert_batch_direct.delay(scan_id, "c/b0", payload).get(timeout=60)
+    with db_session_factory() as session:
+        once = table_counts(session)
+    insert_batch_direct.delay(scan_id, "c/b0", payload).get(timeout=60)
+    with db_session_factory() as session:
+        assert table_counts(session) == once
+        unit = session.execute(select(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == "c/b0")).scalar_one()
+        assert (unit.state, unit.extracted, unit.inserted, unit.failed) == ("done", 3, 3, 0)
