@@ -1,0 +1,103 @@
+"""Cover images: the embedded picture of a track and the image file of its folder."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+
+from PIL import Image
+
+from worker_app.metadata.record import CoverImage, UnreadableFileError
+
+FRONT_COVER = 3  # the ID3/FLAC/ASF picture type "Cover (front)"
+
+# Earlier names and extensions win when a folder has several candidates.
+FOLDER_COVER_STEMS = ("cover", "folder", "front")
+FOLDER_COVER_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif")
+
+_MIME_BY_EXTENSION = {
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "gif": "image/gif",
+}
+
+
+@dataclass
+class EmbeddedPicture:
+    data: bytes
+    mime: str | None
+    picture_type: int | None  # None where the format has no types (MP4): then it counts as a front cover
+
+
+def choose_cover(pictures: list[EmbeddedPicture]) -> EmbeddedPicture | None:
+    """The front cover, else the first picture."""
+    for picture in pictures:
+        if picture.picture_type in (FRONT_COVER, None):
+            return picture
+    return pictures[0] if pictures else None
+
+
+def cover_from_bytes(data: bytes, declared_mime: str | None, source: str, warnings: list[str]) -> CoverImage:
+    """Describe an image without decoding it: Pillow's ``open`` reads only the header.
+
+    Bytes that are not an image still make a CoverImage (the file does carry them) without dimensions.
+    """
+    width = height = None
+    mime = declared_mime or "application/octet-stream"
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            mime = Image.MIME.get(image.format or "", mime)
+    except Image.DecompressionBombError:
+        warnings.append(f"{source} cover is too large to measure")
+    except Exception:  # Pillow raises many types for junk (UnidentifiedImageError, SyntaxError, ...)
+        warnings.append(f"{source} cover is not a readable image")
+    return CoverImage(
+        sha256=hashlib.sha256(data).hexdigest(),
+        mime=mime,
+        width=width,
+        height=height,
+        size_bytes=len(data),
+        source=source,
+        data=data,
+    )
+
+
+def find_folder_cover(names: list[str]) -> str | None:
+    """Pick the folder image among a directory's entry names (case-insensitive), or None.
+
+    cover.* beats folder.* beats front.*; then jpg, jpeg, png, webp, gif; then the name itself, so the choice is
+    the same whatever order the directory listing came in.
+    """
+    best: tuple[int, int, str] | None = None
+    for name in names:
+        stem, dot, extension = name.lower().rpartition(".")
+        if not dot or stem not in FOLDER_COVER_STEMS or extension not in FOLDER_COVER_EXTENSIONS:
+            continue
+        rank = (FOLDER_COVER_STEMS.index(stem), FOLDER_COVER_EXTENSIONS.index(extension), name)
+        if best is None or rank < best:
+            best = rank
+    return best[2] if best else None
+
+
+def read_folder_cover(path: str | os.PathLike) -> CoverImage:
+    """Read a folder image file; UnreadableFileError when it cannot be read."""
+    try:
+        with open(path, "rb") as image_file:
+            data = image_file.read()
+    except FileNotFoundError:
+        raise UnreadableFileError("file vanished before it could be read") from None
+    except PermissionError:
+        raise UnreadableFileError("permission denied") from None
+    except IsADirectoryError:
+        raise UnreadableFileError("not a regular file") from None
+    except OSError as error:
+        raise UnreadableFileError(f"I/O error: {error.strerror or error}") from None
+    if not data:
+        raise UnreadableFileError("zero-byte file")
+    extension = os.fsdecode(path).rpartition(".")[2].lower()
+    warnings: list[str] = []
+    return cover_from_bytes(data, _MIME_BY_EXTENSION.get(extension), "folder", warnings)
