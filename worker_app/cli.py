@@ -20,7 +20,7 @@ SUMMARY_FIELDS = ("scan_id", "root", "status", "discovered", "unchanged", "extra
 
 
 def _fail(message: str, code: int = 2) -> None:
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False)
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -45,7 +45,21 @@ def _latest_scan_id() -> int:
     return scan_id
 
 
-@click.group()
+class ReportingGroup(click.Group):
+    """Turns an unreachable service or a bad setting into one line that says which, instead of a traceback."""
+
+    def invoke(self, ctx):
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            return super().invoke(ctx)
+        except ConfigurationError as error:
+            _fail(f"configuration: {error}")
+        except OperationalError as error:
+            _fail(f"cannot reach the catalogue database: {str(error.orig).strip().splitlines()[0]}", 3)
+
+
+@click.group(cls=ReportingGroup)
 def main() -> None:
     """SoniqueBay Fleet: catalogue a music library into PostgreSQL with Celery workers."""
 

@@ -16,6 +16,15 @@ class TaskLimits:
     time_limit: int
     priority: int
 
+    @property
+    def options(self) -> dict[str, float]:
+        """The task decorator's time limits, times SONIQUEBAY_TIME_LIMIT_SCALE (tests shrink them so that a lost
+        worker's message comes back within a test's patience)."""
+        from worker_app.settings import get_settings
+
+        scale = get_settings().time_limit_scale
+        return {"soft_time_limit": self.soft_time_limit * scale, "time_limit": self.time_limit * scale}
+
 
 # seconds
 SCAN = TaskLimits("scan", soft_time_limit=540, time_limit=600, priority=3)

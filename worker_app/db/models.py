@@ -95,7 +95,10 @@ class Track(Base):
     codec: Mapped[str | None] = mapped_column(String(16))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     mtime: Mapped[float] = mapped_column(Float)
+    # The embedded picture, or else the folder's image.
     cover_id: Mapped[int | None] = mapped_column(ForeignKey("covers.id", ondelete="SET NULL"), index=True)
+    # The image of the track's folder (cover.jpg, folder.png...), which is what an album shows first.
+    folder_cover_id: Mapped[int | None] = mapped_column(ForeignKey("covers.id", ondelete="SET NULL"), index=True)
     mbid: Mapped[str | None] = mapped_column(String(36))
     mb_release_track_id: Mapped[str | None] = mapped_column(String(36))
     replaygain_track_gain: Mapped[float | None] = mapped_column(Float)
@@ -189,3 +192,18 @@ class ScanFailure(Base):
     stage: Mapped[str] = mapped_column(String(16))  # scan extract insert
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class FailedFile(Base):
+    """Files that could not be catalogued, as they were when they failed. A rescan that finds one unchanged
+    reports it again without reading it again; a file that changes is tried anew."""
+
+    __tablename__ = "failed_files"
+
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    folder: Mapped[str] = mapped_column(Text, index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    mtime: Mapped[float] = mapped_column(Float)
+    stage: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    scan_id: Mapped[int | None] = mapped_column(Integer)

@@ -56,7 +56,7 @@ def _album_artist_name(records: list[dict]) -> tuple[str, bool]:
 
 
 @app.task(name="group_by_artist", acks_late=True,
-          soft_time_limit=BATCH.soft_time_limit, time_limit=BATCH.time_limit)
+          **BATCH.options)
 def group_by_artist(records: list[dict]) -> dict:
     """Artists and albums of a batch, each once, and each track annotated with their natural keys."""
     artists: dict[str, dict] = {}
@@ -110,7 +110,7 @@ def group_by_artist(records: list[dict]) -> dict:
 
 
 @app.task(name="prepare_insertion_batch", acks_late=True,
-          soft_time_limit=BATCH.soft_time_limit, time_limit=BATCH.time_limit)
+          **BATCH.options)
 def prepare_insertion_batch(grouped: dict, failures: list, covers: dict) -> dict:
     """The insert stage's payload: every entity once, sorted by natural key (every insert worker then locks rows
     in the same order, which rules out deadlocks between them), covers only when a track uses them."""
@@ -135,7 +135,7 @@ class BatchTask(UnitTask):
 
 
 @app.task(name="batch_entities", base=BatchTask, bind=True, acks_late=True,
-          soft_time_limit=BATCH.soft_time_limit, time_limit=BATCH.time_limit)
+          **BATCH.options)
 def batch_entities(self, scan_id: int, key: str, records: list[dict], failures: list, covers: dict) -> dict:
     from worker_app.pipeline.insert import insert_batch_direct
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import and_, delete, exists, func, literal, or_, select, text, update
+from sqlalchemy import delete, exists, func, literal, or_, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from worker_app.celery_app import app
-from worker_app.db.models import Album, Artist, Cover, Scan, ScanFolder, Track, TrackArtist
+from worker_app.db.models import Album, Artist, Cover, FailedFile, Scan, ScanFolder, Track, TrackArtist
 from worker_app.db.session import transaction
 from worker_app.limits import DEFERRED, DEFERRED_FINALIZE
 from worker_app.pipeline.ledger import complete_unit, unit_totals
@@ -28,7 +28,7 @@ def _finish_if(finished: bool, scan_id: int) -> None:
 
 
 @app.task(name="cleanup_removed_files", base=DeferredTask, bind=True, acks_late=True,
-          soft_time_limit=DEFERRED.soft_time_limit, time_limit=DEFERRED.time_limit)
+          **DEFERRED.options)
 def cleanup_removed_files(self, scan_id: int, key: str, paths: list[str]) -> dict:
     """Remove the tracks of files that a scan no longer found in their folder."""
     with transaction() as session:
@@ -49,39 +49,39 @@ def delete_orphans(session: Session) -> dict[str, int]:
         ~exists().where(Album.album_artist_id == Artist.id),
     )).rowcount
     covers = session.execute(delete(Cover).where(
-        ~exists().where(Track.cover_id == Cover.id), ~exists().where(Album.cover_id == Cover.id),
+        ~exists().where(Track.cover_id == Cover.id), ~exists().where(Track.folder_cover_id == Cover.id),
+        ~exists().where(Album.cover_id == Cover.id),
     )).rowcount
     return {"albums": albums, "artists": artists, "covers": covers}
 
 
 @app.task(name="cleanup_orphans", acks_late=True, autoretry_for=(Exception,), max_retries=5, retry_backoff=2,
-          soft_time_limit=DEFERRED.soft_time_limit, time_limit=DEFERRED.time_limit)
+          **DEFERRED.options)
 def cleanup_orphans() -> dict[str, int]:
     """Remove albums, artists and covers that no track uses any more (e.g. after files were retagged)."""
     with transaction() as session:
         return delete_orphans(session)
 
 
-def sweep_vanished_folders(session: Session, scan_id: int, root: str) -> int:
-    """Tracks under the scanned root whose folder the scan did not find, unless the folder sits under one the
-    scan could not read (its files may well still be there)."""
+def sweep_vanished_folders(session: Session, scan_id: int, root: str, model=Track) -> int:
+    """Rows of ``model`` (tracks, or known failures) under the scanned root whose folder the scan did not find,
+    unless the folder sits under one the scan could not read (its files may well still be there)."""
     walked = aliased(ScanFolder)
     unreadable = aliased(ScanFolder)
     prefix = root.rstrip("/") + "/"
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return session.execute(delete(Track).where(
-        or_(Track.folder == root, Track.path.like(escaped + "%", escape="\\")),
-        ~exists().where(walked.scan_id == scan_id, walked.folder == Track.folder),
+    return session.execute(delete(model).where(
+        or_(model.folder == root, model.path.like(escaped + "%", escape="\\")),
+        ~exists().where(walked.scan_id == scan_id, walked.folder == model.folder),
         ~exists().where(
             unreadable.scan_id == scan_id, unreadable.listed.is_(False),
-            or_(Track.folder == unreadable.folder, Track.folder.startswith(unreadable.folder + literal("/"))),
+            or_(model.folder == unreadable.folder, model.folder.startswith(unreadable.folder + literal("/"))),
         ),
     )).rowcount
 
 
 @app.task(name="cleanup_finish_scan", bind=True, acks_late=True, autoretry_for=(Exception,), max_retries=8,
-          retry_backoff=2, soft_time_limit=DEFERRED_FINALIZE.soft_time_limit,
-          time_limit=DEFERRED_FINALIZE.time_limit)
+          retry_backoff=2, **DEFERRED_FINALIZE.options)
 def cleanup_finish_scan(self, scan_id: int) -> dict:
     """The end of a scan: sweep vanished folders and orphans, fix the final figures, mark the scan complete.
     Runs once per scan in effect: a second delivery finds the scan complete and does nothing."""
@@ -89,7 +89,8 @@ def cleanup_finish_scan(self, scan_id: int) -> dict:
         scan = session.get(Scan, scan_id, with_for_update=True)
         if scan is None or scan.status != "finalizing":
             return {"scan_id": scan_id, "status": scan.status if scan else None}
-        swept = sweep_vanished_folders(session, scan_id, scan.root) if scan.root else 0
+        swept = sweep_vanished_folders(session, scan_id, scan.root)
+        sweep_vanished_folders(session, scan_id, scan.root, FailedFile)
         orphans = delete_orphans(session)
         totals = unit_totals(session, scan_id)
         totals["removed"] += swept
@@ -102,18 +103,20 @@ def cleanup_finish_scan(self, scan_id: int) -> dict:
 
 
 @app.task(name="enrich_album_covers", base=DeferredTask, bind=True, acks_late=True,
-          soft_time_limit=DEFERRED.soft_time_limit, time_limit=DEFERRED.time_limit)
+          **DEFERRED.options)
 def enrich_album_covers(self, scan_id: int | None, key: str | None, album_ids: list[int]) -> dict:
     """Give each album the picture its tracks show most, a folder image (cover.jpg...) before embedded art."""
-    best_cover = (
-        select(Track.cover_id)
-        .join(Cover, Cover.id == Track.cover_id)
-        .where(Track.album_id == Album.id)
-        .group_by(Track.cover_id, Cover.source)
-        .order_by((Cover.source == "folder").desc(), func.count().desc(), Track.cover_id)
-        .limit(1)
+    folder_picture = (
+        select(Track.folder_cover_id).where(Track.album_id == Album.id, Track.folder_cover_id.is_not(None))
+        .group_by(Track.folder_cover_id).order_by(func.count().desc(), Track.folder_cover_id).limit(1)
         .scalar_subquery()
     )
+    embedded_picture = (
+        select(Track.cover_id).where(Track.album_id == Album.id, Track.cover_id.is_not(None))
+        .group_by(Track.cover_id).order_by(func.count().desc(), Track.cover_id).limit(1)
+        .scalar_subquery()
+    )
+    best_cover = func.coalesce(folder_picture, embedded_picture)
     with transaction() as session:
         updated = session.execute(
             update(Album).where(Album.id.in_(album_ids)).values(cover_id=best_cover)
@@ -136,7 +139,7 @@ SEARCH_VECTOR = text("""
 
 
 @app.task(name="vectorize_tracks", base=DeferredTask, bind=True, acks_late=True,
-          soft_time_limit=DEFERRED.soft_time_limit, time_limit=DEFERRED.time_limit)
+          **DEFERRED.options)
 def vectorize_tracks(self, scan_id: int | None, key: str | None, track_ids: list[int]) -> dict:
     """Build each track's full-text search vector (title, artists, album, genres) for `soniquebay search`."""
     with transaction() as session:

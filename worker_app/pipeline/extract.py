@@ -17,6 +17,7 @@ from worker_app.db.session import transaction
 from worker_app.limits import EXTRACT
 from worker_app.metadata.reader import read_folder_cover, read_stream_info, read_track
 from worker_app.metadata.record import UnreadableFileError
+from worker_app.paths import display_path
 from worker_app.pipeline.ledger import Failure
 from worker_app.pipeline.unit_task import UnitTask
 from worker_app.settings import get_settings
@@ -51,20 +52,26 @@ def _poison_state(scan_id: int, key: str) -> tuple[int, str | None, list[str]]:
 def _mark_reading(scan_id: int, key: str, path: str | None) -> None:
     with transaction() as session:
         session.execute(
-            update(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == key).values(current_path=path)
+            update(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
+            .values(current_path=display_path(path) if path is not None else None)
         )
 
 
 def _test_hook(path: str) -> None:
-    """Test-only: a file whose name holds SONIQUEBAY_TEST_CRASH_MARKER kills the worker process, as a parser bug
-    in a C library or the kernel's OOM killer would."""
+    """Test-only (off unless SONIQUEBAY_TEST_CRASH_MARKER is set): a file named ...MARKER-exit... kills the worker
+    process, as a crash in a C library or the kernel's OOM killer would; one named ...MARKER-nomem... runs out of
+    memory."""
     marker = get_settings().test_crash_marker
-    if marker and marker in os.path.basename(path):
-        os._exit(70)
+    if marker:
+        name = os.path.basename(path)
+        if f"{marker}-exit" in name:
+            os._exit(70)
+        if f"{marker}-nomem" in name:
+            raise MemoryError(f"test hook: {name}")
 
 
 @app.task(name="extract_metadata_batch", base=ExtractTask, bind=True, acks_late=True,
-          soft_time_limit=EXTRACT.soft_time_limit, time_limit=EXTRACT.time_limit)
+          **EXTRACT.options)
 def extract_metadata_batch(self, scan_id: int, key: str, files: list, folder_covers: dict[str, str]) -> dict:
     from worker_app.pipeline.batch import batch_entities
 
@@ -83,8 +90,9 @@ def extract_metadata_batch(self, scan_id: int, key: str, files: list, folder_cov
         covers[cover.sha256] = cover.to_message()
         folder_cover_shas[folder] = cover.sha256
     for path, size_bytes, mtime in files:
-        if path in poison:
-            failures.append(Failure(path, "extract", "the worker process died while reading this file"))
+        if display_path(path) in poison:
+            failures.append(Failure(path, "extract", "the worker process died while reading this file",
+                                    size_bytes, mtime))
             continue
         if careful:
             _mark_reading(scan_id, key, path)
@@ -92,7 +100,10 @@ def extract_metadata_batch(self, scan_id: int, key: str, files: list, folder_cov
             _test_hook(path)
             record = read_track(path)
         except UnreadableFileError as error:
-            failures.append(Failure(path, "extract", error.reason))
+            failures.append(Failure(path, "extract", error.reason, size_bytes, mtime))
+            continue
+        except MemoryError:
+            failures.append(Failure(path, "extract", "ran out of memory while reading this file", size_bytes, mtime))
             continue
         message = record.to_message()
         if record.cover is not None:
@@ -103,13 +114,13 @@ def extract_metadata_batch(self, scan_id: int, key: str, files: list, folder_cov
     if careful:
         _mark_reading(scan_id, key, None)
     batch_entities.delay(
-        scan_id, key, records, [[f.path, f.stage, f.reason] for f in failures], covers,
+        scan_id, key, records, [failure.as_message() for failure in failures], covers,
     )
     return {"extracted": len(records), "failed": len(failures)}
 
 
 @app.task(name="extract_single_file", acks_late=True,
-          soft_time_limit=EXTRACT.soft_time_limit, time_limit=EXTRACT.time_limit)
+          **EXTRACT.options)
 def extract_single_file(path: str) -> dict:
     """Read one file and return its record (what the catalogue would hold), or the reason it is unreadable."""
     try:
@@ -119,7 +130,7 @@ def extract_single_file(path: str) -> dict:
 
 
 @app.task(name="extract_audio_features_batch", acks_late=True,
-          soft_time_limit=EXTRACT.soft_time_limit, time_limit=EXTRACT.time_limit)
+          **EXTRACT.options)
 def extract_audio_features_batch(paths: list[str]) -> list[dict]:
     """Stream information only (duration, bitrate, sample rate, channels, codec) for each file: cheaper than the
     full read when only the audio properties are wanted."""

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DataError, IntegrityError, InternalError, Programming
 from sqlalchemy.orm import Session
 
 from worker_app.celery_app import app
-from worker_app.db.models import Album, Artist, Cover, Track, TrackArtist
+from worker_app.db.models import Album, Artist, Cover, FailedFile, Track, TrackArtist
 from worker_app.db.session import transaction
 from worker_app.limits import INSERT
 from worker_app.paths import db_path
@@ -96,6 +96,7 @@ def upsert_tracks(session: Session, scan_id: int | None, tracks: list[dict], art
             "album_id": album_ids[track["album_key"]] if track.get("album_key") else None,
             "genre": track["genres"][0] if track["genres"] else None,
             "cover_id": cover_ids.get(cover_sha) if cover_sha else None,
+            "folder_cover_id": cover_ids.get(track["folder_cover"]) if track.get("folder_cover") else None,
             "mbid": track["mb_track_id"], "mb_release_track_id": track["mb_release_track_id"],
             "scan_id": scan_id,
         })
@@ -145,7 +146,7 @@ class InsertTask(UnitTask):
 
 
 @app.task(name="insert_batch_direct", base=InsertTask, bind=True, acks_late=True,
-          soft_time_limit=INSERT.soft_time_limit, time_limit=INSERT.time_limit)
+          **INSERT.options)
 def insert_batch_direct(self, scan_id: int, key: str, payload: dict) -> dict:
     from worker_app.pipeline.deferred import cleanup_finish_scan, enrich_album_covers, vectorize_tracks
 
@@ -166,8 +167,10 @@ def insert_batch_direct(self, scan_id: int, key: str, payload: dict) -> dict:
                         track_ids |= write_payload(session, scan_id, _payload_for(payload, track))
                 except ROW_ERRORS as row_error:
                     failures.append(Failure(track["path"], "insert", f"refused by PostgreSQL: {row_error.orig}"))
-        # A file that can no longer be read leaves the catalogue with its stale row.
+        # A file that can no longer be read leaves the catalogue with its stale row; one that reads again is no
+        # longer a known failure.
         session.execute(delete(Track).where(Track.path.in_([db_path(f.path)[0] for f in failures])))
+        session.execute(delete(FailedFile).where(FailedFile.path.in_(list(track_ids))))
         record_failures(session, scan_id, failures)
         album_ids = sorted({album_id for (album_id,) in session.execute(
             select(Track.album_id).where(Track.id.in_(list(track_ids.values())), Track.album_id.is_not(None)))})
@@ -191,7 +194,7 @@ def insert_batch_direct(self, scan_id: int, key: str, payload: dict) -> dict:
 
 
 @app.task(name="insert_covers_batch", acks_late=True,
-          soft_time_limit=INSERT.soft_time_limit, time_limit=INSERT.time_limit)
+          **INSERT.options)
 def insert_covers_batch(covers: list[dict]) -> dict[str, int]:
     """Upsert covers (``CoverImage.to_message`` dicts); returns their ids by sha256."""
     with transaction() as session:
@@ -199,7 +202,7 @@ def insert_covers_batch(covers: list[dict]) -> dict[str, int]:
 
 
 @app.task(name="insert_artists_batch", acks_late=True,
-          soft_time_limit=INSERT.soft_time_limit, time_limit=INSERT.time_limit)
+          **INSERT.options)
 def insert_artists_batch(artists: list[dict]) -> dict[str, int]:
     """Upsert artists ({name, name_key, mbid}); returns their ids by natural key."""
     with transaction() as session:
@@ -207,7 +210,7 @@ def insert_artists_batch(artists: list[dict]) -> dict[str, int]:
 
 
 @app.task(name="insert_albums_batch", acks_late=True,
-          soft_time_limit=INSERT.soft_time_limit, time_limit=INSERT.time_limit)
+          **INSERT.options)
 def insert_albums_batch(albums: list[dict], artists: list[dict]) -> dict[str, int]:
     """Upsert albums (as ``prepare_insertion_batch`` gives them) with their album artists; ids by album key."""
     with transaction() as session:
@@ -216,7 +219,7 @@ def insert_albums_batch(albums: list[dict], artists: list[dict]) -> dict[str, in
 
 
 @app.task(name="insert_tracks_batch", acks_late=True,
-          soft_time_limit=INSERT.soft_time_limit, time_limit=INSERT.time_limit)
+          **INSERT.options)
 def insert_tracks_batch(payload: dict) -> dict[str, int]:
     """Upsert a whole ``prepare_insertion_batch`` payload outside any scan; returns track ids by path."""
     with transaction() as session:

@@ -7,13 +7,14 @@ that is delivered twice finds its unit done and its children registered, and onl
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from worker_app.db.models import Scan, ScanFailure, ScanUnit
+from worker_app.db.models import FailedFile, Scan, ScanFailure, ScanUnit
 from worker_app.db.session import transaction
 from worker_app.paths import display_path
 
@@ -25,6 +26,12 @@ class Failure:
     path: str
     stage: str
     reason: str
+    # The file's size and mtime when it failed, where known: an unchanged file is not tried again.
+    size_bytes: int | None = None
+    mtime: float | None = None
+
+    def as_message(self) -> list:
+        return [self.path, self.stage, self.reason, self.size_bytes, self.mtime]
 
     def as_row(self, scan_id: int) -> dict:
         return {"scan_id": scan_id, "path": display_path(self.path), "stage": self.stage,
@@ -39,14 +46,27 @@ def register_units(session: Session, scan_id: int, units: list[tuple[str, str]])
 
 
 def record_failures(session: Session, scan_id: int, failures: list[Failure]) -> None:
-    if failures:
-        rows = list({(f.path, f.stage): f.as_row(scan_id) for f in failures}.values())
-        statement = insert(ScanFailure).values(rows)
-        session.execute(
-            statement.on_conflict_do_update(
-                constraint="uq_scan_failures_scan_path_stage", set_={"reason": statement.excluded.reason}
-            )
+    if not failures:
+        return
+    rows = list({(f.path, f.stage): f.as_row(scan_id) for f in failures}.values())
+    statement = insert(ScanFailure).values(rows)
+    session.execute(
+        statement.on_conflict_do_update(
+            constraint="uq_scan_failures_scan_path_stage", set_={"reason": statement.excluded.reason}
         )
+    )
+    known = {
+        f.path: {"path": display_path(f.path), "folder": display_path(os.path.dirname(f.path)),
+                 "size_bytes": f.size_bytes, "mtime": f.mtime, "stage": f.stage,
+                 "reason": f.as_row(scan_id)["reason"], "scan_id": scan_id}
+        for f in failures if f.size_bytes is not None and f.mtime is not None
+    }
+    if known:
+        statement = insert(FailedFile).values(sorted(known.values(), key=lambda row: row["path"]))
+        session.execute(statement.on_conflict_do_update(
+            index_elements=["path"],
+            set_={name: statement.excluded[name] for name in ("size_bytes", "mtime", "stage", "reason", "scan_id")},
+        ))
 
 
 def count_delivery(scan_id: int, key: str) -> int:

@@ -13,11 +13,11 @@ import stat
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from worker_app.celery_app import app
-from worker_app.db.models import Scan, ScanFolder, Track
+from worker_app.db.models import FailedFile, Scan, ScanFolder, Track
 from worker_app.db.session import transaction
 from worker_app.limits import SCAN
 from worker_app.metadata.reader import find_folder_cover
@@ -145,7 +145,7 @@ class ScanChunkTask(UnitTask):
 
 
 @app.task(name="scan_directory_parallel", bind=True, acks_late=True,
-          soft_time_limit=SCAN.soft_time_limit, time_limit=SCAN.time_limit)
+          **SCAN.options)
 def scan_directory_parallel(self, scan_id: int) -> dict:
     """Start a scan: check its root against the library roots and send the first chunk (or the single file)."""
     settings = get_settings()
@@ -171,7 +171,7 @@ def scan_directory_parallel(self, scan_id: int) -> dict:
 
 
 @app.task(name="scan_directory_chunk", base=ScanChunkTask, bind=True, acks_late=True,
-          soft_time_limit=SCAN.soft_time_limit, time_limit=SCAN.time_limit)
+          **SCAN.options)
 def scan_directory_chunk(self, scan_id: int, key: str, folders: list[str]) -> dict:
     if not self.begin(scan_id, key):
         return {"skipped": key}
@@ -183,7 +183,7 @@ def scan_directory_chunk(self, scan_id: int, key: str, folders: list[str]) -> di
 
 
 @app.task(name="scan_single_file", base=ScanChunkTask, bind=True, acks_late=True,
-          soft_time_limit=SCAN.soft_time_limit, time_limit=SCAN.time_limit)
+          **SCAN.options)
 def scan_single_file(self, scan_id: int, key: str, path: str) -> dict:
     """Re-index one file: catalogue it if it is new or changed, remove it from the catalogue if it is gone."""
     if not self.begin(scan_id, key):
@@ -210,23 +210,31 @@ def _commit_listing(scan_id: int, key: str, listing: Listing, batch_size: int, o
 
     with transaction() as session:
         if only_path is not None:
-            known_rows = session.execute(
-                select(Track.path, Track.size_bytes, Track.mtime).where(Track.path == db_path(only_path)[0])
-            ).all()
-        elif listing.listed_folders:
-            known_rows = session.execute(
-                select(Track.path, Track.size_bytes, Track.mtime).where(
-                    Track.folder.in_([db_path(folder)[0] for folder in listing.listed_folders])
-                )
-            ).all()
+            in_scope = [Track.path == db_path(only_path)[0]], [FailedFile.path == db_path(only_path)[0]]
         else:
-            known_rows = []
-        known = {row.path: (row.size_bytes, row.mtime) for row in known_rows}
+            folders = [db_path(folder)[0] for folder in listing.listed_folders]
+            in_scope = [Track.folder.in_(folders)], [FailedFile.folder.in_(folders)]
+        known = {row.path: (row.size_bytes, row.mtime) for row in session.execute(
+            select(Track.path, Track.size_bytes, Track.mtime).where(*in_scope[0]))}
+        known_failed = {row.path: row for row in session.execute(
+            select(FailedFile.path, FailedFile.size_bytes, FailedFile.mtime, FailedFile.stage, FailedFile.reason)
+            .where(*in_scope[1]))}
         on_disk = {db_path(found.path)[0] for found in listing.files}
-        to_extract = [
-            found for found in listing.files
-            if known.get(db_path(found.path)[0]) != (found.size_bytes, found.mtime)
-        ]
+        to_extract, still_failing = [], []
+        for found in listing.files:
+            key_path = db_path(found.path)[0]
+            state = (found.size_bytes, found.mtime)
+            failed_before = known_failed.get(key_path)
+            if known.get(key_path) == state:
+                continue
+            if failed_before is not None and (failed_before.size_bytes, failed_before.mtime) == state:
+                still_failing.append(Failure(found.path, failed_before.stage, failed_before.reason))
+            else:
+                to_extract.append(found)
+        listing.failures.extend(still_failing)
+        gone_failures = set(known_failed) - on_disk
+        if gone_failures:
+            session.execute(delete(FailedFile).where(FailedFile.path.in_(sorted(gone_failures))))
         removed = sorted(set(known) - on_disk)
         if only_path is None:
             folder_rows = [{"scan_id": scan_id, "folder": db_path(f)[0], "listed": True}
@@ -248,8 +256,8 @@ def _commit_listing(scan_id: int, key: str, listing: Listing, batch_size: int, o
         file_failures = sum(1 for failure in listing.failures if failure.path not in listing.unreadable_folders)
         finished = complete_unit(
             session, scan_id, key,
-            discovered=len(listing.files) + file_failures,
-            unchanged=len(listing.files) - len(to_extract),
+            discovered=len(listing.files) + file_failures - len(still_failing),
+            unchanged=len(listing.files) - len(to_extract) - len(still_failing),
             failed=file_failures,
         )
 

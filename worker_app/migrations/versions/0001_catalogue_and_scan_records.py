@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 13:16:17.586871
+Create Date: 2026-11-28 13:43:44.162075
 """
 from alembic import op
 import sqlalchemy as sa
@@ -35,6 +35,17 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('sha256')
     )
+    op.create_table('failed_files',
+    sa.Column('path', sa.Text(), nullable=False),
+    sa.Column('folder', sa.Text(), nullable=False),
+    sa.Column('size_bytes', sa.BigInteger(), nullable=False),
+    sa.Column('mtime', sa.Float(), nullable=False),
+    sa.Column('stage', sa.String(length=16), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('scan_id', sa.Integer(), nullable=True),
+    sa.PrimaryKeyConstraint('path')
+    )
+    op.create_index(op.f('ix_failed_files_folder'), 'failed_files', ['folder'], unique=False)
     op.create_table('scans',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('root', sa.Text(), nullable=False),
@@ -132,6 +143,7 @@ def upgrade() -> None:
     sa.Column('size_bytes', sa.BigInteger(), nullable=False),
     sa.Column('mtime', sa.Float(), nullable=False),
     sa.Column('cover_id', sa.Integer(), nullable=True),
+    sa.Column('folder_cover_id', sa.Integer(), nullable=True),
     sa.Column('mbid', sa.String(length=36), nullable=True),
     sa.Column('mb_release_track_id', sa.String(length=36), nullable=True),
     sa.Column('replaygain_track_gain', sa.Float(), nullable=True),
@@ -146,6 +158,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['album_id'], ['albums.id'], ),
     sa.ForeignKeyConstraint(['artist_id'], ['artists.id'], ),
     sa.ForeignKeyConstraint(['cover_id'], ['covers.id'], ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['folder_cover_id'], ['covers.id'], ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('path')
     )
@@ -153,6 +166,7 @@ def upgrade() -> None:
     op.create_index(op.f('ix_tracks_artist_id'), 'tracks', ['artist_id'], unique=False)
     op.create_index(op.f('ix_tracks_cover_id'), 'tracks', ['cover_id'], unique=False)
     op.create_index(op.f('ix_tracks_folder'), 'tracks', ['folder'], unique=False)
+    op.create_index(op.f('ix_tracks_folder_cover_id'), 'tracks', ['folder_cover_id'], unique=False)
     op.create_index('ix_tracks_search_vector', 'tracks', ['search_vector'], unique=False, postgresql_using='gin')
     op.create_table('track_artists',
     sa.Column('track_id', sa.Integer(), nullable=False),
@@ -169,6 +183,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_track_artists_artist_id'), table_name='track_artists')
     op.drop_table('track_artists')
     op.drop_index('ix_tracks_search_vector', table_name='tracks', postgresql_using='gin')
+    op.drop_index(op.f('ix_tracks_folder_cover_id'), table_name='tracks')
     op.drop_index(op.f('ix_tracks_folder'), table_name='tracks')
     op.drop_index(op.f('ix_tracks_cover_id'), table_name='tracks')
     op.drop_index(op.f('ix_tracks_artist_id'), table_name='tracks')
@@ -182,5 +197,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_albums_album_artist_id'), table_name='albums')
     op.drop_table('albums')
     op.drop_table('scans')
+    op.drop_index(op.f('ix_failed_files_folder'), table_name='failed_files')
+    op.drop_table('failed_files')
     op.drop_table('covers')
     op.drop_table('artists')
