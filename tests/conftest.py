@@ -1,5 +1,9 @@
 """Fixtures that start the real services once per test session: PostgreSQL, the broker and cache Redis, and
-supervisord with one Celery worker program per queue."""
+supervisord with one Celery worker program per queue.
+
+The stack's ports and secrets are chosen when this file is imported and exported to the environment at once, so
+that a test that builds the Celery app in this process can never talk to another Redis (such as one a deployment
+runs on this machine on the default port)."""
 from __future__ import annotations
 
 import os
@@ -11,41 +15,46 @@ import pytest
 
 from tests.services import Stack
 
+CRASH_MARKER = "__soniquebay_test_crash__"
+
+WORKSPACE = Path(tempfile.mkdtemp(prefix="soniquebay-tests-"))
+os.chmod(WORKSPACE, 0o755)  # the postgres user must reach its data folder inside
+LIBRARY_ROOT = WORKSPACE / "library"
+STACK = Stack(WORKSPACE / "services", [LIBRARY_ROOT], extra_env={
+    "SONIQUEBAY_BATCH_SIZE": "50",
+    # Files whose names hold this marker crash their worker (see worker_app/pipeline/extract.py).
+    "SONIQUEBAY_TEST_CRASH_MARKER": CRASH_MARKER,
+    # Shorter time limits, and so a shorter visibility timeout: a lost message comes back within a test's patience.
+    "SONIQUEBAY_TIME_LIMIT_SCALE": "0.1",
+    "SONIQUEBAY_VISIBILITY_TIMEOUT": "300",
+})
+os.environ.update(STACK.env)
+os.environ["SONIQUEBAY_ENV_FILE"] = str(STACK.env_file)
+
 
 @pytest.fixture(scope="session")
 def workspace():
-    base = Path(tempfile.mkdtemp(prefix="soniquebay-tests-"))
-    os.chmod(base, 0o755)  # the postgres user must reach its data folder inside
-    yield base
+    yield WORKSPACE
     if not os.environ.get("SONIQUEBAY_KEEP_TEST_FILES"):
-        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(WORKSPACE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def library_root(workspace) -> Path:
-    root = workspace / "library"
-    root.mkdir()
-    return root
+    LIBRARY_ROOT.mkdir(exist_ok=True)
+    return LIBRARY_ROOT
 
 
 @pytest.fixture(scope="session")
 def stack(workspace, library_root):
     """The whole single-host system, with the catalogue migrated and every worker program RUNNING."""
-    system = Stack(workspace / "services", [library_root], extra_env={"SONIQUEBAY_BATCH_SIZE": "50"})
-    system.start_services()
+    STACK.start_services()
     try:
-        system.soniquebay("db", "upgrade")
-        system.start_workers()
-        # The test process talks to the same services as the workers and the command line.
-        for key, value in system.env.items():
-            os.environ[key] = value
-        os.environ["SONIQUEBAY_ENV_FILE"] = str(system.env_file)
-        from worker_app.settings import get_settings
-
-        get_settings.cache_clear()
-        yield system
+        STACK.soniquebay("db", "upgrade")
+        STACK.start_workers()
+        yield STACK
     finally:
-        system.stop()
+        STACK.stop()
 
 
 @pytest.fixture(scope="session")

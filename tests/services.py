@@ -147,6 +147,14 @@ class RedisServer:
                 pass
 
 
+# Workers never rely on root's power to read any file: in production they run as an unprivileged user; here,
+# where the tests may run as root, they run without the capabilities that bypass file permissions, so a folder
+# with mode 000 is as unreadable to them as it would be in production.
+WITHOUT_FILE_OVERRIDE = (
+    "setpriv --inh-caps=-dac_override,-dac_read_search --bounding-set=-dac_override,-dac_read_search "
+    if os.geteuid() == 0 else ""
+)
+
 # Per queue: (concurrency, prefetch multiplier, stopwaitsecs). Small on purpose: CI has 2 cores.
 WORKER_PROGRAMS = {
     "scan": (1, 2, 660),
@@ -164,6 +172,9 @@ class Supervisor:
     base: Path
     env_file: Path
     programs: dict[str, tuple[int, int, int]] = field(default_factory=lambda: dict(WORKER_PROGRAMS))
+    # Program name -> the queues it consumes, for a program that does not consume just the queue it is named after
+    # (the benchmark's "before": one program for all five queues).
+    queues: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def config(self) -> Path:
@@ -179,9 +190,10 @@ class Supervisor:
             "[supervisorctl]", f"serverurl=unix://{self.base}/supervisor.sock", "",
         ]
         for queue, (concurrency, prefetch, stopwaitsecs) in self.programs.items():
+            consumed = ",".join(self.queues.get(queue, [queue]))
             lines += [
                 f"[program:soniquebay-{queue}]",
-                f"command={VENV_BIN}/celery -A worker_app worker -Q {queue} -n {queue}@%%h "
+                f"command={WITHOUT_FILE_OVERRIDE}{VENV_BIN}/celery -A worker_app worker -Q {consumed} -n {queue}@%%h "
                 f"--concurrency {concurrency} --prefetch-multiplier {prefetch} --loglevel INFO",
                 f"directory={REPO}",
                 f'environment=SONIQUEBAY_ENV_FILE="{self.env_file}",PYTHONPATH="{REPO}"',
@@ -267,8 +279,10 @@ class Stack:
         self.env_file.chmod(0o600)
         return self
 
-    def start_workers(self, programs: dict[str, tuple[int, int, int]] | None = None) -> Supervisor:
-        self.supervisor = Supervisor(self.base / "supervisor", self.env_file, programs or dict(WORKER_PROGRAMS))
+    def start_workers(self, programs: dict[str, tuple[int, int, int]] | None = None,
+                      queues: dict[str, list[str]] | None = None) -> Supervisor:
+        self.supervisor = Supervisor(self.base / "supervisor", self.env_file, programs or dict(WORKER_PROGRAMS),
+                                     dict(queues or {}))
         return self.supervisor.start()
 
     def cli_env(self) -> dict[str, str]:
@@ -281,6 +295,15 @@ class Stack:
             [str(VENV_BIN / "soniquebay"), *args], env=self.cli_env(), capture_output=True, text=True,
             timeout=timeout, check=check,
         )
+
+    def diagnostics(self, lines: int = 30) -> str:
+        """What a person would look at when a scan does not finish: its status and the workers' last words."""
+        report = ["", "== soniquebay status", self.soniquebay("status", "--json", check=False).stdout]
+        if self.supervisor:
+            report += ["== supervisorctl status", self.supervisor.ctl("status", check=False)]
+            for log in sorted(self.supervisor.base.glob("worker-*.log")):
+                report += [f"== {log.name}", *log.read_text(errors="replace").splitlines()[-lines:]]
+        return "\n".join(report)
 
     def stop(self) -> None:
         if self.supervisor:

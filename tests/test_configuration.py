@@ -39,7 +39,7 @@ def test_every_seed_task_is_registered_and_routed_to_its_queue():
 
 def test_reliability_and_serialization_settings():
     from worker_app.celery_app import app
-    from worker_app.limits import LONGEST_TIME_LIMIT
+    from worker_app.settings import get_settings
 
     conf = app.conf
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
@@ -49,7 +49,7 @@ def test_reliability_and_serialization_settings():
     assert conf.timezone == "Europe/Paris" and conf.enable_utc
     transport = conf.broker_transport_options
     assert transport["queue_order_strategy"] == "priority"
-    assert transport["visibility_timeout"] > LONGEST_TIME_LIMIT
+    assert transport["visibility_timeout"] > get_settings().longest_time_limit
     assert conf.worker_max_memory_per_child == 512_000  # KiB, not bytes
 
 

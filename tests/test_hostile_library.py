@@ -1,0 +1,153 @@
+"""A hostile library through the real pipeline: bad files, bad names, bad file-system objects and files that kill
+their worker. The scan completes, every good file is catalogued, every bad one has a failure record with its
+reason, and the workers are still alive."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+
+import pytest
+
+from tests.audio_factory import make_library
+from tests.catalogue import tracks_by_path
+from tests.conftest import CRASH_MARKER
+from tests.services import VENV_BIN
+from worker_app.paths import db_path
+
+pytestmark = pytest.mark.timeout(900)
+BIG_FOLDER_ENTRIES = 100_000
+BIG_FOLDER_AUDIO = 1_000
+
+
+@pytest.fixture(scope="module")
+def hostile(library_root, tmp_path_factory):
+    library = make_library(library_root / "hostile", n_files=40, seed=21)
+    root = library.root
+    some_flac = next(t for t in library.tracks if t.format == "flac" and t.tagged and not t.warnings)
+    some_mp3 = next(t for t in library.tracks if t.format == "mp3" and t.tagged and not t.warnings)
+    cases = {"expected_failures": {}, "skipped": [], "extra_good": {}}
+    failures = cases["expected_failures"]
+
+    odd = root / "Odd Files"
+    odd.mkdir()
+    # A FLAC named .mp3 is read as what it is.
+    shutil.copy(some_flac.path, odd / "really a flac.mp3")
+    cases["extra_good"][os.fsdecode(odd / "really a flac.mp3")] = some_flac.title
+    # Text and an image behind audio extensions.
+    (odd / "liner notes.flac").write_text("These are the liner notes.\n" * 50)
+    failures[os.fsdecode(odd / "liner notes.flac")] = "extract"
+    shutil.copy(next(iter(library.folder_covers.values())), odd / "a picture.ogg")
+    failures[os.fsdecode(odd / "a picture.ogg")] = "extract"
+    # macOS AppleDouble sidecars are neither audio nor failures.
+    (odd / "._really a flac.mp3").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 200)
+    cases["skipped"].append(os.fsdecode(odd / "._really a flac.mp3"))
+    # FIFOs, sockets and device nodes are never opened (a FIFO would block the reader forever).
+    os.mkfifo(odd / "a fifo.mp3")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(os.fsdecode(odd / "a socket.flac"))
+    os.mknod(odd / "a device.wav", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    cases["skipped"] += [os.fsdecode(odd / n) for n in ("a fifo.mp3", "a socket.flac", "a device.wav")]
+    # A file the workers may not read, and a folder they may not list.
+    shutil.copy(some_mp3.path, odd / "locked.mp3")
+    os.chmod(odd / "locked.mp3", 0)
+    failures[os.fsdecode(odd / "locked.mp3")] = "extract"
+    locked_folder = root / "Locked Folder"
+    locked_folder.mkdir()
+    shutil.copy(some_mp3.path, locked_folder / "inside.mp3")
+    os.chmod(locked_folder, 0)
+    failures[os.fsdecode(locked_folder)] = "scan"
+    # Files that kill their worker process, or exhaust its memory, in the middle of a folder of good files.
+    poison = root / "Poison"
+    poison.mkdir()
+    for i in range(6):
+        shutil.copy(some_mp3.path, poison / f"{i:02d} good.mp3")
+        cases["extra_good"][os.fsdecode(poison / f"{i:02d} good.mp3")] = some_mp3.title
+    shutil.copy(some_mp3.path, poison / f"03 {CRASH_MARKER}-exit.mp3")
+    shutil.copy(some_mp3.path, poison / f"04 {CRASH_MARKER}-nomem.mp3")
+    failures[os.fsdecode(poison / f"03 {CRASH_MARKER}-exit.mp3")] = "extract"
+    failures[os.fsdecode(poison / f"04 {CRASH_MARKER}-nomem.mp3")] = "extract"
+    # A very deep, very long path.
+    deep = root.joinpath(*[f"{level:02d}-" + "ü" * 100 for level in range(12)])
+    deep.mkdir(parents=True)
+    shutil.copy(some_flac.path, deep / "deep.flac")
+    cases["extra_good"][os.fsdecode(deep / "deep.flac")] = some_flac.title
+    # Symbolic links: a loop, a way out of the library, and a link to a file inside it.
+    os.symlink(root, root / "Odd Files" / "loop")
+    outside = tmp_path_factory.mktemp("outside-the-library")
+    shutil.copy(some_mp3.path, outside / "private.mp3")
+    os.symlink(outside, root / "escape")
+    os.symlink(some_flac.path, odd / "linked.flac")
+    cases["extra_good"][os.fsdecode(odd / "linked.flac")] = some_flac.title
+    # A folder of 100,000 entries.
+    big = root / "Big Folder"
+    big.mkdir()
+    for i in range(BIG_FOLDER_ENTRIES):
+        if i < BIG_FOLDER_AUDIO:
+            os.link(some_mp3.path, big / f"{i:06d}.mp3")
+        else:
+            (big / f"{i:06d}.txt").touch()
+    for i in range(BIG_FOLDER_AUDIO):
+        cases["extra_good"][os.fsdecode(big / f"{i:06d}.mp3")] = some_mp3.title
+    yield library, cases
+    listener.close()
+    os.chmod(locked_folder, 0o755)
+
+
+def test_a_hostile_library_is_scanned_to_the_end(stack, hostile, db_session_factory):
+    library, cases = hostile
+    result = stack.soniquebay("scan", str(library.root), "--wait", "--json", "--timeout", "400", check=False)
+    assert result.returncode == 0, result.stderr + result.stdout + stack.diagnostics()
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "complete"
+
+    with db_session_factory() as session:
+        catalogue = {p: row for p, row in tracks_by_path(session).items()
+                     if p.startswith(os.fsdecode(library.root) + "/")}
+    good = {db_path(p)[0]: t.title for p, t in library.by_path.items()}
+    good.update(cases["extra_good"])
+    assert sorted(set(good) - set(catalogue)) == []
+    assert sorted(set(catalogue) - set(good)) == []
+    assert all(catalogue[path]["title"] == title for path, title in good.items())
+    assert any("extension" in w for w in catalogue[os.fsdecode(library.root / "Odd Files/really a flac.mp3")]
+               ["warnings"])
+
+    failures = {f["path"]: f for f in json.loads(stack.soniquebay("failures", str(summary["scan_id"]), "--json").stdout)}
+    expected = dict(cases["expected_failures"])
+    expected.update({db_path(os.fsdecode(p))[0]: "extract" for p in library.corrupt})
+    assert {path: failures[path]["stage"] for path in expected if path in failures} == expected, \
+        f"missing failure records: {sorted(set(expected) - set(failures))}"
+    assert all(failures[path]["reason"] for path in expected)
+    assert "denied" in failures[os.fsdecode(library.root / "Locked Folder")]["reason"].lower()
+    assert "denied" in failures[os.fsdecode(library.root / "Odd Files/locked.mp3")]["reason"].lower()
+    assert "died" in failures[os.fsdecode(library.root / f"Poison/03 {CRASH_MARKER}-exit.mp3")]["reason"]
+    assert "memory" in failures[os.fsdecode(library.root / f"Poison/04 {CRASH_MARKER}-nomem.mp3")]["reason"]
+    for skipped in cases["skipped"]:
+        assert skipped not in failures and skipped not in catalogue
+    assert summary["failed"] == len(expected) - 1  # the locked folder is a folder, not a file
+
+    # Every worker is still there and answering.
+    ping = subprocess.run([str(VENV_BIN / "celery"), "-A", "worker_app", "inspect", "ping", "--timeout", "10",
+                           "--json"], env=stack.cli_env(), capture_output=True, text=True)
+    assert len(json.loads(ping.stdout.strip().splitlines()[-1])) == 5, ping.stdout + ping.stderr
+    assert stack.supervisor.all_running()
+
+
+def test_an_unreadable_folder_keeps_its_tracks(stack, hostile, db_session_factory):
+    """Permission trouble is not deletion: the tracks of a folder the scan cannot list stay in the catalogue."""
+    library, _ = hostile
+    album = os.path.dirname(next(t.path for t in library.tracks if t.tagged and t.album))
+    os.chmod(album, 0)
+    try:
+        result = stack.soniquebay("scan", str(library.root), "--wait", "--json", "--timeout", "400", check=False)
+        assert result.returncode == 0, result.stderr + stack.diagnostics()
+        summary = json.loads(result.stdout)
+    finally:
+        os.chmod(album, 0o755)
+    assert summary["removed"] == 0
+    with db_session_factory() as session:
+        catalogued = [p for p in tracks_by_path(session) if os.path.dirname(p) == db_path(album)[0]]
+    assert len(catalogued) == len([t for t in library.tracks if os.path.dirname(t.path) == album])
