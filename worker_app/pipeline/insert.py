@@ -1,10 +1,13 @@
 """Insert stage (queue ``insert``, DB bound): one transaction per batch, every row an upsert on its natural key
 (``INSERT ... ON CONFLICT``), so a batch delivered twice leaves the catalogue as once.
 
-Rows go as one multi-row statement per table (a single round trip; SQLAlchemy would send one statement per row for
-an executemany upsert without RETURNING, see performance-facts.md). A row that PostgreSQL refuses does not sink
-its batch: the batch is written again track by track, each in a savepoint, and the refused track is recorded as
-failed.
+Rows go as an executemany of one statement per table, each with RETURNING: SQLAlchemy compiles the statement once
+per process (its compiled cache) and sends the rows as multi-row INSERTs of up to 1,000 rows ("insertmanyvalues"),
+so a batch costs a few round trips. Building one ``insert(...).values(rows)`` per batch instead made SQLAlchemy
+compile a new statement of rows x columns bound parameters for every batch, which cost the insert worker more CPU
+than reading the files cost the extract workers (bench/README.md); without RETURNING, an executemany upsert would
+go one statement per row (performance-facts.md). A row that PostgreSQL refuses does not sink its batch: the batch
+is written again track by track, each in a savepoint, and the refused track is recorded as failed.
 """
 from __future__ import annotations
 
@@ -37,11 +40,21 @@ TRACK_FIELDS = (
 )
 
 
+def _execute_many(session: Session, statement, rows: list[dict]):
+    """One cached statement, many rows: Core executemany (no ORM bookkeeping), batched by insertmanyvalues."""
+    return session.connection().execute(statement, rows)
+
+
+COVERS, ARTISTS, ALBUMS, TRACKS, TRACK_ARTISTS = (model.__table__ for model in (Cover, Artist, Album, Track,
+                                                                                   TrackArtist))
+
+
 def upsert_covers(session: Session, covers: list[dict]) -> dict[str, int]:
     if not covers:
         return {}
     rows = [{**cover, "data": base64.b64decode(cover["data"])} for cover in covers]
-    session.execute(insert(Cover).values(rows).on_conflict_do_nothing(index_elements=["sha256"]))
+    _execute_many(session, insert(COVERS).on_conflict_do_nothing(index_elements=["sha256"])
+                  .returning(COVERS.c.id), rows)
     found = session.execute(select(Cover.id, Cover.sha256).where(Cover.sha256.in_([c["sha256"] for c in covers])))
     return {sha: cover_id for cover_id, sha in found}
 
@@ -49,12 +62,13 @@ def upsert_covers(session: Session, covers: list[dict]) -> dict[str, int]:
 def upsert_artists(session: Session, artists: list[dict]) -> dict[str, int]:
     if not artists:
         return {}
-    statement = insert(Artist).values(artists)
-    session.execute(statement.on_conflict_do_update(
+    statement = insert(ARTISTS)
+    rows = [{"name": a["name"], "name_key": a["name_key"], "mbid": a["mbid"]} for a in artists]
+    _execute_many(session, statement.on_conflict_do_update(
         index_elements=["name_key"],
         set_={"mbid": statement.excluded.mbid},
-        where=Artist.mbid.is_(None) & statement.excluded.mbid.is_not(None),
-    ))
+        where=ARTISTS.c.mbid.is_(None) & statement.excluded.mbid.is_not(None),
+    ).returning(ARTISTS.c.id), rows)
     found = session.execute(select(Artist.id, Artist.name_key).where(
         Artist.name_key.in_([a["name_key"] for a in artists])))
     return {key: artist_id for artist_id, key in found}
@@ -68,14 +82,14 @@ def upsert_albums(session: Session, albums: list[dict], artist_ids: dict[str, in
         "year": a["year"], "is_compilation": a["is_compilation"], "mbid": a["mbid"],
         "release_group_mbid": a["release_group_mbid"], "disc_total": a["disc_total"],
     } for a in albums]
-    statement = insert(Album).values(rows)
+    statement = insert(ALBUMS)
     excluded = statement.excluded
-    result = session.execute(statement.on_conflict_do_update(
+    result = _execute_many(session, statement.on_conflict_do_update(
         constraint="uq_albums_artist_title",
         set_={"title": excluded.title, "year": excluded.year, "is_compilation": excluded.is_compilation,
               "mbid": excluded.mbid, "release_group_mbid": excluded.release_group_mbid,
               "disc_total": excluded.disc_total},
-    ).returning(Album.id, Album.album_artist_id, Album.title_key))
+    ).returning(ALBUMS.c.id, ALBUMS.c.album_artist_id, ALBUMS.c.title_key), rows)
     ids = {(artist_id, title_key): album_id for album_id, artist_id, title_key in result}
     return {a["key"]: ids[(artist_ids[a["album_artist_key"]], a["title_key"])] for a in albums}
 
@@ -100,11 +114,11 @@ def upsert_tracks(session: Session, scan_id: int | None, tracks: list[dict], art
             "mbid": track["mb_track_id"], "mb_release_track_id": track["mb_release_track_id"],
             "scan_id": scan_id,
         })
-    statement = insert(Track).values(rows)
+    statement = insert(TRACKS)
     updated = {column: statement.excluded[column] for column in rows[0] if column != "path"}
-    result = session.execute(statement.on_conflict_do_update(
+    result = _execute_many(session, statement.on_conflict_do_update(
         index_elements=["path"], set_={**updated, "updated_at": statement.excluded.updated_at},
-    ).returning(Track.id, Track.path))
+    ).returning(TRACKS.c.id, TRACKS.c.path), rows)
     track_ids = dict((path, track_id) for track_id, path in result)
     session.execute(delete(TrackArtist).where(TrackArtist.track_id.in_(list(track_ids.values()))))
     credits = [
@@ -112,7 +126,8 @@ def upsert_tracks(session: Session, scan_id: int | None, tracks: list[dict], art
         for track in tracks for position, key in enumerate(dict.fromkeys(track["artist_keys"]))
     ]
     if credits:
-        session.execute(insert(TrackArtist).values(credits).on_conflict_do_nothing())
+        _execute_many(session, insert(TRACK_ARTISTS).on_conflict_do_nothing()
+                      .returning(TRACK_ARTISTS.c.track_id), credits)
     return track_ids
 
 
