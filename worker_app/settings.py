@@ -39,6 +39,8 @@ class Settings:
     time_limit_scale: float
     # Largest picture kept in the catalogue; bigger ones are recorded as a warning and skipped.
     max_cover_bytes: int
+    # One file's reading may not take longer (a parser that loops): the file fails, the batch goes on.
+    file_time_limit: float
     timezone: str
     # Test-only: a file whose name holds this marker kills the extract worker (see pipeline/extract.py).
     test_crash_marker: str | None = None
@@ -92,6 +94,7 @@ def load_settings() -> Settings:
         visibility_timeout=_positive_int(values, "SONIQUEBAY_VISIBILITY_TIMEOUT", 7200),
         time_limit_scale=scale,
         max_cover_bytes=_positive_int(values, "SONIQUEBAY_MAX_COVER_BYTES", 16 * 1024 * 1024),
+        file_time_limit=_positive_int(values, "SONIQUEBAY_FILE_TIME_LIMIT", 30) * max(scale, 0.1),
         timezone=values.get("SONIQUEBAY_TIMEZONE", "Europe/Paris"),
         test_crash_marker=values.get("SONIQUEBAY_TEST_CRASH_MARKER") or None,
     )

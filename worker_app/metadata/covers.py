@@ -8,8 +8,11 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from worker_app.metadata.cleaning import format_size, storable
 from worker_app.metadata.record import CoverImage, UnreadableFileError
 
+_MAX_MIME_CHARACTERS = 100
+_IMAGE_HEADER_BYTES = 1024 * 1024
 FRONT_COVER = 3  # the ID3/FLAC/ASF picture type "Cover (front)"
 
 # Earlier names and extensions win when a folder has several candidates.
@@ -27,13 +30,19 @@ _MIME_BY_EXTENSION = {
 
 @dataclass
 class EmbeddedPicture:
-    data: bytes
+    data: bytes | None  # None: a picture above the size limit, skipped without being read
     mime: str | None
     picture_type: int | None  # None where the format has no types (MP4): then it counts as a front cover
+    size: int = -1  # bytes of image data; -1: len(data)
+
+    def __post_init__(self):
+        if self.size < 0:
+            self.size = len(self.data) if self.data is not None else 0
 
 
 def choose_cover(pictures: list[EmbeddedPicture]) -> EmbeddedPicture | None:
-    """The front cover, else the first picture."""
+    """The front cover, else the first picture (skipped ones too: a front cover too big to keep means no cover,
+    not the back cover in its place)."""
     for picture in pictures:
         if picture.picture_type in (FRONT_COVER, None):
             return picture
@@ -46,9 +55,12 @@ def cover_from_bytes(data: bytes, declared_mime: str | None, source: str, warnin
     Bytes that are not an image still make a CoverImage (the file does carry them) without dimensions.
     """
     width = height = None
-    mime = declared_mime or "application/octet-stream"
+    mime = storable(declared_mime or "")[:_MAX_MIME_CHARACTERS].strip() or "application/octet-stream"
+    # The header is at the start (JPEG: its size comes after the APPn segments, a few kB to a few hundred); Pillow
+    # walks junk byte by byte (4 s for 20 MB of zeros after a JPEG marker), so it gets the first MiB only.
+    head = data if len(data) <= _IMAGE_HEADER_BYTES else memoryview(data)[:_IMAGE_HEADER_BYTES]
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(head)) as image:
             width, height = image.size
             mime = Image.MIME.get(image.format or "", mime)
     except Image.DecompressionBombError:
@@ -83,11 +95,19 @@ def find_folder_cover(names: list[str]) -> str | None:
     return best[2] if best else None
 
 
-def read_folder_cover(path: str | os.PathLike) -> CoverImage:
-    """Read a folder image file; UnreadableFileError when it cannot be read."""
+def read_folder_cover(path: str | os.PathLike, max_bytes: int | None = None) -> CoverImage:
+    """Read a folder image file; UnreadableFileError when it cannot be read or is above ``max_bytes`` (default:
+    the ``max_cover_bytes`` setting)."""
+    if max_bytes is None:
+        from worker_app.metadata.reader import current_limits
+
+        max_bytes = current_limits().max_cover_bytes
     try:
         with open(path, "rb") as image_file:
-            data = image_file.read()
+            size = os.fstat(image_file.fileno()).st_size
+            if size > max_bytes:
+                raise UnreadableFileError(folder_cover_too_big(size, max_bytes))
+            data = image_file.read(max_bytes + 1)  # the file may have grown since fstat
     except FileNotFoundError:
         raise UnreadableFileError("file vanished before it could be read") from None
     except PermissionError:
@@ -98,6 +118,12 @@ def read_folder_cover(path: str | os.PathLike) -> CoverImage:
         raise UnreadableFileError(f"I/O error: {error.strerror or error}") from None
     if not data:
         raise UnreadableFileError("zero-byte file")
+    if len(data) > max_bytes:
+        raise UnreadableFileError(folder_cover_too_big(len(data), max_bytes))
     extension = os.fsdecode(path).rpartition(".")[2].lower()
     warnings: list[str] = []
     return cover_from_bytes(data, _MIME_BY_EXTENSION.get(extension), "folder", warnings)
+
+
+def folder_cover_too_big(size: int, limit: int) -> str:
+    return f"folder image of {size} bytes skipped: above the {format_size(limit)} limit"

@@ -3,14 +3,26 @@
 mutagen's parsing is the pipeline's throughput limit (see shared/performance-facts.md), so this module asks mutagen
 for one parse per file: the class is chosen from the file's extension (``mutagen.File`` would read the header and
 score every format first), and content sniffing is only the fallback for a wrong or missing extension.
+
+Hostile files (see tests/test_extractor_hostile.py): every read runs under a per-file time limit (``time_limit``,
+default the ``file_time_limit`` setting), through a ``SafeFile`` that never lets a corrupt length field allocate
+more than the file holds, with mutagen's strict spots made lenient (``lenient.py``), and with pictures above
+``max_cover_bytes`` left out before mutagen reads them (``oversize.py``). Strings in the record never hold NUL or
+lone surrogates (the path excepted: it is the file's name, surrogate-escaped where it is not UTF-8).
+
+Several tag formats in one MP3: ID3v2 wins, then APEv2 fills the fields ID3v2 lacks, then ID3v1 (30 Latin-1
+characters a field, the least trustworthy) fills what is still missing. A field is taken whole from one format.
 """
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import re
 import stat
+from dataclasses import dataclass
 from typing import Any
 
-import mutagen
 from mutagen.aac import AAC
 from mutagen.ac3 import AC3
 from mutagen.aiff import AIFF
@@ -19,6 +31,8 @@ from mutagen.asf import ASF
 from mutagen.dsdiff import DSDIFF
 from mutagen.dsf import DSF
 from mutagen.flac import FLAC, StreamInfo as FLACStreamInfo
+from mutagen.id3 import ID3
+from mutagen.id3._id3v1 import find_id3v1
 from mutagen.monkeysaudio import MonkeysAudio
 from mutagen.mp3 import MP3, MPEGInfo
 from mutagen.mp4 import MP4
@@ -32,19 +46,50 @@ from mutagen.trueaudio import TrueAudio
 from mutagen.wave import WAVE
 from mutagen.wavpack import WavPack
 
+from worker_app.metadata import lenient
 from worker_app.metadata.cleaning import (
+    MAX_TAGS_BYTES,
+    finish_warnings,
+    format_size,
     parse_decibels,
     parse_flag,
+    parse_mbid,
     parse_position,
     parse_total,
     parse_year,
     positive_number,
+    shown,
+    storable,
 )
-from worker_app.metadata.covers import choose_cover, cover_from_bytes, find_folder_cover, read_folder_cover
+from worker_app.metadata.covers import (
+    EmbeddedPicture,
+    choose_cover,
+    cover_from_bytes,
+    find_folder_cover,
+    read_folder_cover,
+)
+from worker_app.metadata.lenient import ReadContext, picture_skipped_warning
+from worker_app.metadata.oversize import CAPPED_CLASSES, plan_edits
 from worker_app.metadata.record import TrackRecord, UnreadableFileError
-from worker_app.metadata.tagmaps import RawTags, read_apev2, read_asf, read_id3, read_mp4, read_vorbis_comments
+from worker_app.metadata.safefile import ReadBudgetExceeded, SafeFile
+from worker_app.metadata.tagmaps import (
+    RawTags,
+    merge_missing,
+    read_apev2,
+    read_asf,
+    read_id3,
+    read_mp4,
+    read_vorbis_comments,
+)
+from worker_app.metadata.timelimit import FileTimeLimit, FileTimeLimitExceeded
 
-__all__ = ["read_track", "read_stream_info", "read_folder_cover", "find_folder_cover", "AUDIO_EXTENSIONS"]
+__all__ = ["read_track", "read_stream_info", "read_folder_cover", "find_folder_cover", "current_limits", "ReadLimits",
+           "AUDIO_EXTENSIONS"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FILE_TIME_LIMIT = 30.0  # seconds; mutagen reads a file in about a millisecond
+DEFAULT_MAX_COVER_BYTES = 16 * 1024 * 1024
 
 try:  # Celery's soft time limit must stop a batch, not become one more unreadable file
     from billiard.exceptions import SoftTimeLimitExceeded as _SoftTimeLimitExceeded
@@ -108,68 +153,153 @@ _MPEG_LAYER_CODECS = {1: "mp1", 2: "mp2", 3: "mp3"}
 _OPUS_OUTPUT_RATE = 48000  # Opus always decodes at 48 kHz; mutagen does not expose the (informative) input rate
 
 
-def read_track(path: str | os.PathLike, stat_result: os.stat_result | None = None) -> TrackRecord:
+@dataclass(frozen=True)
+class ReadLimits:
+    time_limit: float | None  # seconds one file may take; None or <= 0: no limit
+    max_cover_bytes: int  # pictures (and other tag items) above this are skipped unread
+
+
+_settings_failure_logged = False
+
+
+def _get_settings():
+    from worker_app.settings import get_settings  # here, not at import: settings read the environment
+
+    global _get_settings
+    _get_settings = get_settings
+    return get_settings()
+
+
+def current_limits(time_limit: float | None = None, max_cover_bytes: int | None = None) -> ReadLimits:
+    """The limits a read uses: the arguments where given, else the worker settings, read lazily.
+
+    Settings: ``max_cover_bytes`` (SONIQUEBAY_MAX_COVER_BYTES) and ``file_time_limit`` (the per-file time limit in
+    seconds; until settings.py has it, DEFAULT_FILE_TIME_LIMIT).
+    """
+    global _settings_failure_logged
+    if time_limit is None or max_cover_bytes is None:
+        try:
+            settings = _get_settings()
+        except Exception as error:  # the worker refuses to start on bad settings; a read just uses defaults
+            if not _settings_failure_logged:
+                log.warning("extractor limits: settings unreadable (%s), using the defaults", error)
+                _settings_failure_logged = True
+            settings = None
+        if time_limit is None:
+            time_limit = getattr(settings, "file_time_limit", DEFAULT_FILE_TIME_LIMIT)
+        if max_cover_bytes is None:
+            max_cover_bytes = getattr(settings, "max_cover_bytes", DEFAULT_MAX_COVER_BYTES)
+    return ReadLimits(time_limit, max(int(max_cover_bytes), 0))
+
+
+def read_track(path: str | os.PathLike, stat_result: os.stat_result | None = None, *,
+               time_limit: float | None = None, max_cover_bytes: int | None = None) -> TrackRecord:
     """Everything the catalogue keeps about one file. Raises only UnreadableFileError.
 
-    ``stat_result`` saves a stat call when the scanner already has it (from ``os.scandir``).
+    ``stat_result`` saves a stat call when the scanner already has it (from ``os.scandir``). ``time_limit``
+    (seconds) and ``max_cover_bytes`` default to the worker settings (see ``current_limits``).
     """
     path_text = os.fsdecode(path)
-    try:
-        return _read_track(path_text, stat_result)
-    except (UnreadableFileError, _SoftTimeLimitExceeded):
-        raise
-    except Exception as error:  # a bug in mutagen or here must cost one file, not the batch
-        raise UnreadableFileError(f"unexpected {type(error).__name__} while reading: {error}") from error
+    return _run(current_limits(time_limit, max_cover_bytes), _read_track, path_text, stat_result)
 
 
-def read_stream_info(path: str | os.PathLike) -> dict[str, Any]:
+def read_stream_info(path: str | os.PathLike, *, time_limit: float | None = None,
+                     max_cover_bytes: int | None = None) -> dict[str, Any]:
     """Only the stream facts: format, codec, duration_seconds, bitrate, sample_rate, channels, bits_per_sample.
 
     Skips the tags where that is cheap (MP3: the MPEG header search skips ID3; FLAC: the first block is
     STREAMINFO); other formats are parsed whole. Raises only UnreadableFileError.
     """
     path_text = os.fsdecode(path)
+    return _run(current_limits(time_limit, max_cover_bytes), _read_stream_info, path_text)
+
+
+def _run(limits: ReadLimits, function, *args):
+    """``function(context, *args)`` under the time limit, any failure turned into UnreadableFileError."""
+    context = ReadContext(limits.max_cover_bytes)
+    token = lenient.enter(context)
     try:
-        file_stat = _stat(path_text)
-        _check_regular_nonempty(file_stat)
-        warnings: list[str] = []
-        extension = os.path.splitext(path_text)[1].lower()
-        info = None
-        audio_class = _CLASS_BY_EXTENSION.get(extension)
-        if audio_class is MP3 or audio_class is FLAC:
-            info = _read_bare_stream_info(path_text, audio_class)
-        if info is None:
-            audio = _load(path_text, warnings)
-            audio_class, info = type(audio), audio.info
-        return {"format": _FORMATS[audio_class][0],
-                **_stream_fields(audio_class, info, file_stat.st_size, warnings)}
+        timer = FileTimeLimit(limits.time_limit)
+        try:
+            with timer:
+                return _guarded(function, context, *args)
+        except FileTimeLimitExceeded:
+            timer.stop()  # again: the alarm may have cut the first stop short
+            raise UnreadableFileError(f"took longer than {limits.time_limit:g} s to read") from None
+    finally:
+        lenient.leave(token)
+
+
+def _guarded(function, *args):
+    try:
+        return function(*args)
     except (UnreadableFileError, _SoftTimeLimitExceeded):
         raise
-    except Exception as error:
-        raise UnreadableFileError(f"unexpected {type(error).__name__} while reading: {error}") from error
+    except ReadBudgetExceeded as error:
+        raise UnreadableFileError(f"corrupt file: {error}") from None
+    except Exception as error:  # a bug in mutagen or here must cost one file, not the batch
+        detail = str(error)
+        if len(detail) > 200:
+            detail = detail[:200] + "..."
+        raise UnreadableFileError(storable(f"unexpected {type(error).__name__} while reading: {detail}")) from error
 
 
-def _read_track(path: str, stat_result: os.stat_result | None) -> TrackRecord:
+def _read_stream_info(context: ReadContext, path: str) -> dict[str, Any]:
+    file_stat = _stat(path)
+    _check_regular_nonempty(file_stat)
+    warnings: list[str] = []
+    extension = os.path.splitext(path)[1].lower()
+    with _opened(path, file_stat.st_size, context) as view:
+        info = None
+        audio_class = _CLASS_BY_EXTENSION.get(extension)
+        if (audio_class is MP3 or audio_class is FLAC) and not view.spliced:
+            info = _read_bare_stream_info(view, audio_class)
+        if info is None:
+            audio = _load(view, path, warnings)
+            audio_class, info = _base_class(type(audio)), audio.info
+        return {"format": _FORMATS[audio_class][0],
+                **_stream_fields(audio_class, info, file_stat.st_size, warnings)}
+
+
+def _read_track(context: ReadContext, path: str, stat_result: os.stat_result | None) -> TrackRecord:
     file_stat = stat_result if stat_result is not None else _stat(path)
     _check_regular_nonempty(file_stat)
     warnings: list[str] = []
-    audio = _load(path, warnings)
-    audio_class = type(audio)
-    record = TrackRecord(
-        path=path,
-        size_bytes=file_stat.st_size,
-        mtime=file_stat.st_mtime,
-        format=_FORMATS[audio_class][0],
-        warnings=warnings,
-        **_stream_fields(audio_class, audio.info, file_stat.st_size, warnings),
-    )
-    raw = RawTags(warnings)
-    _read_tags(audio, path, raw)
+    with _opened(path, file_stat.st_size, context) as view:
+        audio = _load(view, path, warnings)
+        audio_class = _base_class(type(audio))
+        record = TrackRecord(
+            path=path,
+            size_bytes=file_stat.st_size,
+            mtime=file_stat.st_mtime,
+            format=_FORMATS[audio_class][0],
+            warnings=warnings,
+            **_stream_fields(audio_class, audio.info, file_stat.st_size, warnings),
+        )
+        raw = RawTags(warnings)
+        _read_tags(audio, view, raw)
     _fill_tag_fields(record, raw)
-    picture = choose_cover(raw.pictures)
-    if picture is not None:
+    picture = choose_cover(_pictures_within_limit(raw.pictures, context, warnings) + context.skipped_pictures)
+    if picture is not None and picture.data is not None:
         record.cover = cover_from_bytes(picture.data, picture.mime, "embedded", warnings)
+    # Every string above went through cleaning.clean_text (tag values), a pattern (codec, MusicBrainz ids) or
+    # cleaning.storable (cover MIME type, reasons): none holds NUL or a lone surrogate.
+    warnings.extend(context.notes)
+    record.warnings = finish_warnings(warnings)
     return record
+
+
+def _pictures_within_limit(pictures: list[EmbeddedPicture], context: ReadContext,
+                           warnings: list[str]) -> list[EmbeddedPicture]:
+    """Pictures mutagen did read (the file was under the limit, or a format without a scanner) but that are above
+    the limit anyway (e.g. an ID3 frame inflated from zlib): dropped before anything hashes or copies them."""
+    kept = []
+    for picture in pictures:
+        if picture.data is not None and picture.size > context.max_cover_bytes:
+            warnings.append(picture_skipped_warning(picture.size, context.max_cover_bytes))
+            picture = EmbeddedPicture(None, picture.mime, picture.picture_type, size=picture.size)
+        kept.append(picture)
+    return kept
 
 
 # ---------------------------------------------------------------- opening
@@ -208,34 +338,109 @@ def _raise_if_os_error(error: BaseException) -> None:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, OSError) and current.errno is not None:
+        if isinstance(current, OSError) and current.errno is not None and current.errno != errno.EINVAL:
             raise UnreadableFileError(_os_error_reason(current)) from None
         pending.extend([current.__cause__, current.__context__])
         pending.extend(arg for arg in current.args if isinstance(arg, BaseException))
 
 
-def _load(path: str, warnings: list[str]):
+class _opened:
+    """``with _opened(path, size, context) as view``: the file open once for every reader, as a ``SafeFile``;
+    for a file above the picture limit, a view with the oversized tag items cut out (``oversize.plan_edits``)."""
+
+    def __init__(self, path: str, size: int, context: ReadContext):
+        self.path = path
+        self.size = size  # from the stat already made: a file that grows meanwhile is read as it was
+        self.context = context
+        self.file = None
+
+    def __enter__(self) -> SafeFile:
+        size = self.size
+        try:
+            self.file = open(self.path, "rb")
+        except OSError as error:
+            raise UnreadableFileError(_os_error_reason(error)) from None
+        try:
+            edits = []
+            capped = size > self.context.max_cover_bytes
+            if capped:
+                edits = plan_edits(self.file, size, self.context)
+            return SafeFile(self.file, size, edits, name=self.path, capped=capped)
+        except OSError as error:
+            self.file.close()
+            raise UnreadableFileError(_os_error_reason(error)) from None
+        except BaseException:  # the time limit, or a bug: __exit__ will not run
+            self.file.close()
+            raise
+
+    def __exit__(self, *exc_info) -> bool:
+        self.file.close()
+        return False
+
+
+# Per mutagen class: arguments for loading. MP3: ID3v1 is read separately (see _read_mp3_tags). AIFF, WAV, DSF:
+# their ID3 tag is a chunk; "TAG" in the last 128 bytes of audio samples is not an ID3v1 tag.
+_LOAD_OPTIONS: dict[type, dict[str, Any]] = {MP3: {"load_v1": False}, AIFF: {"load_v1": False},
+                                             WAVE: {"load_v1": False}, DSF: {"load_v1": False}}
+_BASE_CLASS = {capped: base for base, capped in CAPPED_CLASSES.items()}
+
+
+def _base_class(audio_class: type) -> type:
+    return _BASE_CLASS.get(audio_class, audio_class)
+
+
+def _reader_class(audio_class: type, view: SafeFile) -> type:
+    return CAPPED_CLASSES.get(audio_class, audio_class) if view.capped else audio_class
+
+
+def _load(view: SafeFile, path: str, warnings: list[str]):
     extension = os.path.splitext(path)[1].lower()
     expected_class = _CLASS_BY_EXTENSION.get(extension)
     first_error: Exception | None = None
     if expected_class is not None:
         try:
-            return expected_class(path)
+            view.seek(0)
+            return _reader_class(expected_class, view)(view, **_LOAD_OPTIONS.get(expected_class, {}))
         except Exception as error:
             _raise_if_os_error(error)
+            _raise_if_looping(error, expected_class)
             first_error = error
     try:
-        audio = mutagen.File(path, options=[kind for kind in _SNIFFABLE_CLASSES if kind is not expected_class])
+        audio = _sniff(view, path, [kind for kind in _SNIFFABLE_CLASSES if kind is not expected_class])
     except Exception as error:
         _raise_if_os_error(error)
+        _raise_if_looping(error, None)
         audio = None
     if audio is None:
         if first_error is not None:
-            raise UnreadableFileError(_corrupt_reason(path, expected_class, first_error)) from None
+            raise UnreadableFileError(_corrupt_reason(view, path, expected_class, first_error)) from None
         raise UnreadableFileError("not an audio file mutagen can read")
     if expected_class is not None:
-        warnings.append(f"extension {extension} but the content is {_FORMATS[type(audio)][1]}")
+        warnings.append(f"extension {extension} but the content is {_FORMATS[_base_class(type(audio))][1]}")
     return audio
+
+
+def _raise_if_looping(error: BaseException, audio_class: type | None) -> None:
+    seen = error
+    for _ in range(10):  # mutagen may wrap it
+        if seen is None:
+            return
+        if isinstance(seen, ReadBudgetExceeded):
+            label = _FORMATS[audio_class][1] if audio_class is not None else "file"
+            raise UnreadableFileError(f"corrupt {label}: {seen}") from None
+        seen = seen.__cause__ or seen.__context__
+
+
+def _sniff(view: SafeFile, path: str, candidates: list[type]):
+    """mutagen.File's choice (best score, ties by class name), with this module's load options."""
+    view.seek(0)
+    header = view.read(128)
+    scored = sorted(((kind.score(path, view, header), kind.__name__), kind) for kind in candidates)
+    (score, _), kind = scored[-1]
+    if score <= 0:
+        return None
+    view.seek(0)
+    return _reader_class(kind, view)(view, **_LOAD_OPTIONS.get(kind, {}))
 
 
 _TRUNCATION_HINTS = ("truncated", "unexpected", "eof", "end of file", "not enough", "too short", "ended", "said")
@@ -258,24 +463,69 @@ _SIGNATURES: dict[type, tuple[bytes, ...]] = {
 }
 
 
-def _corrupt_reason(path: str, audio_class: type, error: Exception) -> str:
+def _corrupt_reason(view: SafeFile, path: str, audio_class: type, error: Exception) -> str:
     """Why a file whose extension promised ``audio_class`` could not be parsed as it, nor sniffed as anything."""
     label = _FORMATS[audio_class][1]
-    try:
-        with open(path, "rb") as audio_file:
-            header = audio_file.read(16)
-    except OSError as os_error:
-        return _os_error_reason(os_error)
+    view.seek(0)
+    head = view.read(512)
+    header = head[:16]
     if not _has_signature(audio_class, header):
         extension = os.path.splitext(path)[1].lower()
+        content = _recognisable_content(head)
+        if content:
+            return f"not an audio file mutagen can read (a {extension} file holding {content})"
         return f"not an audio file mutagen can read (a {extension} file without a valid {label} header)"
+    if _is_invalid_seek(error):
+        return f"corrupt {label}: a length or offset in it points outside the file"
     detail = (str(error) or type(error).__name__).replace(repr(path), "the file").replace(path, "the file")
+    if len(detail) > 200:  # some messages quote the bytes they choked on
+        detail = detail[:200] + "..."
+    detail = storable(detail)
     if audio_class is MP4 and detail == "not a MP4 file":
         detail = "no moov box"  # the index MP4 writes last: what an interrupted copy loses
         return f"truncated or corrupt {label}: {detail}"
     if any(hint in detail.lower() for hint in _TRUNCATION_HINTS):
         return f"truncated {label}: {detail}"
     return f"corrupt {label}: {detail}"
+
+
+_CONTENT_SIGNATURES = (
+    (b"\x00\x05\x16\x07", "AppleDouble data: macOS metadata for another file"),  # "._name" files
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive"),
+)
+
+
+def _recognisable_content(head: bytes) -> str | None:
+    """What a file that is not audio holds, when that is obvious: for the reason people read."""
+    for signature, content in _CONTENT_SIGNATURES:
+        if head.startswith(signature):
+            return content
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a WebP image"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:
+            return None
+        text = head[:error.start].decode("utf-8")  # a character cut by the 512-byte read
+    if text and all(character.isprintable() or character in "\t\r\n\f" for character in text):
+        return "text"
+    return None
+
+
+def _is_invalid_seek(error: BaseException) -> bool:
+    """A seek before the start of the file (SafeFile raises EINVAL, as files do), maybe wrapped by mutagen."""
+    for _ in range(10):
+        if error is None:
+            return False
+        if isinstance(error, OSError) and error.errno == errno.EINVAL:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _has_signature(audio_class: type, header: bytes) -> bool:
@@ -286,16 +536,16 @@ def _has_signature(audio_class: type, header: bytes) -> bool:
     return header.startswith(_SIGNATURES.get(audio_class, (b"",)))
 
 
-def _read_bare_stream_info(path: str, audio_class: type):
+def _read_bare_stream_info(view: SafeFile, audio_class: type):
     """The stream header without the tags, or None to fall back to a full parse."""
     try:
-        with open(path, "rb") as audio_file:
-            if audio_class is MP3:
-                return MPEGInfo(audio_file)
-            header = audio_file.read(8)
-            # STREAMINFO must be the first block: type 0, 34 bytes
-            if header[:4] == b"fLaC" and header[4] & 0x7F == 0 and header[5:8] == b"\x00\x00\x22":
-                return _flac_stream_info(audio_file, is_last_block=bool(header[4] & 0x80))
+        view.seek(0)
+        if audio_class is MP3:
+            return MPEGInfo(view)
+        header = view.read(8)
+        # STREAMINFO must be the first block: type 0, 34 bytes
+        if header[:4] == b"fLaC" and header[4] & 0x7F == 0 and header[5:8] == b"\x00\x00\x22":
+            return _flac_stream_info(view, is_last_block=bool(header[4] & 0x80))
     except OSError as error:
         raise UnreadableFileError(_os_error_reason(error)) from None
     except Exception:
@@ -323,28 +573,72 @@ def _flac_stream_info(audio_file, is_last_block: bool):
 # ---------------------------------------------------------------- stream
 
 
+# Beyond these a stream number is a corrupt header, not a file (and the catalogue's integer columns overflow).
+MAX_DURATION = 31 * 24 * 3600.0  # the longest audiobooks are days long
+MAX_BITRATE = 2**31 - 1  # bits per second (PostgreSQL integer)
+MAX_SAMPLE_RATE = 100_000_000  # DSD1024 is 45 MHz
+MAX_CHANNELS = 1024
+MAX_BITS_PER_SAMPLE = 64
+_CODEC_NAME = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,15}$")
+
+
 def _stream_fields(audio_class: type, info, size_bytes: int, warnings: list[str]) -> dict[str, Any]:
-    codec = _codec(audio_class, info)
-    duration = positive_number(getattr(info, "length", None), "duration", warnings)
+    try:
+        codec = _clean_codec(_codec(audio_class, info), warnings)
+    except Exception:  # a property of a corrupt header
+        warnings.append("codec unreadable")
+        codec = None
+    duration = positive_number(_info(info, "length", "duration", warnings), "duration", warnings,
+                               maximum=MAX_DURATION)
     duration = float(duration) if duration is not None else None
-    bitrate = positive_number(getattr(info, "bitrate", None), "bitrate", warnings)
+    bitrate = positive_number(_info(info, "bitrate", "bitrate", warnings), "bitrate", warnings, maximum=MAX_BITRATE)
     if bitrate is None and duration:
         bitrate = size_bytes * 8 / duration  # what mutagen leaves out (WavPack, APE, TTA): the file's average
-    sample_rate = _OPUS_OUTPUT_RATE if audio_class is OggOpus else getattr(info, "sample_rate", None)
-    bits_per_sample = getattr(info, "bits_per_sample", None) if codec in _LOSSLESS_CODECS else None
+        if not 1 <= bitrate <= MAX_BITRATE:  # (a corrupt duration of days over a few kB rounds to 0)
+            bitrate = None
+    if audio_class is OggOpus:
+        sample_rate = _OPUS_OUTPUT_RATE
+    else:
+        sample_rate = _info(info, "sample_rate", "sample rate", warnings)
+    if codec in _LOSSLESS_CODECS:
+        bits_per_sample = _info(info, "bits_per_sample", "bits per sample", warnings)
+    else:
+        bits_per_sample = None
+    channels = _info(info, "channels", "channel count", warnings)
     return {
         "codec": codec,
         "duration_seconds": duration,
-        "bitrate": round(bitrate) if bitrate else None,
-        "sample_rate": _positive_int(sample_rate, "sample rate", warnings),
-        "channels": _positive_int(getattr(info, "channels", None), "channel count", warnings),
-        "bits_per_sample": _positive_int(bits_per_sample, "bits per sample", warnings),
+        "bitrate": round(bitrate) if bitrate and bitrate >= 0.5 else None,
+        "sample_rate": _positive_int(sample_rate, "sample rate", warnings, MAX_SAMPLE_RATE),
+        "channels": _positive_int(channels, "channel count", warnings, MAX_CHANNELS),
+        "bits_per_sample": _positive_int(bits_per_sample, "bits per sample", warnings, MAX_BITS_PER_SAMPLE),
     }
 
 
-def _positive_int(value, key: str, warnings: list[str]) -> int | None:
-    value = positive_number(value, key, warnings)
+def _info(info, attribute: str, label: str, warnings: list[str]):
+    """A stream number; some are properties that divide by header fields (DSF length by a zero sample rate)."""
+    try:
+        value = getattr(info, attribute, None)
+    except Exception:
+        warnings.append(f"{label} unreadable (corrupt header)")
+        return None
+    if value is not None and not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def _positive_int(value, key: str, warnings: list[str], maximum: int) -> int | None:
+    value = positive_number(value, key, warnings, maximum=maximum)
     return int(value) if value is not None else None
+
+
+def _clean_codec(codec: str | None, warnings: list[str]) -> str | None:
+    if not codec:
+        return None
+    if _CODEC_NAME.match(codec):
+        return codec
+    warnings.append(f"codec {shown(codec)} ignored (not a codec name)")
+    return None
 
 
 def _codec(audio_class: type, info) -> str:
@@ -383,10 +677,10 @@ def _mp4_codec(codec: str) -> str:
 # ---------------------------------------------------------------- tags
 
 
-def _read_tags(audio, path: str, raw: RawTags) -> None:
+def _read_tags(audio, view: SafeFile, raw: RawTags) -> None:
     tags = audio.tags
     if isinstance(audio, MP3):
-        _read_mp3_tags(tags, path, raw)
+        _read_mp3_tags(tags, view, raw)
     elif isinstance(audio, FLAC):
         read_vorbis_comments(tags, audio.pictures, raw)
     elif isinstance(audio, (OggVorbis, OggOpus, OggFLAC, OggSpeex)):
@@ -403,31 +697,44 @@ def _read_tags(audio, path: str, raw: RawTags) -> None:
         read_id3(tags, raw)
 
 
-def _read_mp3_tags(tags, path: str, raw: RawTags) -> None:
-    """ID3v2; else APEv2 (foobar2000 and mp3gain leave files with only that); ID3v1 fills what remains."""
-    if tags is not None and tags.version >= (2, 2, 0):
+def _read_mp3_tags(tags, view: SafeFile, raw: RawTags) -> None:
+    """ID3v2 wins; APEv2 (foobar2000 and mp3gain write it, often beside ID3v2) fills the fields ID3v2 lacks;
+    ID3v1 (30 Latin-1 characters a field, the least trustworthy source) fills what is still missing."""
+    if tags is not None:  # loaded with load_v1=False: ID3v2 only
         read_id3(tags, raw)
-        return
+    ape_tags = None
+    view.seek(max(view.size - 160, 0))
+    if b"APETAGEX" in view.read(160):  # footer at the end, or before an ID3v1 tag
+        try:
+            ape_tags = APEv2(view)
+        except APENoHeaderError:
+            pass
+        except Exception as error:
+            _raise_if_os_error(error)
+            raw.warnings.append(f"unreadable APEv2 tag ignored ({error or type(error).__name__})")
+    if ape_tags is not None:
+        ape = RawTags(raw.warnings)
+        read_apev2(ape_tags, ape)
+        merge_missing(raw, ape)
     try:
-        ape_tags = APEv2(path)
-    except APENoHeaderError:
-        ape_tags = None
+        id3v1_frames, _ = find_id3v1(view)
     except Exception as error:
         _raise_if_os_error(error)
-        raw.warnings.append(f"unreadable APEv2 tag ignored ({error or type(error).__name__})")
-        ape_tags = None
-    if ape_tags is not None:
-        read_apev2(ape_tags, raw)
-    if tags is not None:  # ID3v1: 30 latin-1 characters a field, the least trustworthy source
+        id3v1_frames = None
+    if id3v1_frames:
+        id3v1_tags = ID3()
+        for frame in id3v1_frames.values():
+            id3v1_tags.add(frame)
         id3v1 = RawTags(raw.warnings)
-        read_id3(tags, id3v1)
-        for key, values in id3v1.values.items():
-            raw.values.setdefault(key, values)
+        read_id3(id3v1_tags, id3v1)
+        merge_missing(raw, id3v1)
 
 
 _SINGLE_TEXT_FIELDS = {
     "title": "title",
     "album": "album",
+}
+_MBID_FIELDS = {
     "musicbrainz_trackid": "mb_track_id",
     "musicbrainz_releasetrackid": "mb_release_track_id",
     "musicbrainz_albumid": "mb_album_id",
@@ -462,12 +769,19 @@ def _fill_tag_fields(record: TrackRecord, raw: RawTags) -> None:
 
     for key, field_name in _SINGLE_TEXT_FIELDS.items():
         setattr(record, field_name, take_first(key))
+    for key, field_name in _MBID_FIELDS.items():
+        text = take_first(key)
+        if text is not None:
+            identifier = parse_mbid(text, key, warnings)
+            if identifier is None:
+                values.setdefault(key, []).insert(0, text)
+            setattr(record, field_name, identifier)
 
     record.artists, record.album_artists = _names(values, "artist"), _names(values, "albumartist")
     record.genres = values.pop("genre", [])
     record.composers = values.pop("composer", [])
-    record.mb_artist_ids = _identifiers(values.pop("musicbrainz_artistid", []))
-    record.mb_album_artist_ids = _identifiers(values.pop("musicbrainz_albumartistid", []))
+    record.mb_artist_ids = _identifiers(values, "musicbrainz_artistid", warnings)
+    record.mb_album_artist_ids = _identifiers(values, "musicbrainz_albumartistid", warnings)
 
     compilation = take_first("compilation")
     if compilation is not None:
@@ -494,7 +808,27 @@ def _fill_tag_fields(record: TrackRecord, raw: RawTags) -> None:
                 values.setdefault(key, []).insert(0, text)
             setattr(record, field_name, number)
 
-    record.tags = values
+    record.tags = _within_tags_budget(values, warnings)
+
+
+def _within_tags_budget(values: dict[str, list[str]], warnings: list[str]) -> dict[str, list[str]]:
+    """``tags`` as a whole stays under MAX_TAGS_BYTES (5,000 TXXX frames fit; a file made of tags does not)."""
+    if sum(len(key) + sum(map(len, items)) for key, items in values.items()) * 4 <= MAX_TAGS_BYTES:
+        return values
+    kept: dict[str, list[str]] = {}
+    budget = MAX_TAGS_BYTES
+    dropped = 0
+    for key, items in values.items():
+        for item in items:
+            cost = len(key.encode("utf-8")) + len(item.encode("utf-8"))
+            if cost <= budget:
+                kept.setdefault(key, []).append(item)
+                budget -= cost
+            else:
+                dropped += 1
+    if dropped:
+        warnings.append(f"{dropped} tag values ignored: the tags kept are limited to {format_size(MAX_TAGS_BYTES)}")
+    return kept
 
 
 def _names(values: dict[str, list[str]], key: str) -> list[str]:
@@ -511,11 +845,19 @@ def _names(values: dict[str, list[str]], key: str) -> list[str]:
     return plural
 
 
-def _identifiers(items: list[str]) -> list[str]:
+def _identifiers(values: dict[str, list[str]], key: str, warnings: list[str]) -> list[str]:
     # ID3v2.3 and some taggers join several ids with "/" or ";" into one value; a MusicBrainz id contains neither.
-    identifiers = []
-    for item in items:
-        identifiers.extend(part.strip() for part in item.replace(";", "/").split("/") if part.strip())
+    identifiers, rejected = [], []
+    for item in values.pop(key, []):
+        for part in item.replace(";", "/").split("/"):
+            if part.strip():
+                identifier = parse_mbid(part, key, warnings)
+                if identifier is None:
+                    rejected.append(part.strip())
+                else:
+                    identifiers.append(identifier)
+    if rejected:
+        values[key] = rejected
     return identifiers
 
 

@@ -16,6 +16,10 @@ from mutagen.flac import Picture
 from mutagen.id3 import (
     APIC,
     COMM,
+    PCNT,
+    POPM,
+    SYLT,
+    USER,
     PairedTextFrame,
     RVA2,
     TCON,
@@ -23,13 +27,22 @@ from mutagen.id3 import (
     UFID,
     USLT,
     WXXX,
+    Encoding,
     TextFrame,
     TimeStampTextFrame,
     UrlFrame,
 )
 from mutagen.mp4 import AtomDataType, MP4Cover, MP4FreeForm
 
-from worker_app.metadata.cleaning import clean_text, decode_text
+from worker_app.metadata.cleaning import (
+    MAX_FIELD_BYTES,
+    MAX_TAG_VALUE_BYTES,
+    clean_key,
+    clean_text,
+    decode_utf8_lenient,
+    repair_latin1_mojibake,
+    repair_utf16_byte_order,
+)
 from worker_app.metadata.covers import FRONT_COVER, EmbeddedPicture
 
 MUSICBRAINZ_UFID_OWNER = "http://musicbrainz.org"
@@ -44,7 +57,13 @@ class RawTags:
     pictures: list[EmbeddedPicture] = field(default_factory=list)
 
     def add(self, key: str, value: str) -> None:
-        cleaned = clean_text(value, key, self.warnings)
+        if key not in _GOOD_KEYS:
+            if key.isascii() and key.isprintable() and 0 < len(key) <= MAX_KEY_BYTES:
+                if len(_GOOD_KEYS) < 10_000:
+                    _GOOD_KEYS.add(key)
+            else:
+                key = clean_key(key, self.warnings)
+        cleaned = clean_text(value, key, self.warnings, MAX_FIELD_BYTES if key in FIELD_KEYS else MAX_TAG_VALUE_BYTES)
         if cleaned is not None:
             self.values.setdefault(key, []).append(cleaned)
 
@@ -55,6 +74,33 @@ class RawTags:
     def add_if_absent(self, key: str, value: str) -> None:
         if key not in self.values:
             self.add(key, value)
+
+
+# Keys whose values become TrackRecord fields (one line of text each), and the groups of keys that say the same
+# thing (a tag format that has one of them in a file decides that field alone).
+FIELD_KEYS = frozenset({
+    "title", "album", "artist", "artists", "albumartist", "albumartists", "genre", "composer", "date", "year",
+    "tracknumber", "tracktotal", "discnumber", "disctotal", "compilation",
+    "musicbrainz_trackid", "musicbrainz_releasetrackid", "musicbrainz_albumid", "musicbrainz_releasegroupid",
+    "musicbrainz_artistid", "musicbrainz_albumartistid",
+    "replaygain_track_gain", "replaygain_track_peak", "replaygain_album_gain", "replaygain_album_peak",
+})
+MAX_KEY_BYTES = 255
+_GOOD_KEYS: set[str] = set()  # keys already seen fit for a JSON key as they are (a cache: checking costs more)
+KEY_GROUPS = {"artists": "artist", "albumartists": "albumartist", "year": "date"}
+
+
+def merge_missing(primary: RawTags, secondary: RawTags) -> None:
+    """Add to ``primary`` the keys only ``secondary`` has (a key or its group partner present in ``primary``
+    wins whole); pictures too, when ``primary`` has none."""
+    present = set(primary.values)
+    present |= {KEY_GROUPS[key] for key in present if key in KEY_GROUPS}
+    present |= {key for key, partner in KEY_GROUPS.items() if partner in present}
+    for key, values in secondary.values.items():
+        if key not in present:
+            primary.values[key] = values
+    if not primary.pictures:
+        primary.pictures.extend(secondary.pictures)
 
 
 # Descriptions that ID3 TXXX frames, MP4 "----" atoms and ASF attributes share (ASF with "/" for " ").
@@ -210,32 +256,60 @@ _ID3_ROLE_KEYS = {"dj-mix": "djmixer", "mix": "mixer"}
 _ID3V1_COMMENT = "ID3v1 Comment"  # the description mutagen gives an ID3v1 comment
 
 
+_ID3_UNKNOWN_TEXT_KEYS = {"XSOP": "artistsort", "XSOA": "albumsort", "XSOT": "titlesort", "XDOR": "originaldate"}
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
 def read_id3(tags, raw: RawTags) -> None:
-    """``tags`` is a mutagen ID3 loaded with translate=True: v2.2/v2.3 frames already upgraded to v2.4 ones."""
+    """``tags`` is a mutagen ID3 loaded with translate=True: v2.2/v2.3 frames already upgraded to v2.4 ones.
+
+    Every frame that holds text people read ends up in ``raw``: text frames under their Picard name (else their
+    frame id), TXXX/COMM/USLT/WXXX by description, POPM/PCNT/USER/SYLT/UFID too, and text frames mutagen does not
+    know (``unknown_frames``). Binary frames (APIC aside) are skipped: PRIV, GEOB, MCDI, ETCO, CHAP...
+    Text in a Latin-1 frame that is really UTF-8, and BOM-less big-endian UTF-16, are repaired with a warning.
+    """
     volume_adjustments: dict[str, RVA2] = {}
     for frame in tags.values():
         frame_id = frame.FrameID
         if isinstance(frame, TXXX):
-            raw.add_all(description_key(frame.desc, "txxx"), frame.text)
+            raw.add_all(description_key(_repaired(frame, frame.desc, raw), "txxx"), _texts(frame, raw))
         elif isinstance(frame, COMM):  # before TextFrame, which it subclasses
-            if frame.desc in ("", _ID3V1_COMMENT):
-                raw.add_all("comment", frame.text)
+            description = _repaired(frame, frame.desc, raw)
+            if description in ("", _ID3V1_COMMENT):
+                raw.add_all("comment", _texts(frame, raw))
             else:
-                raw.add_all(f"comment:{frame.desc.lower()}", frame.text)
+                raw.add_all(f"comment:{description.lower()}", _texts(frame, raw))
         elif isinstance(frame, TCON):
-            raw.add_all("genre", frame.genres)  # resolves ID3v1 numeric references: "(17)" -> "Rock"
+            # resolves ID3v1 numeric references: "(17)" -> "Rock"
+            raw.add_all("genre", [_repaired(frame, genre, raw) for genre in frame.genres])
         elif isinstance(frame, TimeStampTextFrame):
             raw.add_all(_ID3_TEXT_KEYS.get(frame_id, frame_id.lower()), [stamp.text for stamp in frame.text])
         elif isinstance(frame, TextFrame):
-            raw.add_all(_ID3_TEXT_KEYS.get(frame_id, frame_id.lower()), frame.text)
+            raw.add_all(_ID3_TEXT_KEYS.get(frame_id, frame_id.lower()), _texts(frame, raw))
         elif isinstance(frame, APIC):
             if frame.mime != "-->":  # "-->" means the data is a URL to an image, not an image
                 raw.pictures.append(EmbeddedPicture(frame.data, frame.mime or None, int(frame.type)))
         elif isinstance(frame, USLT):
-            raw.add("lyrics" if not frame.desc else f"lyrics:{frame.desc.lower()}", frame.text)
+            description = _repaired(frame, frame.desc, raw)
+            raw.add("lyrics" if not description else f"lyrics:{description.lower()}", _repaired(frame, frame.text, raw))
+        elif isinstance(frame, SYLT):
+            description = _repaired(frame, frame.desc, raw)
+            raw.add("syncedlyrics" if not description else f"syncedlyrics:{description.lower()}",
+                    _synced_lyrics(frame))
         elif isinstance(frame, UFID):
             if frame.owner == MUSICBRAINZ_UFID_OWNER:
                 raw.add("musicbrainz_trackid", frame.data.decode("ascii", "replace"))
+            elif frame.owner:
+                raw.add(f"ufid:{frame.owner.lower()}", _printable_or_hex(frame.data))
+        elif isinstance(frame, POPM):  # rating 0-255 (and a play count) per player e-mail
+            suffix = f":{frame.email.lower()}" if frame.email else ""
+            raw.add(f"rating{suffix}", str(frame.rating))
+            if getattr(frame, "count", None) is not None:
+                raw.add(f"playcount{suffix}", str(frame.count))
+        elif isinstance(frame, PCNT):
+            raw.add("playcount", str(frame.count))
+        elif isinstance(frame, USER):
+            raw.add("termsofuse", _repaired(frame, frame.text, raw))
         elif isinstance(frame, PairedTextFrame):  # TIPL (involved people), TMCL (musicians)
             for role, name in frame.people:
                 if frame_id == "TMCL":
@@ -248,7 +322,10 @@ def read_id3(tags, raw: RawTags) -> None:
             raw.add(_ID3_URL_KEYS.get(frame_id, frame_id.lower()), frame.url)
         elif isinstance(frame, RVA2):
             volume_adjustments[frame.desc.lower()] = frame
-        # PRIV, GEOB, POPM, MCDI, SYLT, ETCO...: binary or player state, not catalogue tags
+        # PRIV, GEOB, MCDI, ETCO, CHAP, CTOC...: binary or player state, not catalogue tags
+
+    for frame_data in getattr(tags, "unknown_frames", None) or ():
+        _read_unknown_id3_frame(frame_data, getattr(tags, "_unknown_v2_version", 4), raw)
 
     # RVA2 is the ID3-native ReplayGain; the TXXX form (what taggers write today) wins when both exist.
     for scope in ("track", "album"):
@@ -256,6 +333,63 @@ def read_id3(tags, raw: RawTags) -> None:
         if frame is not None and frame.channel == 1:  # 1 = master volume
             raw.add_if_absent(f"replaygain_{scope}_gain", f"{frame.gain:.2f} dB")
             raw.add_if_absent(f"replaygain_{scope}_peak", f"{frame.peak:.6f}")
+
+
+def _repaired(frame, text: str, raw: RawTags) -> str:
+    """``text`` from ``frame``, repaired when its bytes were in another encoding than the frame declared."""
+    encoding = getattr(frame, "encoding", None)
+    if encoding == Encoding.LATIN1:
+        fixed = repair_latin1_mojibake(text)
+        if fixed is not None:
+            raw.warnings.append(f"UTF-8 text in Latin-1 ID3 frame {frame.FrameID}, read as UTF-8")
+            return fixed
+    elif encoding == Encoding.UTF16:
+        fixed = repair_utf16_byte_order(text)
+        if fixed is not None:
+            raw.warnings.append(f"UTF-16 without byte order mark in ID3 frame {frame.FrameID}, read as big-endian")
+            return fixed
+    return text
+
+
+def _texts(frame, raw: RawTags) -> list[str]:
+    return [_repaired(frame, text if isinstance(text, str) else str(text), raw) for text in frame.text]
+
+
+def _synced_lyrics(frame: SYLT) -> str:
+    if frame.format == 2:  # times in milliseconds: LRC-style lines
+        return "\n".join(f"[{time // 60000:02d}:{time // 1000 % 60:02d}.{time % 1000 // 10:02d}]{text}"
+                         for text, time in frame.text)
+    return "\n".join(text for text, _ in frame.text)
+
+
+def _printable_or_hex(data: bytes) -> str:
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        return data.hex()
+    return text if text.isprintable() else data.hex()
+
+
+def _read_unknown_id3_frame(frame_data: bytes, version: int, raw: RawTags) -> None:
+    """Text frames mutagen has no class for (non-standard "T..." frames, iTunes' X... sort frames)."""
+    header_length = 6 if version == 2 else 10
+    frame_id = frame_data[:3 if version == 2 else 4].decode("latin-1")
+    if version > 2 and frame_data[8:10] != b"\x00\x00":
+        return  # compressed, encrypted, grouped...: not worth it for a frame nobody defined
+    body = frame_data[header_length:]
+    if not body or not (frame_id.startswith("T") or frame_id in _ID3_UNKNOWN_TEXT_KEYS) or body[0] > 3:
+        return
+    encoding, text_bytes = body[0], body[1:]
+    if encoding == Encoding.UTF16BE:
+        text = text_bytes.decode("utf-16-be", "replace")
+    elif encoding == Encoding.UTF16:
+        text = text_bytes.decode("utf-16" if text_bytes[:2] in _UTF16_BOMS else "utf-16-le", "replace")
+    elif encoding == Encoding.UTF8:
+        text = decode_utf8_lenient(text_bytes)[0]
+    else:
+        text = text_bytes.decode("latin-1")
+    key = _ID3_UNKNOWN_TEXT_KEYS.get(frame_id, frame_id.lower())
+    raw.add_all(key, [value.lstrip("\ufeff") for value in text.split("\x00") if value.strip("\ufeff")])
 
 
 # ---------------------------------------------------------------- MP4 / iTunes (M4A, M4B, ALAC)
@@ -316,7 +450,10 @@ def read_mp4(tags, raw: RawTags) -> None:
             for value in values:
                 if isinstance(value, MP4FreeForm) and value.dataformat not in _TEXT_FORMATS:
                     continue  # binary free-form data (iTunes' own blobs)
-                raw.add(description_key(name, "----"), decode_text(bytes(value)))
+                text, repaired = decode_utf8_lenient(bytes(value))
+                if repaired:
+                    raw.warnings.append(f"invalid UTF-8 in MP4 atom {key!r}, read as Windows-1252")
+                raw.add(description_key(name, "----"), text)
         else:
             tag_key = _MP4_KEYS.get(key, key.lower())
             for value in values:
@@ -326,8 +463,44 @@ def read_mp4(tags, raw: RawTags) -> None:
                     raw.add(tag_key, str(value))
                 # tuples other than trkn/disk and raw bytes are not text
     failed = getattr(tags, "_failed_atoms", None)  # atoms mutagen could not parse (e.g. invalid UTF-8 text)
-    for key in failed or ():
-        raw.warnings.append(f"unreadable MP4 atom {key!r} skipped")
+    for key, payloads in (failed or {}).items():
+        if not _recover_mp4_text(key, payloads, raw):
+            raw.warnings.append(f"unreadable MP4 atom {key!r} skipped")
+
+
+def _recover_mp4_text(key: str, payloads: list[bytes], raw: RawTags) -> bool:
+    """Text atoms mutagen refused (invalid UTF-8): read with bytes that are not UTF-8 as Windows-1252."""
+    texts = []
+    name = None
+    for payload in payloads:
+        position = 0
+        while position + 8 <= len(payload):
+            length, atom_name = struct.unpack_from(">I4s", payload, position)
+            if length < 8 or position + length > len(payload):
+                break
+            body = payload[position + 8:position + length]
+            if atom_name == b"name" and len(body) >= 4:
+                name = body[4:].decode("utf-8", "replace")
+            elif atom_name == b"data" and len(body) >= 8:
+                data_type = int.from_bytes(body[1:4], "big")
+                if data_type == AtomDataType.UTF16:
+                    texts.append(body[8:].decode("utf-16-be", "replace"))
+                elif data_type in (AtomDataType.UTF8, AtomDataType.IMPLICIT):
+                    texts.append(decode_utf8_lenient(body[8:])[0])
+                else:
+                    return False
+            position += length
+    if not texts:
+        return False
+    if key.startswith("----"):
+        if name is None:
+            return False
+        tag_key = description_key(name, "----")
+    else:
+        tag_key = _MP4_KEYS.get(key, key.lower())
+    raw.warnings.append(f"invalid UTF-8 in MP4 atom {key!r}, read as Windows-1252")
+    raw.add_all(tag_key, texts)
+    return True
 
 
 # ---------------------------------------------------------------- ASF (WMA)
@@ -417,9 +590,9 @@ def read_asf(tags, raw: RawTags) -> None:
             raw.add("wm/track", str(zero_based_track))
 
 
-def _parse_asf_picture(blob: bytes) -> EmbeddedPicture | None:
+def _parse_asf_picture(blob) -> EmbeddedPicture | None:
     """WM/Picture: type (1 byte), data size (uint32 LE), MIME and description (UTF-16LE, NUL-terminated), data."""
-    if len(blob) < 9:
+    if not isinstance(blob, bytes) or len(blob) < 9:
         return None
     picture_type, size = struct.unpack_from("<BI", blob)
     position = 5
