@@ -296,6 +296,22 @@ class Stack:
             timeout=timeout, check=check,
         )
 
+    def wait_for_unit(self, scan_id: int, key: str, timeout: float = 120) -> tuple[str, int, int]:
+        """(state, inserted, failed) of a scan unit once the pipeline has closed it."""
+        from sqlalchemy import select
+        from sqlalchemy.orm import Session
+
+        from worker_app.db.models import ScanUnit
+        from worker_app.db.session import get_engine
+
+        def closed():
+            with Session(get_engine()) as session:
+                unit = session.execute(select(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
+                                       ).scalar_one()
+                return (unit.state, unit.inserted, unit.failed) if unit.state == "done" else None
+
+        return wait_for(closed, timeout, f"unit {key} of scan {scan_id}", interval=0.3)
+
     def diagnostics(self, lines: int = 30) -> str:
         """What a person would look at when a scan does not finish: its status and the workers' last words."""
         report = ["", "== soniquebay status", self.soniquebay("status", "--json", check=False).stdout]

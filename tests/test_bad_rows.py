@@ -1,0 +1,68 @@
+"""One bad row or one vanished file costs only itself: the rest of its batch lands, and the failure is recorded."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from sqlalchemy import select
+
+from tests.audio_factory import make_library
+from tests.catalogue import tracks_by_path
+from tests.test_idempotence import _payload
+
+
+def _scan_unit(db_session_factory, key: str) -> int:
+    from worker_app.db.models import Scan, ScanUnit
+
+    with db_session_factory() as session, session.begin():
+        scan = Scan(root="/bad-rows", status="running")
+        session.add(scan)
+        session.flush()
+        session.add(ScanUnit(scan_id=scan.id, key=key, kind="extract"))
+        return scan.id
+
+
+def test_a_row_postgresql_refuses_does_not_sink_its_batch(stack, db_session_factory):
+    from worker_app.db.models import ScanFailure, ScanUnit
+    from worker_app.pipeline.insert import insert_batch_direct
+
+    payload = _payload("/bad-rows/album")
+    payload["tracks"][1]["track_number"] = 10**9  # beyond the smallint column: PostgreSQL refuses the row
+    scan_id = _scan_unit(db_session_factory, "c/b0")
+    insert_batch_direct.delay(scan_id, "c/b0", payload).get(timeout=60)
+
+    with db_session_factory() as session:
+        catalogued = {p for p in tracks_by_path(session) if p.startswith("/bad-rows/album/")}
+        failures = session.execute(select(ScanFailure.path, ScanFailure.stage, ScanFailure.reason)
+                                   .where(ScanFailure.scan_id == scan_id)).all()
+        unit = session.execute(select(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == "c/b0")
+                               ).scalar_one()
+    assert catalogued == {"/bad-rows/album/01.flac", "/bad-rows/album/03.flac"}
+    assert [(p, s) for p, s, _ in failures] == [("/bad-rows/album/02.flac", "insert")]
+    assert "out of range" in failures[0][2]
+    assert (unit.state, unit.inserted, unit.failed) == ("done", 2, 1)
+
+
+def test_a_file_that_vanishes_between_scan_and_extract_is_recorded(stack, library_root, db_session_factory):
+    from worker_app.pipeline.extract import extract_metadata_batch
+
+    library = make_library(library_root / "vanishing", n_files=4, seed=5, corrupt=False, untagged=False,
+                           odd_file_names=False)
+    files = sorted(library.tracks, key=lambda t: t.path)
+    gone, replaced = files[0], files[1]
+    os.unlink(gone.path)
+    shutil.copy(files[2].path, replaced.path)  # replaced by another file's content, same name
+    scan_id = _scan_unit(db_session_factory, "c/b0")
+    message = [[t.path, t.size_bytes, t.mtime] for t in files]
+    extract_metadata_batch.delay(scan_id, "c/b0", message, {}).get(timeout=60)
+    summary = stack.wait_for_unit(scan_id, "c/b0")
+
+    failures = json.loads(stack.soniquebay("failures", str(scan_id), "--json").stdout)
+    assert [f["path"] for f in failures] == [gone.path]
+    assert "no longer exists" in failures[0]["reason"] or "vanished" in failures[0]["reason"]
+    with db_session_factory() as session:
+        catalogue = tracks_by_path(session)
+    assert catalogue[replaced.path]["title"] == files[2].title  # what the file holds now
+    assert {files[2].path, files[3].path} <= set(catalogue)
+    assert summary == ("done", 3, 1)
