@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench import library as libraries
 from bench import peer, report
-from bench.pipeline import BEFORE, PIPELINE, BenchStack, CpuAccount, RssSampler, WorkerConfig, task_seconds
+from bench.pipeline import BEFORE, PIPELINE, BenchStack, CpuAccount, RssSampler, task_seconds
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = Path(os.environ.get("SONIQUEBAY_BENCH_CACHE", "/var/tmp/soniquebay-bench"))
