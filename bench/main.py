@@ -229,10 +229,11 @@ SNAPSHOT_ENV = "SONIQUEBAY_BENCH_SNAPSHOT"
 def _code_state() -> dict:
     def git(*args: str) -> str:
         result = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
-        return result.stdout.strip() if result.returncode == 0 else ""
+        return result.stdout if result.returncode == 0 else ""
 
-    changed = [line[3:] for line in git("status", "--porcelain", "--", "worker_app", "tests", "bench").splitlines()]
-    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_files": changed}
+    changed = [line[3:] for line in git("status", "--porcelain", "--", "worker_app", "tests", "bench").splitlines()
+               if len(line) > 3]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "uncommitted_files": changed}
 
 
 def run_in_snapshot(options, argv: list[str]) -> int:
