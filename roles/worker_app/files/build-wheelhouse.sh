@@ -11,6 +11,7 @@
 #   PY_VERSION      the targets' Python, e.g. 3.11
 #   PLATFORMS       space-separated wheel platform tags the targets accept (manylinux_2_36_x86_64 ...)
 #   EXTRA_PACKAGES  space-separated requirements added to the wheelhouse (e.g. flower==2.0.1)
+# Environment: BUILD_CONSTRAINTS, space-separated pins of the build backend (e.g. setuptools==84.2.1).
 #
 # The application wheel is built from a clean copy of the sources with SOURCE_DATE_EPOCH fixed, so the same
 # sources give a byte-identical wheel: the copy to the hosts (and a restart of the workers) happens only when
@@ -39,7 +40,14 @@ done
 tar -C "$src" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' -cf - "${paths[@]}" | tar -C "$work/src" -xf -
 
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-315532800} PIP_DISABLE_PIP_VERSION_CHECK=1
+# The build backend's version is written into the wheel (WHEEL: Generator): pin it (BUILD_CONSTRAINTS, one
+# requirement per word) so that a new setuptools release does not make new bytes, and a restart, of old code.
+if [ -n "${BUILD_CONSTRAINTS:-}" ]; then
+  printf '%s\n' $BUILD_CONSTRAINTS > "$work/build-constraints.txt"
+  export PIP_CONSTRAINT="$work/build-constraints.txt"
+fi
 "$python" -m pip wheel --quiet --no-deps --wheel-dir "$work/wheels" "$work/src"
+unset PIP_CONSTRAINT
 app_wheel=$(cd "$work/wheels" && ls ./*.whl | head -n1)
 app_wheel=${app_wheel#./}
 
