@@ -27,6 +27,15 @@ def _finish_if(finished: bool, scan_id: int) -> None:
         cleanup_finish_scan.delay(scan_id)
 
 
+def _update_and_close(statement, scan_id: int | None, key: str | None) -> int:
+    """Run a bulk UPDATE and, for a scan's unit, close the unit in the same transaction; returns the row count."""
+    with transaction() as session:
+        updated = session.execute(statement.execution_options(synchronize_session=False)).rowcount
+        finished = complete_unit(session, scan_id, key) if key else False
+    _finish_if(finished, scan_id)
+    return updated
+
+
 @app.task(name="cleanup_removed_files", base=DeferredTask, bind=True, acks_late=True,
           **DEFERRED.options)
 def cleanup_removed_files(self, scan_id: int, key: str, paths: list[str]) -> dict:
@@ -117,14 +126,8 @@ def enrich_album_covers(self, scan_id: int | None, key: str | None, album_ids: l
         .scalar_subquery()
     )
     best_cover = func.coalesce(folder_picture, embedded_picture)
-    with transaction() as session:
-        updated = session.execute(
-            update(Album).where(Album.id.in_(album_ids)).values(cover_id=best_cover)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        finished = complete_unit(session, scan_id, key) if key else False
-    _finish_if(finished, scan_id)
-    return {"albums": updated}
+    statement = update(Album).where(Album.id.in_(album_ids)).values(cover_id=best_cover)
+    return {"albums": _update_and_close(statement, scan_id, key)}
 
 
 SEARCH_VECTOR = text("""
@@ -141,12 +144,6 @@ SEARCH_VECTOR = text("""
 @app.task(name="vectorize_tracks", base=DeferredTask, bind=True, acks_late=True,
           **DEFERRED.options)
 def vectorize_tracks(self, scan_id: int | None, key: str | None, track_ids: list[int]) -> dict:
-    """Build each track's full-text search vector (title, artists, album, genres) for `soniquebay search`."""
-    with transaction() as session:
-        updated = session.execute(
-            update(Track).where(Track.id.in_(track_ids)).values(search_vector=SEARCH_VECTOR)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        finished = complete_unit(session, scan_id, key) if key else False
-    _finish_if(finished, scan_id)
-    return {"tracks": updated}
+    """Build each track's full-text search vector (title, artists, album, genres: tracks.search_vector)."""
+    statement = update(Track).where(Track.id.in_(track_ids)).values(search_vector=SEARCH_VECTOR)
+    return {"tracks": _update_and_close(statement, scan_id, key)}

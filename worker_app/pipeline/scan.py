@@ -13,7 +13,7 @@ import stat
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 
 from worker_app.celery_app import app
@@ -21,7 +21,7 @@ from worker_app.db.models import FailedFile, Scan, ScanFolder, Track
 from worker_app.db.session import transaction
 from worker_app.limits import SCAN
 from worker_app.metadata.reader import find_folder_cover
-from worker_app.paths import PathRefused, db_path, display_path, is_audio_name, is_within, resolve_scan_path
+from worker_app.paths import PathRefused, db_path, is_audio_name, is_within, resolve_scan_path
 from worker_app.pipeline.ledger import Failure, complete_unit, record_failures, register_units
 from worker_app.pipeline.unit_task import UnitTask
 from worker_app.settings import get_settings
@@ -288,11 +288,3 @@ def start_scan(path: str) -> int:
         scan_id = scan.id
     scan_directory_parallel.delay(scan_id)
     return scan_id
-
-
-def mark_scan_failed(scan_id: int, error: str) -> None:
-    with transaction() as session:
-        session.execute(update(Scan).where(Scan.id == scan_id).values(status="failed", error=error))
-
-
-__all__ = ["scan_directory_parallel", "scan_directory_chunk", "scan_single_file", "start_scan", "display_path"]
