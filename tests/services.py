@@ -214,9 +214,18 @@ class Supervisor:
     def start(self) -> "Supervisor":
         self.base.mkdir(parents=True, exist_ok=True)
         self.write_config()
-        subprocess.run(["supervisord", "-c", str(self.config)], check=True)
+        # The workers read their settings from env_file alone: none inherited from this process.
+        env = {key: value for key, value in os.environ.items() if not key.startswith("SONIQUEBAY_")}
+        subprocess.run(["supervisord", "-c", str(self.config)], check=True, env=env)
         wait_for(self.all_running, 60, "every worker program RUNNING")
         return self
+
+    def kill_program(self, name: str) -> int:
+        """SIGKILL a program's whole process group (the Celery main process and its pool), as losing the host would;
+        supervisord then starts it again. Returns the killed main PID."""
+        pid = int(self.ctl("pid", f"soniquebay-{name}").strip())
+        os.killpg(os.getpgid(pid), signal.SIGKILL)
+        return pid
 
     def all_running(self) -> bool:
         status = self.ctl("status", check=False)

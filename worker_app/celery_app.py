@@ -36,6 +36,10 @@ def create_app() -> Celery:
         "priority_steps": list(range(10)),
         "sep": ":",
         "visibility_timeout": settings.visibility_timeout,
+        # A lost host's unacknowledged messages go back to the queues once they are older than the visibility
+        # timeout; every worker looks for such messages every 10 s (kombu's default is every 100 s).
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
         "socket_timeout": 30,
         "socket_connect_timeout": 30,
         "retry_on_timeout": True,
@@ -63,7 +67,9 @@ def create_app() -> Celery:
         result_expires=24 * 3600,
         result_extended=False,
         broker_transport_options=redis_transport,
-        result_backend_transport_options={k: v for k, v in redis_transport.items() if k != "queue_order_strategy"},
+        result_backend_transport_options={k: v for k, v in redis_transport.items()
+                                          if k not in ("queue_order_strategy", "unacked_restore_interval",
+                                                       "unacked_restore_throttle")},
         broker_connection_retry_on_startup=True,
         broker_pool_limit=10,
         redis_max_connections=20,

@@ -1,0 +1,124 @@
+"""Losing a host mid-scan: every worker process is killed at once (SIGKILL to each supervisor program's process
+group: the Celery main process and its pool, so nothing acknowledges or hands back a message), twice during one
+scan. supervisord starts the workers again, Redis hands their unacknowledged messages out again once the visibility
+timeout has passed, and the scan ends with every track catalogued exactly once.
+
+This runs on a stack of its own, with a short visibility timeout (and time limits scaled below it), so that the
+lost messages come back within the test's patience."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.orm import Session
+
+from tests.audio_factory import make_library
+from tests.services import Stack, VENV_BIN, wait_for
+from worker_app.db.models import Album, Artist, ScanUnit, Track
+from worker_app.paths import db_path
+
+pytestmark = pytest.mark.timeout(900)
+
+VISIBILITY_TIMEOUT = 45
+N_FILES = 1500
+PROGRAMS = ("scan", "extract", "batch", "insert", "deferred")
+
+
+@pytest.fixture(scope="module")
+def lossy_stack(workspace):
+    root = workspace / "loss-library"
+    root.mkdir()
+    stack = Stack(workspace / "loss-services", [root], extra_env={
+        "SONIQUEBAY_BATCH_SIZE": "20",
+        # The longest time limit becomes 36 s, below the 45 s visibility timeout.
+        "SONIQUEBAY_TIME_LIMIT_SCALE": "0.02",
+        "SONIQUEBAY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
+    })
+    stack.start_services()
+    try:
+        stack.soniquebay("db", "upgrade")
+        stack.start_workers()
+        yield stack, root
+    finally:
+        stack.stop()
+
+
+def _progress(session: Session, scan_id: int) -> tuple[int, int]:
+    """(units done, units known) of a scan."""
+    done, known = session.execute(
+        select(func.count().filter(ScanUnit.state == "done"), func.count()).where(ScanUnit.scan_id == scan_id)
+    ).one()
+    return done, known
+
+
+def test_a_scan_survives_losing_every_worker_twice(lossy_stack):
+    stack, root = lossy_stack
+    library = make_library(root / "music", n_files=N_FILES, seed=31)
+    engine = create_engine(stack.postgres.url)
+    scan = subprocess.Popen(
+        [str(VENV_BIN / "soniquebay"), "scan", str(library.root), "--wait", "--json", "--timeout", "600"],
+        env=stack.cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    with Session(engine) as session:
+        scan_id = wait_for(lambda: session.execute(text("SELECT max(id) FROM scans")).scalar(), 60, "the scan row")
+
+    kills = []
+    for share in (0.25, 0.6):
+        def far_enough():
+            with Session(engine) as session:
+                done, known = _progress(session, scan_id)
+            return known > 40 and done >= share * known
+        try:
+            wait_for(far_enough, 120, f"{share:.0%} of the scan's units done", interval=0.05)
+        except TimeoutError as error:
+            raise AssertionError(stack.diagnostics()) from error
+        with Session(engine) as session:
+            kills.append(_progress(session, scan_id))
+        for program in PROGRAMS:
+            stack.supervisor.kill_program(program)
+        wait_for(stack.supervisor.all_running, 60, "supervisord to start the killed workers again")
+
+    out, err = scan.communicate(timeout=600)
+    assert scan.returncode == 0, err + out + stack.diagnostics()
+    summary = json.loads(out)
+    assert summary["status"] == "complete", summary
+
+    expected = {db_path(path)[0]: track for path, track in library.by_path.items()}
+    prefix = os.fsdecode(library.root) + "/"
+    with Session(engine) as session:
+        rows = session.execute(
+            select(Track.path, Track.title).where(Track.path.startswith(prefix))
+        ).all()
+        redelivered = session.execute(
+            select(func.count()).where(ScanUnit.scan_id == scan_id, ScanUnit.deliveries > 1)
+        ).scalar()
+        pending = session.execute(
+            select(func.count()).where(ScanUnit.scan_id == scan_id, ScanUnit.state == "pending")
+        ).scalar()
+        artist_names = session.execute(select(Artist.name_key, func.count()).group_by(Artist.name_key)
+                                       .having(func.count() > 1)).all()
+        album_keys = session.execute(select(Album.album_artist_id, Album.title_key, func.count())
+                                     .group_by(Album.album_artist_id, Album.title_key).having(func.count() > 1)).all()
+
+    catalogued = [path for path, _ in rows]
+    assert len(catalogued) == len(set(catalogued)), "a track is catalogued twice"
+    assert sorted(set(expected) - set(catalogued)) == [], f"lost tracks (killed at units done/known {kills})"
+    assert sorted(set(catalogued) - set(expected)) == []
+    assert all(expected[path].title == title for path, title in rows)
+    assert artist_names == [] and album_keys == []
+    assert pending == 0
+    assert summary["inserted"] == len(expected)
+    assert summary["failed"] == len(library.corrupt)
+    assert summary["discovered"] == len(expected) + len(library.corrupt)
+    # The kills hit work in flight: some messages were delivered again.
+    assert redelivered > 0, f"no unit was delivered twice: the kills (at {kills}) hit nothing"
+
+    # And nothing is left half-done: a rescan finds nothing to do.
+    rescan = stack.soniquebay("scan", str(library.root), "--wait", "--json", "--timeout", "300", check=False)
+    assert rescan.returncode == 0, rescan.stderr + stack.diagnostics()
+    again = json.loads(rescan.stdout)
+    assert again["unchanged"] == len(expected) and again["extracted"] == 0 and again["removed"] == 0
