@@ -70,6 +70,13 @@ def hostile(library_root, tmp_path_factory):
     shutil.copy(some_mp3.path, poison / f"04 {CRASH_MARKER}-nomem.mp3")
     failures[os.fsdecode(poison / f"03 {CRASH_MARKER}-exit.mp3")] = "extract"
     failures[os.fsdecode(poison / f"04 {CRASH_MARKER}-nomem.mp3")] = "extract"
+    # A folder that kills the scan worker listing it (a hung NFS mount, a file-system driver bug): it is left out
+    # and recorded, the folders listed with it are not.
+    poison_folder = root / f"Poison Folder {CRASH_MARKER}-exit"
+    poison_folder.mkdir()
+    shutil.copy(some_mp3.path, poison_folder / "never listed.mp3")
+    failures[os.fsdecode(poison_folder)] = "scan"
+    cases["poison_folder"] = os.fsdecode(poison_folder)
     # A very deep, very long path.
     deep = root.joinpath(*[f"{level:02d}-" + "ü" * 100 for level in range(12)])
     deep.mkdir(parents=True)
@@ -125,9 +132,10 @@ def test_a_hostile_library_is_scanned_to_the_end(stack, hostile, db_session_fact
     assert "denied" in failures[os.fsdecode(library.root / "Odd Files/locked.mp3")]["reason"].lower()
     assert "died" in failures[os.fsdecode(library.root / f"Poison/03 {CRASH_MARKER}-exit.mp3")]["reason"]
     assert "memory" in failures[os.fsdecode(library.root / f"Poison/04 {CRASH_MARKER}-nomem.mp3")]["reason"]
+    assert "died" in failures[cases["poison_folder"]]["reason"]
     for skipped in cases["skipped"]:
         assert skipped not in failures and skipped not in catalogue
-    assert summary["failed"] == len(expected) - 1  # the locked folder is a folder, not a file
+    assert summary["failed"] == len(expected) - 2  # the locked folder and the poison folder are not files
 
     # Every worker is still there and answering.
     ping = subprocess.run([str(VENV_BIN / "celery"), "-A", "worker_app", "inspect", "ping", "--timeout", "10",
@@ -151,3 +159,34 @@ def test_an_unreadable_folder_keeps_its_tracks(stack, hostile, db_session_factor
     with db_session_factory() as session:
         catalogued = [p for p in tracks_by_path(session) if os.path.dirname(p) == db_path(album)[0]]
     assert len(catalogued) == len([t for t in library.tracks if os.path.dirname(t.path) == album])
+
+
+def test_a_chunk_that_fails_for_good_keeps_its_folders_tracks(stack, hostile, db_session_factory):
+    """A chunk that cannot be done (here: closed as failed as after a time limit) is not a deletion either: its
+    folders are recorded as not scanned, and the end of the scan keeps every track under them."""
+    from tests.services import wait_for
+    from worker_app.db.models import Scan, ScanUnit
+    from worker_app.pipeline.scan import scan_directory_chunk
+
+    library, _ = hostile
+    root = os.fsdecode(library.root)
+    with db_session_factory() as session:
+        before = {p for p in tracks_by_path(session) if p.startswith(root + "/")}
+    with db_session_factory() as session, session.begin():
+        scan = Scan(root=root, status="running")
+        session.add(scan)
+        session.flush()
+        scan_id = scan.id
+        session.add(ScanUnit(scan_id=scan_id, key="c", kind="chunk"))
+    scan_directory_chunk.close_unit_as_failed(scan_id, "c", [root], "TimeLimitExceeded: 60 s")
+
+    def complete():
+        with db_session_factory() as session:
+            return session.get(Scan, scan_id).status == "complete"
+    wait_for(complete, 120, f"scan {scan_id} to complete", interval=0.3)
+    with db_session_factory() as session:
+        after = {p for p in tracks_by_path(session) if p.startswith(root + "/")}
+    assert len(before) > 1000 and after == before
+    failures = json.loads(stack.soniquebay("failures", str(scan_id), "--json").stdout)
+    assert [(f["path"], f["stage"]) for f in failures] == [(root, "scan")]
+    assert "not scanned" in failures[0]["reason"] and "TimeLimitExceeded" in failures[0]["reason"]

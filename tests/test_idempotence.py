@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from tests.catalogue import table_counts, tracks_by_path
 from worker_app.metadata.record import CoverImage, TrackRecord
+from worker_app.paths import db_path
 
 
 def _records(folder: str) -> list[dict]:
@@ -84,3 +85,49 @@ def test_a_redelivered_scan_batch_is_counted_once(stack, db_session_factory):
         assert table_counts(session) == once
         unit = session.execute(select(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == "c/b0")).scalar_one()
         assert (unit.state, unit.extracted, unit.inserted, unit.failed) == ("done", 3, 3, 0)
+
+
+def test_a_chunk_that_died_after_its_commit_still_gets_its_children_sent(stack, db_session_factory, library_root,
+                                                                         monkeypatch):
+    """The window between a task's commit and its sending of the child messages: the worker dies there (here the
+    sending is switched off for one in-process run of the chunk). The chunk's message comes back, finds its unit
+    done, and sends the children nobody started: the scan completes with every file."""
+    import worker_app.pipeline.scan as scan_stage
+    from tests.audio_factory import make_library
+    from tests.services import wait_for
+    from worker_app.db.models import Scan, ScanUnit, Track
+
+    library = make_library(library_root / "died-after-commit", n_files=30, seed=41, corrupt=False)
+    root = str(library.root)
+    with db_session_factory() as session, session.begin():
+        scan = Scan(root=root, status="running")
+        session.add(scan)
+        session.flush()
+        scan_id = scan.id
+        session.add(ScanUnit(scan_id=scan_id, key="c", kind="chunk"))
+
+    monkeypatch.setattr(scan_stage, "send_after_commit", lambda *args: None)
+    scan_stage.scan_directory_chunk(scan_id, "c", [root])
+    with db_session_factory() as session:
+        pending = session.execute(select(ScanUnit.key).where(ScanUnit.scan_id == scan_id,
+                                                             ScanUnit.state == "pending")).scalars().all()
+    assert pending, "the chunk registered no children"
+
+    scan_stage.scan_directory_chunk.delay(scan_id, "c", [root])  # the redelivery of the chunk's message
+
+    def complete():
+        with db_session_factory() as session:
+            return session.get(Scan, scan_id).status == "complete"
+    wait_for(complete, 120, f"scan {scan_id} to complete", interval=0.3)
+    with db_session_factory() as session:
+        catalogued = session.execute(select(Track.path).where(Track.path.startswith(root + "/"))).scalars().all()
+    try:
+        assert sorted(catalogued) == sorted(db_path(path)[0] for path in library.by_path)
+    finally:
+        # Its artists share names (not MusicBrainz ids) with other test libraries': leave no trace for them.
+        from sqlalchemy import delete
+
+        from worker_app.pipeline.deferred import delete_orphans
+        with db_session_factory() as session, session.begin():
+            session.execute(delete(Track).where(Track.path.startswith(root + "/")))
+            delete_orphans(session)

@@ -155,7 +155,14 @@ class ScanUnit(Base):
     kind: Mapped[str] = mapped_column(String(16))  # chunk extract cleanup enrich vectorize
     state: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")  # pending done
     deliveries: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
-    # Set while a redelivered extract batch reads its files one by one: the file being read when the worker died.
+    # The unit whose task registered this one ('' for the scan's first unit), and the message that does it: a task
+    # delivered again after its unit is done sends the messages of its children that no worker has started (it
+    # may have died between its commit and sending them). The message is JSON text, not jsonb: file names that are
+    # not UTF-8 travel as lone surrogate escapes, which jsonb refuses.
+    parent: Mapped[str] = mapped_column(Text, default="", server_default="")
+    message: Mapped[str | None] = mapped_column(Text)
+    # Set while a redelivered unit reads its files (or lists its folders) one by one: the one being read when the
+    # worker died.
     current_path: Mapped[str | None] = mapped_column(Text)
     poison_paths: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default="{}")
     discovered: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -168,6 +175,7 @@ class ScanUnit(Base):
 
     __table_args__ = (
         Index("ix_scan_units_pending", "scan_id", postgresql_where="state = 'pending'"),
+        Index("ix_scan_units_parent", "scan_id", "parent", postgresql_where="state = 'pending'"),
     )
 
 

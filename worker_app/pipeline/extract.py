@@ -9,18 +9,14 @@ from __future__ import annotations
 import logging
 import os
 
-from sqlalchemy import select, update
-
 from worker_app.celery_app import app
-from worker_app.db.models import ScanUnit
-from worker_app.db.session import transaction
 from worker_app.limits import EXTRACT
 from worker_app.metadata.reader import read_folder_cover, read_stream_info, read_track
 from worker_app.metadata.record import UnreadableFileError
 from worker_app.paths import display_path
-from worker_app.pipeline.ledger import Failure
+from worker_app.pipeline.crash_hook import crash_if_marked
+from worker_app.pipeline.ledger import Failure, mark_current_path, take_poison
 from worker_app.pipeline.unit_task import UnitTask
-from worker_app.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -33,43 +29,6 @@ class ExtractTask(UnitTask):
         return [entry[0] for entry in files]
 
 
-def _poison_state(scan_id: int, key: str) -> tuple[int, str | None, list[str]]:
-    with transaction() as session:
-        row = session.execute(
-            select(ScanUnit.deliveries, ScanUnit.current_path, ScanUnit.poison_paths)
-            .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
-        ).one()
-        poison = list(row.poison_paths)
-        if row.current_path and row.current_path not in poison:
-            poison.append(row.current_path)
-            session.execute(
-                update(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
-                .values(poison_paths=poison, current_path=None)
-            )
-    return row.deliveries, row.current_path, poison
-
-
-def _mark_reading(scan_id: int, key: str, path: str | None) -> None:
-    with transaction() as session:
-        session.execute(
-            update(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
-            .values(current_path=display_path(path) if path is not None else None)
-        )
-
-
-def _test_hook(path: str) -> None:
-    """Test-only (off unless SONIQUEBAY_TEST_CRASH_MARKER is set): a file named ...MARKER-exit... kills the worker
-    process, as a crash in a C library or the kernel's OOM killer would; one named ...MARKER-nomem... runs out of
-    memory."""
-    marker = get_settings().test_crash_marker
-    if marker:
-        name = os.path.basename(path)
-        if f"{marker}-exit" in name:
-            os._exit(70)
-        if f"{marker}-nomem" in name:
-            raise MemoryError(f"test hook: {name}")
-
-
 @app.task(name="extract_metadata_batch", base=ExtractTask, bind=True, acks_late=True,
           **EXTRACT.options)
 def extract_metadata_batch(self, scan_id: int, key: str, files: list, folder_covers: dict[str, str]) -> dict:
@@ -77,7 +36,7 @@ def extract_metadata_batch(self, scan_id: int, key: str, files: list, folder_cov
 
     if not self.begin(scan_id, key):
         return {"skipped": key}
-    deliveries, _, poison = _poison_state(scan_id, key)
+    deliveries, poison = take_poison(scan_id, key)
     careful = deliveries > 1
     records, failures, covers = [], [], {}
     folder_cover_shas: dict[str, str] = {}
@@ -95,9 +54,9 @@ def extract_metadata_batch(self, scan_id: int, key: str, files: list, folder_cov
                                     size_bytes, mtime))
             continue
         if careful:
-            _mark_reading(scan_id, key, path)
+            mark_current_path(scan_id, key, path)
         try:
-            _test_hook(path)
+            crash_if_marked(path)
             record = read_track(path)
         except UnreadableFileError as error:
             failures.append(Failure(path, "extract", error.reason, size_bytes, mtime))
@@ -112,7 +71,7 @@ def extract_metadata_batch(self, scan_id: int, key: str, files: list, folder_cov
         message["folder_cover"] = folder_cover_shas.get(os.path.dirname(path))
         records.append(message)
     if careful:
-        _mark_reading(scan_id, key, None)
+        mark_current_path(scan_id, key, None)
     batch_entities.delay(
         scan_id, key, records, [failure.as_message() for failure in failures], covers,
     )

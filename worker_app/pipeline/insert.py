@@ -25,7 +25,9 @@ from worker_app.db.models import Album, Artist, Cover, FailedFile, Track, TrackA
 from worker_app.db.session import transaction
 from worker_app.limits import INSERT
 from worker_app.paths import db_path
-from worker_app.pipeline.ledger import Failure, complete_unit, record_failures, register_units, unit_is_done
+from worker_app.pipeline.ledger import (
+    Failure, Unit, complete_unit, record_failures, register_units, resend_unstarted, send_after_commit, unit_is_done,
+)
 from worker_app.pipeline.unit_task import UnitTask
 
 log = logging.getLogger(__name__)
@@ -163,12 +165,15 @@ class InsertTask(UnitTask):
 @app.task(name="insert_batch_direct", base=InsertTask, bind=True, acks_late=True,
           **INSERT.options)
 def insert_batch_direct(self, scan_id: int, key: str, payload: dict) -> dict:
-    from worker_app.pipeline.deferred import cleanup_finish_scan, enrich_album_covers, vectorize_tracks
+    from worker_app.pipeline.deferred import enrich_album_covers, vectorize_tracks
 
     failures = [Failure(*failure) for failure in payload["failures"]]
     with transaction() as session:
-        if unit_is_done(session, scan_id, key):
-            return {"skipped": key}  # a second delivery of a batch already written
+        done = unit_is_done(session, scan_id, key)
+    if done:
+        resend_unstarted(scan_id, key)  # a second delivery of a batch already written
+        return {"skipped": key}
+    with transaction() as session:
         try:
             with session.begin_nested():
                 track_ids = write_payload(session, scan_id, payload)
@@ -191,20 +196,17 @@ def insert_batch_direct(self, scan_id: int, key: str, payload: dict) -> dict:
             select(Track.album_id).where(Track.id.in_(list(track_ids.values())), Track.album_id.is_not(None)))})
         follow_ups = []
         if album_ids:
-            follow_ups.append((f"{key}/enrich", "enrich"))
+            follow_ups.append(Unit(f"{key}/enrich", "enrich", enrich_album_covers.name,
+                                   [scan_id, f"{key}/enrich", album_ids]))
         if track_ids:
-            follow_ups.append((f"{key}/vectorize", "vectorize"))
-        register_units(session, scan_id, follow_ups)
+            follow_ups.append(Unit(f"{key}/vectorize", "vectorize", vectorize_tracks.name,
+                                   [scan_id, f"{key}/vectorize", sorted(track_ids.values())]))
+        register_units(session, scan_id, key, follow_ups)
         finished = complete_unit(
             session, scan_id, key,
             extracted=len(payload["tracks"]), inserted=len(track_ids), failed=len(failures),
         )
-    if album_ids:
-        enrich_album_covers.delay(scan_id, f"{key}/enrich", album_ids)
-    if track_ids:
-        vectorize_tracks.delay(scan_id, f"{key}/vectorize", sorted(track_ids.values()))
-    if finished:
-        cleanup_finish_scan.delay(scan_id)
+    send_after_commit(scan_id, follow_ups, finished)
     return {"inserted": len(track_ids), "failed": len(failures)}
 
 

@@ -3,10 +3,13 @@
 A task registers the units it creates in the same transaction in which it marks its own unit done, and sends
 their messages only after that commit. So at every commit the pending units are exactly the work still to do,
 a scan whose last unit is done is finished exactly once (the scan row is locked for that check), and a task
-that is delivered twice finds its unit done and its children registered, and only sends messages again.
+that is delivered twice finds its unit done and its children registered, and only sends again the messages of
+the children no worker has started (kept with the units: the first delivery may have died before sending them).
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
 from dataclasses import dataclass
 
@@ -14,9 +17,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from worker_app.celery_app import app
 from worker_app.db.models import FailedFile, Scan, ScanFailure, ScanUnit
 from worker_app.db.session import transaction
 from worker_app.paths import display_path
+
+log = logging.getLogger(__name__)
 
 COUNTS = ("discovered", "unchanged", "extracted", "inserted", "failed", "removed")
 
@@ -38,11 +44,57 @@ class Failure:
                 "reason": self.reason.replace("\x00", "")[:2000]}
 
 
-def register_units(session: Session, scan_id: int, units: list[tuple[str, str]]) -> None:
-    """Record (key, kind) units as pending; a unit already known keeps its state."""
+@dataclass(frozen=True)
+class Unit:
+    """A piece of a scan's work: its ledger key and kind, and the task message that does it."""
+
+    key: str
+    kind: str
+    task: str
+    args: list
+
+    def send(self) -> None:
+        app.send_task(self.task, args=self.args)
+
+
+def register_units(session: Session, scan_id: int, parent: str, units: list[Unit]) -> None:
+    """Record units as pending, with their messages; a unit already known keeps its state. ``parent`` is the key of
+    the unit whose task creates them ('' for the scan's first unit)."""
     if units:
-        rows = [{"scan_id": scan_id, "key": key, "kind": kind} for key, kind in units]
+        rows = [{"scan_id": scan_id, "key": unit.key, "kind": unit.kind, "parent": parent,
+                 "message": json.dumps({"task": unit.task, "args": unit.args})} for unit in units]
         session.execute(insert(ScanUnit).values(rows).on_conflict_do_nothing())
+
+
+def send_after_commit(scan_id: int, units: list[Unit], finished: bool) -> None:
+    """Send the messages of units just committed, then, when that commit closed the scan's last unit, its end."""
+    for unit in units:
+        unit.send()
+    if finished:
+        app.send_task("cleanup_finish_scan", args=[scan_id])
+
+
+def resend_unstarted(scan_id: int, parent: str) -> int:
+    """For a task delivered again after its unit was done: send again the messages of the units it registered
+    that no worker has started, and the scan's end if it is due. The worker that did the unit may have died after
+    its commit and before sending them; if it did send them, the duplicates find their units done or run
+    idempotently."""
+    with transaction() as session:
+        rows = session.execute(
+            select(ScanUnit.message).where(
+                ScanUnit.scan_id == scan_id, ScanUnit.parent == parent, ScanUnit.state == "pending",
+                ScanUnit.deliveries == 0, ScanUnit.message.is_not(None),
+            ).order_by(ScanUnit.key)
+        ).scalars().all()
+        status = session.execute(select(Scan.status).where(Scan.id == scan_id)).scalar()
+    for text in rows:
+        message = json.loads(text)
+        app.send_task(message["task"], args=message["args"])
+    if status == "finalizing":
+        app.send_task("cleanup_finish_scan", args=[scan_id])
+    if rows:
+        log.warning("scan %s: sent %d unstarted units of %r again", scan_id, len(rows), parent or "the scan")
+    return len(rows)
 
 
 def record_failures(session: Session, scan_id: int, failures: list[Failure]) -> None:
@@ -79,6 +131,34 @@ def count_delivery(scan_id: int, key: str) -> int:
             .returning(ScanUnit.deliveries)
         ).scalar()
     return deliveries or 0
+
+
+def take_poison(scan_id: int, key: str) -> tuple[int, list[str]]:
+    """(deliveries, poison paths) of a unit. A path still marked as being read when the unit comes back is the one
+    that killed the worker last time: it joins the unit's poison list, committed at once."""
+    with transaction() as session:
+        row = session.execute(
+            select(ScanUnit.deliveries, ScanUnit.current_path, ScanUnit.poison_paths)
+            .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
+        ).one()
+        poison = list(row.poison_paths)
+        if row.current_path and row.current_path not in poison:
+            poison.append(row.current_path)
+            session.execute(
+                update(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
+                .values(poison_paths=poison, current_path=None)
+            )
+    return row.deliveries, poison
+
+
+def mark_current_path(scan_id: int, key: str, path: str | None) -> None:
+    """Commit the path a unit is about to touch (None: done touching), so that its next delivery knows which one
+    killed the worker."""
+    with transaction() as session:
+        session.execute(
+            update(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
+            .values(current_path=display_path(path) if path is not None else None)
+        )
 
 
 def unit_is_done(session: Session, scan_id: int, key: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -21,8 +22,12 @@ from worker_app.db.models import FailedFile, Scan, ScanFolder, Track
 from worker_app.db.session import transaction
 from worker_app.limits import SCAN
 from worker_app.metadata.reader import find_folder_cover
-from worker_app.paths import PathRefused, db_path, is_audio_name, is_within, resolve_scan_path
-from worker_app.pipeline.ledger import Failure, complete_unit, record_failures, register_units
+from worker_app.paths import PathRefused, db_path, display_path, is_audio_name, is_within, resolve_scan_path
+from worker_app.pipeline.crash_hook import crash_if_marked
+from worker_app.pipeline.ledger import (
+    Failure, Unit, complete_unit, mark_current_path, record_failures, register_units, resend_unstarted,
+    send_after_commit, take_poison,
+)
 from worker_app.pipeline.unit_task import UnitTask
 from worker_app.settings import get_settings
 
@@ -30,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # Folders handed to one new chunk task when a chunk runs out of budget.
 FOLDERS_PER_CHILD_CHUNK = 64
+# The part of a chunk's soft time limit it may spend listing; the rest is for comparing with the catalogue.
+LISTING_SHARE_OF_TIME_LIMIT = 0.3
 
 
 @dataclass
@@ -52,15 +59,28 @@ class Listing:
     failures: list[Failure] = field(default_factory=list)
 
 
-def list_folders(folders: list[str], root: str, budget: int) -> Listing:
+def list_folders(folders: list[str], root: str, budget: int, deadline: float | None = None,
+                 poison: frozenset[str] = frozenset(), before_listing=None) -> Listing:
+    """List ``folders`` and their subfolders breadth-first until ``budget`` entries were seen or the monotonic
+    clock passed ``deadline`` (a slow or overloaded file system must not run a chunk into its time limit); what is
+    left goes to ``unvisited``. Folders in ``poison`` killed a worker before and are not listed again;
+    ``before_listing(folder)`` is called before each folder is opened."""
     listing = Listing()
     queue = list(folders)
     seen_entries = 0
     while queue:
-        if seen_entries >= budget:
+        out_of_time = deadline is not None and listing.listed_folders and time.monotonic() > deadline
+        if seen_entries >= budget or out_of_time:
             listing.unvisited = queue
             break
         folder = queue.pop(0)
+        if display_path(folder) in poison:
+            listing.unreadable_folders.append(folder)
+            listing.failures.append(Failure(folder, "scan", "the worker process died while listing this folder"))
+            continue
+        if before_listing is not None:
+            before_listing(folder)
+        crash_if_marked(folder)
         try:
             with os.scandir(folder) as entries:
                 entries = sorted(entries, key=lambda entry: entry.name)
@@ -141,7 +161,31 @@ def _scan_root(session, scan_id: int) -> str:
 
 
 class ScanChunkTask(UnitTask):
+    """A chunk's paths are folders. One that cannot be listed (the chunk hit its time limit, or killed its worker
+    too often) is recorded as not scanned, with everything under it: the end of the scan then keeps their tracks
+    instead of sweeping them as removed, and the next scan lists them again."""
+
     stage = "scan"
+
+    def paths_of(self, args, kwargs):
+        return list(args[2] if len(args) > 2 else kwargs.get("folders", []))
+
+    def record_unit_failure(self, session, scan_id: int, key: str, paths: list[str], reason: str) -> int:
+        if not paths:
+            return super().record_unit_failure(session, scan_id, key, paths, reason)
+        reason = f"this folder and everything under it were not scanned: {reason}"
+        record_failures(session, scan_id, [Failure(folder, self.stage, reason) for folder in paths])
+        session.execute(insert(ScanFolder).values(
+            [{"scan_id": scan_id, "folder": db_path(folder)[0], "listed": False} for folder in paths]
+        ).on_conflict_do_nothing())
+        return 0
+
+
+class ScanFileTask(UnitTask):
+    stage = "scan"
+
+    def paths_of(self, args, kwargs):
+        return [args[2] if len(args) > 2 else kwargs["path"]]
 
 
 @app.task(name="scan_directory_parallel", bind=True, acks_late=True,
@@ -153,21 +197,25 @@ def scan_directory_parallel(self, scan_id: int) -> dict:
         scan = session.get(Scan, scan_id, with_for_update=True)
         if scan is None:
             raise LookupError(f"there is no scan {scan_id}")
-        if scan.status != "queued":
-            return {"scan_id": scan_id, "status": scan.status}  # a redelivery: the scan is already under way
-        try:
-            real, _ = resolve_scan_path(scan.root, settings.library_roots)
-        except PathRefused as refusal:
-            scan.status, scan.error = "failed", str(refusal)
-            return {"scan_id": scan_id, "status": "failed", "error": str(refusal)}
-        scan.status = "running"
-        is_file = os.path.isfile(real)
-        register_units(session, scan_id, [("c", "chunk")])
-    if is_file:
-        scan_single_file.delay(scan_id, "c", real)
-    else:
-        scan_directory_chunk.delay(scan_id, "c", [real])
-    return {"scan_id": scan_id, "status": "running"}
+        status = scan.status
+        if status == "queued":
+            try:
+                real, _ = resolve_scan_path(scan.root, settings.library_roots)
+            except PathRefused as refusal:
+                scan.status, scan.error = "failed", str(refusal)
+                return {"scan_id": scan_id, "status": "failed", "error": str(refusal)}
+            scan.status = "running"
+            if os.path.isfile(real):
+                first = Unit("c", "chunk", scan_single_file.name, [scan_id, "c", real])
+            else:
+                first = Unit("c", "chunk", scan_directory_chunk.name, [scan_id, "c", [real]])
+            register_units(session, scan_id, "", [first])
+    if status == "queued":
+        send_after_commit(scan_id, [first], False)
+    elif status == "running":
+        # A redelivery: the scan is under way, but the first delivery may have died before sending its first unit.
+        resend_unstarted(scan_id, "")
+    return {"scan_id": scan_id, "status": "running" if status == "queued" else status}
 
 
 @app.task(name="scan_directory_chunk", base=ScanChunkTask, bind=True, acks_late=True,
@@ -178,11 +226,22 @@ def scan_directory_chunk(self, scan_id: int, key: str, folders: list[str]) -> di
     settings = get_settings()
     with transaction() as session:
         root = _scan_root(session, scan_id)
-    listing = list_folders(folders, root, settings.chunk_entries)
+    deliveries, poison = take_poison(scan_id, key)
+    # Redelivered: an earlier delivery may have died on a folder. List carefully, committing each folder before
+    # opening it, so that the next delivery can leave that one folder out.
+    careful = deliveries > 1
+    listing = list_folders(
+        folders, root, settings.chunk_entries,
+        deadline=time.monotonic() + SCAN.options["soft_time_limit"] * LISTING_SHARE_OF_TIME_LIMIT,
+        poison=frozenset(poison),
+        before_listing=(lambda folder: mark_current_path(scan_id, key, folder)) if careful else None,
+    )
+    if careful:
+        mark_current_path(scan_id, key, None)
     return _commit_listing(scan_id, key, listing, settings.batch_size)
 
 
-@app.task(name="scan_single_file", base=ScanChunkTask, bind=True, acks_late=True,
+@app.task(name="scan_single_file", base=ScanFileTask, bind=True, acks_late=True,
           **SCAN.options)
 def scan_single_file(self, scan_id: int, key: str, path: str) -> dict:
     """Re-index one file: catalogue it if it is new or changed, remove it from the catalogue if it is gone."""
@@ -205,7 +264,7 @@ def scan_single_file(self, scan_id: int, key: str, path: str) -> dict:
 
 def _commit_listing(scan_id: int, key: str, listing: Listing, batch_size: int, only_path: str | None = None) -> dict:
     """Compare what is on disk with the catalogue, register the follow-up units and close this one."""
-    from worker_app.pipeline.deferred import cleanup_finish_scan, cleanup_removed_files
+    from worker_app.pipeline.deferred import cleanup_removed_files
     from worker_app.pipeline.extract import extract_metadata_batch
 
     with transaction() as session:
@@ -244,14 +303,19 @@ def _commit_listing(scan_id: int, key: str, listing: Listing, batch_size: int, o
             if folder_rows:
                 session.execute(insert(ScanFolder).values(folder_rows).on_conflict_do_nothing())
 
-        batches = plan_batches(to_extract, batch_size)
-        children = [listing.unvisited[i:i + FOLDERS_PER_CHILD_CHUNK]
-                    for i in range(0, len(listing.unvisited), FOLDERS_PER_CHILD_CHUNK)]
-        units = [(f"{key}.{i}", "chunk") for i in range(len(children))]
-        units += [(f"{key}/b{i}", "extract") for i in range(len(batches))]
+        units = [
+            Unit(f"{key}.{i}", "chunk", scan_directory_chunk.name, [scan_id, f"{key}.{i}", child])
+            for i, child in enumerate(_child_chunks(listing.unvisited))
+        ]
+        for i, batch in enumerate(plan_batches(to_extract, batch_size)):
+            covers = {found.folder: listing.folder_covers[found.folder]
+                      for found in batch if found.folder in listing.folder_covers}
+            files = [[found.path, found.size_bytes, found.mtime] for found in batch]
+            units.append(Unit(f"{key}/b{i}", "extract", extract_metadata_batch.name,
+                              [scan_id, f"{key}/b{i}", files, covers]))
         if removed:
-            units.append((f"{key}/rm", "cleanup"))
-        register_units(session, scan_id, units)
+            units.append(Unit(f"{key}/rm", "cleanup", cleanup_removed_files.name, [scan_id, f"{key}/rm", removed]))
+        register_units(session, scan_id, key, units)
         record_failures(session, scan_id, listing.failures)
         file_failures = sum(1 for failure in listing.failures if failure.path not in listing.unreadable_folders)
         finished = complete_unit(
@@ -261,20 +325,14 @@ def _commit_listing(scan_id: int, key: str, listing: Listing, batch_size: int, o
             failed=file_failures,
         )
 
-    for i, child in enumerate(children):
-        scan_directory_chunk.delay(scan_id, f"{key}.{i}", child)
-    for i, batch in enumerate(batches):
-        covers = {found.folder: listing.folder_covers[found.folder]
-                  for found in batch if found.folder in listing.folder_covers}
-        extract_metadata_batch.delay(
-            scan_id, f"{key}/b{i}", [[found.path, found.size_bytes, found.mtime] for found in batch], covers
-        )
-    if removed:
-        cleanup_removed_files.delay(scan_id, f"{key}/rm", removed)
-    if finished:
-        cleanup_finish_scan.delay(scan_id)
+    send_after_commit(scan_id, units, finished)
+    kinds = [unit.kind for unit in units]
     return {"folders": len(listing.listed_folders), "files": len(listing.files), "to_extract": len(to_extract),
-            "removed": len(removed), "chunks": len(children), "batches": len(batches)}
+            "removed": len(removed), "chunks": kinds.count("chunk"), "batches": kinds.count("extract")}
+
+
+def _child_chunks(unvisited: list[str]) -> list[list[str]]:
+    return [unvisited[i:i + FOLDERS_PER_CHILD_CHUNK] for i in range(0, len(unvisited), FOLDERS_PER_CHILD_CHUNK)]
 
 
 def start_scan(path: str) -> int:

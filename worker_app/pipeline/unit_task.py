@@ -13,9 +13,12 @@ import logging
 from celery import Task
 from celery.signals import task_failure
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
 
 from worker_app.db.session import transaction
-from worker_app.pipeline.ledger import Failure, complete_unit, count_delivery, record_failures, unit_is_done
+from worker_app.pipeline.ledger import (
+    Failure, complete_unit, count_delivery, record_failures, resend_unstarted, send_after_commit, unit_is_done,
+)
 from worker_app.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -50,19 +53,28 @@ class UnitTask(Task):
             )
             return False
         with transaction() as session:
-            return not unit_is_done(session, scan_id, key)
+            done = unit_is_done(session, scan_id, key)
+        if done:
+            resend_unstarted(scan_id, key)
+        return not done
+
+    def record_unit_failure(self, session: Session, scan_id: int, key: str, paths: list[str], reason: str) -> int:
+        """Record why this unit's paths were not handled; returns how many files that makes failed."""
+        failures = [Failure(path, self.stage, reason) for path in paths] or [Failure(f"[{key}]", self.stage, reason)]
+        record_failures(session, scan_id, failures)
+        return len(paths)
 
     def close_unit_as_failed(self, scan_id: int, key: str, paths: list[str], reason: str) -> None:
-        failures = [Failure(path, self.stage, reason) for path in paths] or [Failure(f"[{key}]", self.stage, reason)]
         with transaction() as session:
-            if unit_is_done(session, scan_id, key):
-                return
-            record_failures(session, scan_id, failures)
-            finished = complete_unit(session, scan_id, key, failed=len(paths))
-        if finished:
-            from worker_app.pipeline.deferred import cleanup_finish_scan
-
-            cleanup_finish_scan.delay(scan_id)
+            done = unit_is_done(session, scan_id, key)
+            if not done:
+                failed = self.record_unit_failure(session, scan_id, key, paths, reason)
+                finished = complete_unit(session, scan_id, key, failed=failed)
+        if done:
+            # It failed after its commit (a time limit while sending its children): send what it could not.
+            resend_unstarted(scan_id, key)
+        else:
+            send_after_commit(scan_id, [], finished)
 
 
 @task_failure.connect
