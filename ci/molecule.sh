@@ -31,10 +31,14 @@ echo "== $(molecule --version 2>/dev/null | head -1), $(podman --version)"
 if [ $# -gt 0 ]; then
     scenarios=("$@")
 else
+    # The longest first, so that the short ones fill the gaps; the fleet last, alone.
     scenarios=()
+    for s in supervisor worker_app postgresql redis common; do
+        [ -f "molecule/$s/molecule.yml" ] && scenarios+=("$s")
+    done
     for d in molecule/*/molecule.yml; do
         s=$(basename "$(dirname "$d")")
-        [ "$s" = fleet ] || scenarios+=("$s")
+        [[ " ${scenarios[*]} fleet " == *" $s "* ]] || scenarios+=("$s")
     done
     [ -f molecule/fleet/molecule.yml ] && scenarios+=(fleet)
 fi
