@@ -8,6 +8,7 @@ compilations), and as one cleanup unit for the files that vanished from the fold
 from __future__ import annotations
 
 import logging
+import math
 import os
 import stat
 import time
@@ -33,8 +34,12 @@ from worker_app.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-# Folders handed to one new chunk task when a chunk runs out of budget.
-FOLDERS_PER_CHILD_CHUNK = 64
+# When a chunk runs out of budget, the folders it did not reach go to a few child chunks (each lists with the
+# same budget and splits again): few, full chunks rather than many small ones, because every chunk that finds
+# changed files starts its own extract -> insert -> deferred chain, whose fixed cost dominates a small rescan.
+CHILD_CHUNKS = 4
+# ... but no child message carries more folder paths than this (a flat library of 100,000 artist folders).
+MAX_FOLDERS_PER_CHILD_CHUNK = 2000
 # The part of a chunk's soft time limit it may spend listing; the rest is for comparing with the catalogue.
 LISTING_SHARE_OF_TIME_LIMIT = 0.3
 
@@ -332,7 +337,12 @@ def _commit_listing(scan_id: int, key: str, listing: Listing, batch_size: int, o
 
 
 def _child_chunks(unvisited: list[str]) -> list[list[str]]:
-    return [unvisited[i:i + FOLDERS_PER_CHILD_CHUNK] for i in range(0, len(unvisited), FOLDERS_PER_CHILD_CHUNK)]
+    """Contiguous slices (sibling folders stay together, and so do an album's discs)."""
+    if not unvisited:
+        return []
+    count = max(min(CHILD_CHUNKS, len(unvisited)), math.ceil(len(unvisited) / MAX_FOLDERS_PER_CHILD_CHUNK))
+    size = math.ceil(len(unvisited) / count)
+    return [unvisited[i:i + size] for i in range(0, len(unvisited), size)]
 
 
 def start_scan(path: str) -> int:
