@@ -98,8 +98,18 @@ def cleanup_finish_scan(self, scan_id: int) -> dict:
         scan = session.get(Scan, scan_id, with_for_update=True)
         if scan is None or scan.status != "finalizing":
             return {"scan_id": scan_id, "status": scan.status if scan else None}
+        # The folders a scan listed are only known after its last chunk, so PostgreSQL's statistics never
+        # describe them and it picks a nested loop over (tracks x folders): 1.1 s at 10,000 files, and growing
+        # as the product. A hash anti-join is linear whatever the estimates say. (Without JIT: the cost that
+        # disabling nested loops adds would otherwise make PostgreSQL spend 0.2 s compiling this statement.)
+        session.execute(text("SET LOCAL enable_nestloop = off"))
+        session.execute(text("SET LOCAL jit = off"))
         swept = sweep_vanished_folders(session, scan_id, scan.root)
         sweep_vanished_folders(session, scan_id, scan.root, FailedFile)
+        session.execute(text("RESET enable_nestloop"))
+        session.execute(text("RESET jit"))
+        # Only the sweep needed them: the table stays the size of one scan.
+        session.execute(delete(ScanFolder).where(ScanFolder.scan_id == scan_id))
         orphans = delete_orphans(session)
         totals = unit_totals(session, scan_id)
         totals["removed"] += swept
