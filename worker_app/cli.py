@@ -121,7 +121,7 @@ def _watch(scan_id: int, timeout: float | None, quiet: bool) -> dict:
             if timeout is not None and elapsed > timeout:
                 return {**summary, "status": "timeout",
                         "error": f"scan {scan_id} not complete after {timeout:.0f} s (are the workers running?)"}
-            time.sleep(0.5)
+            time.sleep(min(0.5, 0.05 + elapsed / 10))  # a small rescan ends within a second: look often at first
 
 
 def _print_summary(summary: dict, as_json: bool) -> None:
