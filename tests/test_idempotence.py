@@ -131,3 +131,44 @@ def test_a_chunk_that_died_after_its_commit_still_gets_its_children_sent(stack, 
         with db_session_factory() as session, session.begin():
             session.execute(delete(Track).where(Track.path.startswith(root + "/")))
             delete_orphans(session)
+
+
+def test_two_units_closing_at_once_do_not_deadlock(stack, db_session_factory):
+    """Two tasks of one scan, each registering new units (rows that reference the scan) and then closing its own
+    unit, at the same moment: both commit. (Locking the scan row FOR UPDATE made them wait for each other's
+    reference to it: a deadlock, which the fleet saw between concurrent scan chunks.)"""
+    import threading
+
+    from worker_app.db.models import Scan, ScanUnit
+    from worker_app.pipeline.ledger import Unit, complete_unit, register_units
+
+    with db_session_factory() as session, session.begin():
+        scan = Scan(root="/deadlock", status="running")
+        session.add(scan)
+        session.flush()
+        scan_id = scan.id
+        session.add_all([ScanUnit(scan_id=scan_id, key=key, kind="chunk") for key in ("c.0", "c.1")])
+
+    both_registered = threading.Barrier(2, timeout=30)
+    errors, finished = [], []
+
+    def close(key: str) -> None:
+        try:
+            with db_session_factory() as session, session.begin():
+                register_units(session, scan_id, key, [Unit(f"{key}/b0", "extract", "extract_metadata_batch", [])])
+                both_registered.wait()
+                finished.append(complete_unit(session, scan_id, key, discovered=1))
+        except Exception as error:  # noqa: BLE001 - the test reports whatever went wrong
+            errors.append(error)
+            both_registered.abort()
+
+    threads = [threading.Thread(target=close, args=(key,)) for key in ("c.0", "c.1")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert finished == [False, False]  # their children are still pending
+    with db_session_factory() as session:
+        states = dict(session.execute(select(ScanUnit.key, ScanUnit.state).where(ScanUnit.scan_id == scan_id)).all())
+    assert states == {"c.0": "done", "c.1": "done", "c.0/b0": "pending", "c.1/b0": "pending"}

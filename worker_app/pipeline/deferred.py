@@ -95,7 +95,7 @@ def cleanup_finish_scan(self, scan_id: int) -> dict:
     """The end of a scan: sweep vanished folders and orphans, fix the final figures, mark the scan complete.
     Runs once per scan in effect: a second delivery finds the scan complete and does nothing."""
     with transaction() as session:
-        scan = session.get(Scan, scan_id, with_for_update=True)
+        scan = session.get(Scan, scan_id, with_for_update={"key_share": True})
         if scan is None or scan.status != "finalizing":
             return {"scan_id": scan_id, "status": scan.status if scan else None}
         # The folders a scan listed are only known after its last chunk, so PostgreSQL's statistics never

@@ -37,7 +37,7 @@ def extract_metadata_batch(self, scan_id: int, key: str, files: list, folder_cov
     if not self.begin(scan_id, key):
         return {"skipped": key}
     deliveries, poison = take_poison(scan_id, key)
-    careful = deliveries > 1
+    careful = self.deaths(deliveries) > 0
     records, failures, covers = [], [], {}
     folder_cover_shas: dict[str, str] = {}
     for folder, cover_path in folder_covers.items():

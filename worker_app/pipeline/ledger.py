@@ -179,7 +179,12 @@ def complete_unit(session: Session, scan_id: int, key: str, **counts: int) -> bo
         .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
         .values(state="done", updated_at=func.now(), **counts)
     )
-    status = session.execute(select(Scan.status).where(Scan.id == scan_id).with_for_update()).scalar()
+    # FOR NO KEY UPDATE, not FOR UPDATE: every transaction that closes a unit has already inserted rows that
+    # reference the scan (units, failures, folders), which holds a KEY SHARE lock on its row; FOR UPDATE waits for
+    # those, so two such transactions deadlocked on each other (seen in the fleet: chunks retried until parked).
+    status = session.execute(
+        select(Scan.status).where(Scan.id == scan_id).with_for_update(key_share=True)
+    ).scalar()
     if status not in ("running", "finalizing"):
         return False
     pending = session.execute(

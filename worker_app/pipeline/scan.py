@@ -199,7 +199,7 @@ def scan_directory_parallel(self, scan_id: int) -> dict:
     """Start a scan: check its root against the library roots and send the first chunk (or the single file)."""
     settings = get_settings()
     with transaction() as session:
-        scan = session.get(Scan, scan_id, with_for_update=True)
+        scan = session.get(Scan, scan_id, with_for_update={"key_share": True})
         if scan is None:
             raise LookupError(f"there is no scan {scan_id}")
         status = scan.status
@@ -234,7 +234,7 @@ def scan_directory_chunk(self, scan_id: int, key: str, folders: list[str]) -> di
     deliveries, poison = take_poison(scan_id, key)
     # Redelivered: an earlier delivery may have died on a folder. List carefully, committing each folder before
     # opening it, so that the next delivery can leave that one folder out.
-    careful = deliveries > 1
+    careful = self.deaths(deliveries) > 0
     listing = list_folders(
         folders, root, settings.chunk_entries,
         deadline=time.monotonic() + SCAN.options["soft_time_limit"] * LISTING_SHARE_OF_TIME_LIMIT,

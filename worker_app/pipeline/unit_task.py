@@ -1,8 +1,8 @@
 """The base of every task that does one unit of a scan: ``run(scan_id, unit_key, ...)``.
 
 Two guarantees live here rather than in each task:
-- a message whose earlier deliveries killed their worker (the ledger counts deliveries) is not run a
-  ``max_deliveries``-th time: its files are parked as failed and the scan goes on;
+- a message whose earlier deliveries killed their worker (the ledger counts deliveries; retries are not deaths)
+  is not run once more after ``max_deliveries`` deaths: its files are parked as failed and the scan goes on;
 - a task that fails for good (an error no retry cures, a time limit, a lost worker with the message acked) still
   closes its unit with failure records, so the scan finishes and says what went wrong.
 """
@@ -45,11 +45,11 @@ class UnitTask(Task):
             log.warning("scan %s has no unit %s: dropping the message", scan_id, key)
             return False
         max_deliveries = get_settings().max_deliveries
-        if deliveries > max_deliveries:
+        deaths = self.deaths(deliveries)
+        if deaths >= max_deliveries:
             self.close_unit_as_failed(
                 scan_id, key, self.paths_of(self.request.args or (), self.request.kwargs or {}),
-                f"the worker died {deliveries - 1} times while handling this file's batch; parked after "
-                f"{max_deliveries} deliveries",
+                f"the worker died {deaths} times while handling this unit; parked after {deaths + 1} deliveries",
             )
             return False
         with transaction() as session:
@@ -63,6 +63,11 @@ class UnitTask(Task):
         failures = [Failure(path, self.stage, reason) for path in paths] or [Failure(f"[{key}]", self.stage, reason)]
         record_failures(session, scan_id, failures)
         return len(paths)
+
+    def deaths(self, deliveries: int) -> int:
+        """How many earlier deliveries of this unit ended without an answer (their worker died). A Celery retry
+        (a database deadlock, a restarting database) is a new delivery too, but not a death."""
+        return max(deliveries - 1 - (self.request.retries or 0), 0)
 
     def close_unit_as_failed(self, scan_id: int, key: str, paths: list[str], reason: str) -> None:
         with transaction() as session:
