@@ -9,4 +9,4 @@ bash "$here/../shared/host-prep.sh" sb-fleet 10.90.6.0/24 fleet/library
 root=/var/tmp/soniquebay-molecule/fleet/library
 bash "$here/../shared/library.sh" "$root/a" "${FLEET_FILES_A:-1200}" 1
 bash "$here/../shared/library.sh" "$root/b" "${FLEET_FILES_B:-600}" 2
-bash "$here/../shared/library.sh" "$root/c" "${FLEET_FILES_C:-6000}" 3
+bash "$here/../shared/library.sh" "$root/c" "${FLEET_FILES_C:-12000}" 3
