@@ -12,7 +12,7 @@ from worker_app.celery_app import app
 from worker_app.db.models import Album, Artist, Cover, FailedFile, Scan, ScanFolder, Track, TrackArtist
 from worker_app.db.session import transaction
 from worker_app.limits import DEFERRED, DEFERRED_FINALIZE
-from worker_app.pipeline.ledger import complete_unit, unit_totals
+from worker_app.pipeline.ledger import complete_unit, send_after_commit, unit_totals
 from worker_app.pipeline.unit_task import UnitTask
 
 log = logging.getLogger(__name__)
@@ -22,17 +22,12 @@ class DeferredTask(UnitTask):
     stage = "cleanup"
 
 
-def _finish_if(finished: bool, scan_id: int) -> None:
-    if finished:
-        cleanup_finish_scan.delay(scan_id)
-
-
 def _update_and_close(statement, scan_id: int | None, key: str | None) -> int:
     """Run a bulk UPDATE and, for a scan's unit, close the unit in the same transaction; returns the row count."""
     with transaction() as session:
         updated = session.execute(statement.execution_options(synchronize_session=False)).rowcount
         finished = complete_unit(session, scan_id, key) if key else False
-    _finish_if(finished, scan_id)
+    send_after_commit(scan_id, [], finished)
     return updated
 
 
@@ -43,7 +38,7 @@ def cleanup_removed_files(self, scan_id: int, key: str, paths: list[str]) -> dic
     with transaction() as session:
         removed = session.execute(delete(Track).where(Track.path.in_(paths))).rowcount
         finished = complete_unit(session, scan_id, key, removed=removed)
-    _finish_if(finished, scan_id)
+    send_after_commit(scan_id, [], finished)
     return {"removed": removed}
 
 

@@ -26,7 +26,7 @@ from worker_app.db.session import transaction
 from worker_app.limits import INSERT
 from worker_app.paths import db_path
 from worker_app.pipeline.ledger import (
-    Failure, Unit, complete_unit, record_failures, register_units, resend_unstarted, send_after_commit, unit_is_done,
+    Failure, Unit, complete_unit, record_failures, register_units, send_after_commit,
 )
 from worker_app.pipeline.unit_task import UnitTask
 
@@ -168,11 +168,8 @@ def insert_batch_direct(self, scan_id: int, key: str, payload: dict) -> dict:
     from worker_app.pipeline.deferred import enrich_album_covers, vectorize_tracks
 
     failures = [Failure(*failure) for failure in payload["failures"]]
-    with transaction() as session:
-        done = unit_is_done(session, scan_id, key)
-    if done:
-        resend_unstarted(scan_id, key)  # a second delivery of a batch already written
-        return {"skipped": key}
+    if self.already_done(scan_id, key):
+        return {"skipped": key}  # a second delivery of a batch already written
     with transaction() as session:
         try:
             with session.begin_nested():

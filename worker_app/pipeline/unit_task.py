@@ -52,11 +52,16 @@ class UnitTask(Task):
                 f"the worker died {deaths} times while handling this unit; parked after {deaths + 1} deliveries",
             )
             return False
+        return not self.already_done(scan_id, key)
+
+    def already_done(self, scan_id: int, key: str) -> bool:
+        """True when this unit is done: a duplicate delivery, which then only sends again the children that no
+        worker has started (the first delivery may have died before sending them)."""
         with transaction() as session:
             done = unit_is_done(session, scan_id, key)
         if done:
             resend_unstarted(scan_id, key)
-        return not done
+        return done
 
     def record_unit_failure(self, session: Session, scan_id: int, key: str, paths: list[str], reason: str) -> int:
         """Record why this unit's paths were not handled; returns how many files that makes failed."""
