@@ -64,3 +64,20 @@ def db_session_factory(stack):
     from worker_app.db.session import get_engine
 
     return lambda: Session(get_engine())
+
+
+@pytest.fixture(scope="session")
+def running_scan(db_session_factory):
+    """Make a scan that is under way with the given pending units ({key: kind}), as a test that hands tasks a unit
+    of their own needs; returns its id."""
+    from worker_app.db.models import Scan, ScanUnit
+
+    def make(root: str, units: dict[str, str]) -> int:
+        with db_session_factory() as session, session.begin():
+            scan = Scan(root=root, status="running")
+            session.add(scan)
+            session.flush()
+            session.add_all([ScanUnit(scan_id=scan.id, key=key, kind=kind) for key, kind in units.items()])
+            return scan.id
+
+    return make

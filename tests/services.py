@@ -321,6 +321,19 @@ class Stack:
 
         return wait_for(closed, timeout, f"unit {key} of scan {scan_id}", interval=0.3)
 
+    def wait_for_scan(self, scan_id: int, timeout: float = 120) -> None:
+        """Until the pipeline has marked the scan complete."""
+        from sqlalchemy.orm import Session
+
+        from worker_app.db.models import Scan
+        from worker_app.db.session import get_engine
+
+        def complete():
+            with Session(get_engine()) as session:
+                return session.get(Scan, scan_id).status == "complete"
+
+        wait_for(complete, timeout, f"scan {scan_id} to complete", interval=0.3)
+
     def diagnostics(self, lines: int = 30) -> str:
         """What a person would look at when a scan does not finish: its status and the workers' last words."""
         report = ["", "== soniquebay status", self.soniquebay("status", "--json", check=False).stdout]

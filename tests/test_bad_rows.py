@@ -12,24 +12,13 @@ from tests.catalogue import tracks_by_path
 from tests.test_idempotence import _payload
 
 
-def _scan_unit(db_session_factory, key: str) -> int:
-    from worker_app.db.models import Scan, ScanUnit
-
-    with db_session_factory() as session, session.begin():
-        scan = Scan(root="/bad-rows", status="running")
-        session.add(scan)
-        session.flush()
-        session.add(ScanUnit(scan_id=scan.id, key=key, kind="extract"))
-        return scan.id
-
-
-def test_a_row_postgresql_refuses_does_not_sink_its_batch(stack, db_session_factory):
+def test_a_row_postgresql_refuses_does_not_sink_its_batch(stack, db_session_factory, running_scan):
     from worker_app.db.models import ScanFailure, ScanUnit
     from worker_app.pipeline.insert import insert_batch_direct
 
     payload = _payload("/bad-rows/album")
     payload["tracks"][1]["track_number"] = 10**9  # beyond the smallint column: PostgreSQL refuses the row
-    scan_id = _scan_unit(db_session_factory, "c/b0")
+    scan_id = running_scan("/bad-rows", {"c/b0": "extract"})
     insert_batch_direct.delay(scan_id, "c/b0", payload).get(timeout=60)
 
     with db_session_factory() as session:
@@ -44,7 +33,8 @@ def test_a_row_postgresql_refuses_does_not_sink_its_batch(stack, db_session_fact
     assert (unit.state, unit.inserted, unit.failed) == ("done", 2, 1)
 
 
-def test_a_file_that_vanishes_between_scan_and_extract_is_recorded(stack, library_root, db_session_factory):
+def test_a_file_that_vanishes_between_scan_and_extract_is_recorded(stack, library_root, db_session_factory,
+                                                                  running_scan):
     from worker_app.pipeline.extract import extract_metadata_batch
 
     library = make_library(library_root / "vanishing", n_files=4, seed=5, corrupt=False, untagged=False,
@@ -53,7 +43,7 @@ def test_a_file_that_vanishes_between_scan_and_extract_is_recorded(stack, librar
     gone, replaced = files[0], files[1]
     os.unlink(gone.path)
     shutil.copy(files[2].path, replaced.path)  # replaced by another file's content, same name
-    scan_id = _scan_unit(db_session_factory, "c/b0")
+    scan_id = running_scan("/bad-rows", {"c/b0": "extract"})
     message = [[t.path, t.size_bytes, t.mtime] for t in files]
     extract_metadata_batch.delay(scan_id, "c/b0", message, {}).get(timeout=60)
     summary = stack.wait_for_unit(scan_id, "c/b0")

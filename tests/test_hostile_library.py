@@ -161,29 +161,18 @@ def test_an_unreadable_folder_keeps_its_tracks(stack, hostile, db_session_factor
     assert len(catalogued) == len([t for t in library.tracks if os.path.dirname(t.path) == album])
 
 
-def test_a_chunk_that_fails_for_good_keeps_its_folders_tracks(stack, hostile, db_session_factory):
+def test_a_chunk_that_fails_for_good_keeps_its_folders_tracks(stack, hostile, db_session_factory, running_scan):
     """A chunk that cannot be done (here: closed as failed as after a time limit) is not a deletion either: its
     folders are recorded as not scanned, and the end of the scan keeps every track under them."""
-    from tests.services import wait_for
-    from worker_app.db.models import Scan, ScanUnit
     from worker_app.pipeline.scan import scan_directory_chunk
 
     library, _ = hostile
     root = os.fsdecode(library.root)
     with db_session_factory() as session:
         before = {p for p in tracks_by_path(session) if p.startswith(root + "/")}
-    with db_session_factory() as session, session.begin():
-        scan = Scan(root=root, status="running")
-        session.add(scan)
-        session.flush()
-        scan_id = scan.id
-        session.add(ScanUnit(scan_id=scan_id, key="c", kind="chunk"))
+    scan_id = running_scan(root, {"c": "chunk"})
     scan_directory_chunk.close_unit_as_failed(scan_id, "c", [root], "TimeLimitExceeded: 60 s")
-
-    def complete():
-        with db_session_factory() as session:
-            return session.get(Scan, scan_id).status == "complete"
-    wait_for(complete, 120, f"scan {scan_id} to complete", interval=0.3)
+    stack.wait_for_scan(scan_id)
     with db_session_factory() as session:
         after = {p for p in tracks_by_path(session) if p.startswith(root + "/")}
     assert len(before) > 1000 and after == before

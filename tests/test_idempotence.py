@@ -65,18 +65,13 @@ def test_the_same_insert_batch_twice_leaves_the_same_rows(stack, db_session_fact
     assert track["album"] == "Mixtape" and track["album_artist"] == "Various Artists" and track["is_compilation"]
 
 
-def test_a_redelivered_scan_batch_is_counted_once(stack, db_session_factory):
+def test_a_redelivered_scan_batch_is_counted_once(stack, db_session_factory, running_scan):
     """insert_batch_direct delivered twice for one scan unit: rows and the scan's figures as for one delivery."""
-    from worker_app.db.models import Scan, ScanUnit
+    from worker_app.db.models import ScanUnit
     from worker_app.pipeline.insert import insert_batch_direct
 
     payload = _payload("/idempotence/scan")
-    with db_session_factory() as session, session.begin():
-        scan = Scan(root="/idempotence", status="running")
-        session.add(scan)
-        session.flush()
-        scan_id = scan.id
-        session.add(ScanUnit(scan_id=scan_id, key="c/b0", kind="extract"))
+    scan_id = running_scan("/idempotence", {"c/b0": "extract"})
     insert_batch_direct.delay(scan_id, "c/b0", payload).get(timeout=60)
     with db_session_factory() as session:
         once = table_counts(session)
@@ -88,23 +83,17 @@ def test_a_redelivered_scan_batch_is_counted_once(stack, db_session_factory):
 
 
 def test_a_chunk_that_died_after_its_commit_still_gets_its_children_sent(stack, db_session_factory, library_root,
-                                                                         monkeypatch):
+                                                                         monkeypatch, running_scan):
     """The window between a task's commit and its sending of the child messages: the worker dies there (here the
     sending is switched off for one in-process run of the chunk). The chunk's message comes back, finds its unit
     done, and sends the children nobody started: the scan completes with every file."""
     import worker_app.pipeline.scan as scan_stage
     from tests.audio_factory import make_library
-    from tests.services import wait_for
-    from worker_app.db.models import Scan, ScanUnit, Track
+    from worker_app.db.models import ScanUnit, Track
 
     library = make_library(library_root / "died-after-commit", n_files=30, seed=41, corrupt=False)
     root = str(library.root)
-    with db_session_factory() as session, session.begin():
-        scan = Scan(root=root, status="running")
-        session.add(scan)
-        session.flush()
-        scan_id = scan.id
-        session.add(ScanUnit(scan_id=scan_id, key="c", kind="chunk"))
+    scan_id = running_scan(root, {"c": "chunk"})
 
     monkeypatch.setattr(scan_stage, "send_after_commit", lambda *args: None)
     scan_stage.scan_directory_chunk(scan_id, "c", [root])
@@ -115,10 +104,7 @@ def test_a_chunk_that_died_after_its_commit_still_gets_its_children_sent(stack, 
 
     scan_stage.scan_directory_chunk.delay(scan_id, "c", [root])  # the redelivery of the chunk's message
 
-    def complete():
-        with db_session_factory() as session:
-            return session.get(Scan, scan_id).status == "complete"
-    wait_for(complete, 120, f"scan {scan_id} to complete", interval=0.3)
+    stack.wait_for_scan(scan_id)
     with db_session_factory() as session:
         catalogued = session.execute(select(Track.path).where(Track.path.startswith(root + "/"))).scalars().all()
     try:
@@ -133,21 +119,16 @@ def test_a_chunk_that_died_after_its_commit_still_gets_its_children_sent(stack, 
             delete_orphans(session)
 
 
-def test_two_units_closing_at_once_do_not_deadlock(stack, db_session_factory):
+def test_two_units_closing_at_once_do_not_deadlock(stack, db_session_factory, running_scan):
     """Two tasks of one scan, each registering new units (rows that reference the scan) and then closing its own
     unit, at the same moment: both commit. (Locking the scan row FOR UPDATE made them wait for each other's
     reference to it: a deadlock, which the fleet saw between concurrent scan chunks.)"""
     import threading
 
-    from worker_app.db.models import Scan, ScanUnit
+    from worker_app.db.models import ScanUnit
     from worker_app.pipeline.ledger import Unit, complete_unit, register_units
 
-    with db_session_factory() as session, session.begin():
-        scan = Scan(root="/deadlock", status="running")
-        session.add(scan)
-        session.flush()
-        scan_id = scan.id
-        session.add_all([ScanUnit(scan_id=scan_id, key=key, kind="chunk") for key in ("c.0", "c.1")])
+    scan_id = running_scan("/deadlock", {"c.0": "chunk", "c.1": "chunk"})
 
     both_registered = threading.Barrier(2, timeout=30)
     errors, finished = [], []
