@@ -767,15 +767,20 @@ def _fill_tag_fields(record: TrackRecord, raw: RawTags) -> None:
             values[key] = items[1:]
         return items[0]
 
+    def take_parsed(fields: dict[str, str], parse) -> None:
+        """Each field's first value through ``parse(text, key, warnings)``; a value it cannot parse stays
+        visible in tags."""
+        for key, field_name in fields.items():
+            text = take_first(key)
+            if text is not None:
+                value = parse(text, key, warnings)
+                if value is None:
+                    values.setdefault(key, []).insert(0, text)
+                setattr(record, field_name, value)
+
     for key, field_name in _SINGLE_TEXT_FIELDS.items():
         setattr(record, field_name, take_first(key))
-    for key, field_name in _MBID_FIELDS.items():
-        text = take_first(key)
-        if text is not None:
-            identifier = parse_mbid(text, key, warnings)
-            if identifier is None:
-                values.setdefault(key, []).insert(0, text)
-            setattr(record, field_name, identifier)
+    take_parsed(_MBID_FIELDS, parse_mbid)
 
     record.artists, record.album_artists = _names(values, "artist"), _names(values, "albumartist")
     record.genres = values.pop("genre", [])
@@ -800,13 +805,7 @@ def _fill_tag_fields(record: TrackRecord, raw: RawTags) -> None:
         record.date = date
         record.year = parse_year(date, warnings)
 
-    for key, field_name in _REPLAYGAIN_FIELDS.items():
-        text = take_first(key)
-        if text is not None:
-            number = parse_decibels(text, key, warnings)
-            if number is None:
-                values.setdefault(key, []).insert(0, text)
-            setattr(record, field_name, number)
+    take_parsed(_REPLAYGAIN_FIELDS, parse_decibels)
 
     record.tags = _within_tags_budget(values, warnings)
 
