@@ -109,8 +109,15 @@ for s in "${scenarios[@]}"; do
     else
         failed=$((failed + 1))
         echo "---- last lines of $LOGS/$s.log"
-        tail -60 "$LOGS/$s.log" 2>/dev/null | sed 's/^/   | /'
+        tail -25 "$LOGS/$s.log" 2>/dev/null | sed 's/^/   | /'
     fi
+done
+# Last, so that it survives when only the end of the output is kept: the task that failed and why.
+for s in "${scenarios[@]}"; do
+    [ "${result[$s]}" = passed ] && continue
+    echo "---- $s: failed tasks"
+    grep -B3 -A8 -E '^(fatal|failed):|FAILED!' "$LOGS/$s.log" 2>/dev/null | grep -v 'RETRYING' | cut -c1-600 | tail -60 \
+        | sed 's/^/   | /'
 done
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

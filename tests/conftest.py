@@ -27,6 +27,8 @@ STACK = Stack(WORKSPACE / "services", [LIBRARY_ROOT], extra_env={
     # Shorter time limits, and so a shorter visibility timeout: a lost message comes back within a test's patience.
     "SONIQUEBAY_TIME_LIMIT_SCALE": "0.1",
     "SONIQUEBAY_VISIBILITY_TIMEOUT": "300",
+    # Below the shortest time limit once scaled (27 s).
+    "SONIQUEBAY_DB_IDLE_TRANSACTION_TIMEOUT": "10",
 })
 os.environ.update(STACK.env)
 os.environ["SONIQUEBAY_ENV_FILE"] = str(STACK.env_file)

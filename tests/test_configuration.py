@@ -69,6 +69,12 @@ def test_a_visibility_timeout_below_the_longest_time_limit_is_refused():
     assert "ConfigurationError" in output and "must be above the longest task time limit" in output
 
 
+def test_an_idle_transaction_timeout_above_the_shortest_time_limit_is_refused():
+    output = _celery_report("import worker_app.settings as s; s.get_settings()",
+                            SONIQUEBAY_TIME_LIMIT_SCALE="0.1", SONIQUEBAY_DB_IDLE_TRANSACTION_TIMEOUT="60")
+    assert "ConfigurationError" in output and "must be below the shortest task time limit (27 s)" in output
+
+
 def test_settings_come_from_the_env_file(tmp_path):
     env_file = tmp_path / "worker.env"
     env_file.write_text("SONIQUEBAY_BROKER_URL=redis://:secret@10.0.0.5:6379/0\nSONIQUEBAY_BATCH_SIZE=123\n")

@@ -36,6 +36,8 @@ def lossy_stack(workspace):
         # The longest time limit becomes 36 s, below the 45 s visibility timeout.
         "SONIQUEBAY_TIME_LIMIT_SCALE": "0.02",
         "SONIQUEBAY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
+        # The shortest time limit becomes 5.4 s.
+        "SONIQUEBAY_DB_IDLE_TRANSACTION_TIMEOUT": "4",
     })
     stack.start_services()
     try:

@@ -35,7 +35,9 @@ DEFERRED = TaskLimits("deferred", soft_time_limit=1700, time_limit=1800, priorit
 # Finishing a scan (sweeping what vanished) waits behind no enrichment work.
 DEFERRED_FINALIZE = TaskLimits("deferred", soft_time_limit=1700, time_limit=1800, priority=0)
 
-LONGEST_TIME_LIMIT = max(limit.time_limit for limit in (SCAN, EXTRACT, BATCH, INSERT, DEFERRED, DEFERRED_FINALIZE))
+_ALL = (SCAN, EXTRACT, BATCH, INSERT, DEFERRED, DEFERRED_FINALIZE)
+LONGEST_TIME_LIMIT = max(limit.time_limit for limit in _ALL)
+SHORTEST_SOFT_TIME_LIMIT = min(limit.soft_time_limit for limit in _ALL)
 
 TASK_LIMITS = {
     "scan_directory_parallel": SCAN,

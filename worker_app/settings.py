@@ -37,6 +37,10 @@ class Settings:
     visibility_timeout: int
     # Multiplies every task's time limit; tests shrink it to see time limits act.
     time_limit_scale: float
+    # A transaction left open by a client that stopped answering (a host lost, not shut down: no FIN ever
+    # reaches PostgreSQL) is ended after this long, and its row locks with it. Below the shortest task time
+    # limit, or the tasks waiting on those locks fail before the locks go.
+    db_idle_transaction_timeout: int
     # Largest picture kept in the catalogue; bigger ones are recorded as a warning and skipped.
     max_cover_bytes: int
     # One file's reading may not take longer (a parser that loops): the file fails, the batch goes on.
@@ -50,6 +54,12 @@ class Settings:
         from worker_app.limits import LONGEST_TIME_LIMIT
 
         return int(LONGEST_TIME_LIMIT * self.time_limit_scale)
+
+    @property
+    def shortest_soft_time_limit(self) -> float:
+        from worker_app.limits import SHORTEST_SOFT_TIME_LIMIT
+
+        return SHORTEST_SOFT_TIME_LIMIT * self.time_limit_scale
 
 
 def _read_environment() -> dict[str, str]:
@@ -93,6 +103,7 @@ def load_settings() -> Settings:
         max_deliveries=_positive_int(values, "SONIQUEBAY_MAX_DELIVERIES", 5),
         visibility_timeout=_positive_int(values, "SONIQUEBAY_VISIBILITY_TIMEOUT", 7200),
         time_limit_scale=scale,
+        db_idle_transaction_timeout=_positive_int(values, "SONIQUEBAY_DB_IDLE_TRANSACTION_TIMEOUT", 60),
         max_cover_bytes=_positive_int(values, "SONIQUEBAY_MAX_COVER_BYTES", 16 * 1024 * 1024),
         file_time_limit=_positive_int(values, "SONIQUEBAY_FILE_TIME_LIMIT", 30) * max(scale, 0.1),
         timezone=values.get("SONIQUEBAY_TIMEZONE", "Europe/Paris"),
@@ -102,6 +113,12 @@ def load_settings() -> Settings:
         raise ConfigurationError(
             f"SONIQUEBAY_VISIBILITY_TIMEOUT ({settings.visibility_timeout} s) must be above the longest task time "
             f"limit ({settings.longest_time_limit} s), or Redis redelivers tasks that are still running"
+        )
+    if settings.db_idle_transaction_timeout >= settings.shortest_soft_time_limit:
+        raise ConfigurationError(
+            f"SONIQUEBAY_DB_IDLE_TRANSACTION_TIMEOUT ({settings.db_idle_transaction_timeout} s) must be below the "
+            f"shortest task time limit ({settings.shortest_soft_time_limit:g} s), or the tasks waiting on a lost "
+            f"client's locks fail before the locks are released"
         )
     return settings
 

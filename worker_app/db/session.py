@@ -20,11 +20,31 @@ def get_engine() -> Engine:
     if _engine is None or _engine_pid != os.getpid():
         if _engine is not None:
             _engine.dispose(close=False)
+        settings = get_settings()
         _engine = create_engine(
-            get_settings().database_url, pool_size=2, max_overflow=2, pool_pre_ping=True, future=True
+            settings.database_url, pool_size=2, max_overflow=2, pool_pre_ping=True, future=True,
+            connect_args=_connect_args(settings.db_idle_transaction_timeout),
         )
         _engine_pid = os.getpid()
     return _engine
+
+
+def _connect_args(idle_transaction_timeout: int) -> dict:
+    """A worker host can vanish (power, network) without closing its connections. PostgreSQL would then keep its
+    open transaction, and the row locks every other worker waits for, until the kernel gives up on the socket
+    (hours). So the server ends a transaction idle for longer than the timeout, probes idle connections and checks
+    for a gone client during long statements; the worker probes its side too, to notice a lost database."""
+    server_settings = {
+        "idle_in_transaction_session_timeout": f"{idle_transaction_timeout}s",
+        "tcp_keepalives_idle": "30",
+        "tcp_keepalives_interval": "10",
+        "tcp_keepalives_count": "3",
+        "client_connection_check_interval": "10s",
+    }
+    return {
+        "options": " ".join(f"-c {name}={value}" for name, value in server_settings.items()),
+        "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
+    }
 
 
 @contextmanager
