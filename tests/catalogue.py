@@ -31,3 +31,15 @@ def tracks_by_path(session) -> dict[str, dict]:
 def table_counts(session) -> dict[str, int]:
     return {table: session.execute(text(f"SELECT count(*) FROM {table}")).scalar()
             for table in ("artists", "albums", "tracks", "track_artists", "covers")}
+
+
+def forget_library(session, root: str) -> None:
+    """Remove a test library's tracks and what only they used: its artists share names (not MusicBrainz ids) with
+    other test libraries', which would otherwise see them."""
+    from sqlalchemy import delete
+
+    from worker_app.db.models import Track
+    from worker_app.pipeline.deferred import delete_orphans
+
+    session.execute(delete(Track).where(Track.path.startswith(root + "/")))
+    delete_orphans(session)

@@ -69,6 +69,18 @@ def test_a_visibility_timeout_below_the_longest_time_limit_is_refused():
     assert "ConfigurationError" in output and "must be above the longest task time limit" in output
 
 
+def test_a_stall_timeout_below_the_visibility_timeout_is_refused():
+    output = _celery_report("import worker_app.settings as s; s.get_settings()",
+                            SONIQUEBAY_VISIBILITY_TIMEOUT="2000", SONIQUEBAY_STALL_TIMEOUT="1000")
+    assert "ConfigurationError" in output and "must be above the visibility timeout (2000 s)" in output
+
+
+def test_the_stall_timeout_follows_the_visibility_timeout():
+    output = _celery_report("from worker_app.settings import get_settings as g; s = g(); "
+                            "print(s.stall_timeout, s.stall_check_interval)", SONIQUEBAY_VISIBILITY_TIMEOUT="2000")
+    assert output.split() == ["2200", "300"]
+
+
 def test_an_idle_transaction_timeout_above_the_shortest_time_limit_is_refused():
     output = _celery_report("import worker_app.settings as s; s.get_settings()",
                             SONIQUEBAY_TIME_LIMIT_SCALE="0.1", SONIQUEBAY_DB_IDLE_TRANSACTION_TIMEOUT="60")

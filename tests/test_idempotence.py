@@ -6,7 +6,7 @@ import hashlib
 
 from sqlalchemy import select
 
-from tests.catalogue import table_counts, tracks_by_path
+from tests.catalogue import forget_library, table_counts, tracks_by_path
 from worker_app.metadata.record import CoverImage, TrackRecord
 from worker_app.paths import db_path
 
@@ -110,13 +110,8 @@ def test_a_chunk_that_died_after_its_commit_still_gets_its_children_sent(stack, 
     try:
         assert sorted(catalogued) == sorted(db_path(path)[0] for path in library.by_path)
     finally:
-        # Its artists share names (not MusicBrainz ids) with other test libraries': leave no trace for them.
-        from sqlalchemy import delete
-
-        from worker_app.pipeline.deferred import delete_orphans
         with db_session_factory() as session, session.begin():
-            session.execute(delete(Track).where(Track.path.startswith(root + "/")))
-            delete_orphans(session)
+            forget_library(session, root)
 
 
 def test_two_units_closing_at_once_do_not_deadlock(stack, db_session_factory, running_scan):

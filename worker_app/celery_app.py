@@ -16,6 +16,7 @@ PIPELINE_MODULES = [
     "worker_app.pipeline.batch",
     "worker_app.pipeline.insert",
     "worker_app.pipeline.deferred",
+    "worker_app.pipeline.stalls",
 ]
 
 # The public task names of the design note, where each runs and at which priority. Globs cover the deferred

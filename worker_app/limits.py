@@ -55,6 +55,7 @@ TASK_LIMITS = {
     "insert_tracks_batch": INSERT,
     "insert_covers_batch": INSERT,
     "cleanup_finish_scan": DEFERRED_FINALIZE,
+    "cleanup_stalled_scans": DEFERRED_FINALIZE,
     "enrich_*": DEFERRED,
     "vectorize_*": DEFERRED,
     "cleanup_*": DEFERRED,

@@ -35,6 +35,9 @@ class Settings:
     max_deliveries: int
     # Above the longest task time limit, or Redis hands a running task to a second worker (celery#7918).
     visibility_timeout: int
+    # A scan none of whose units moved for this long has lost messages (see pipeline/stalls.py): its pending
+    # units are sent again. Above the visibility timeout, after which a dead worker's messages come back anyway.
+    stall_timeout: int
     # Multiplies every task's time limit; tests shrink it to see time limits act.
     time_limit_scale: float
     # A transaction left open by a client that stopped answering (a host lost, not shut down: no FIN ever
@@ -54,6 +57,11 @@ class Settings:
         from worker_app.limits import LONGEST_TIME_LIMIT
 
         return int(LONGEST_TIME_LIMIT * self.time_limit_scale)
+
+    @property
+    def stall_check_interval(self) -> int:
+        """How often the deferred workers look for stalled scans: a few times per stall timeout."""
+        return max(5, min(300, self.stall_timeout // 6))
 
     @property
     def shortest_soft_time_limit(self) -> float:
@@ -91,6 +99,7 @@ def load_settings() -> Settings:
     )
     broker_url = values.get("SONIQUEBAY_BROKER_URL", "redis://127.0.0.1:6379/0")
     scale = float(values.get("SONIQUEBAY_TIME_LIMIT_SCALE", "1") or 1)
+    visibility_timeout = _positive_int(values, "SONIQUEBAY_VISIBILITY_TIMEOUT", 7200)
     settings = Settings(
         broker_url=broker_url,
         result_backend=values.get("SONIQUEBAY_RESULT_BACKEND", "redis://127.0.0.1:6380/0"),
@@ -101,7 +110,9 @@ def load_settings() -> Settings:
         batch_size=_positive_int(values, "SONIQUEBAY_BATCH_SIZE", 200),
         chunk_entries=_positive_int(values, "SONIQUEBAY_CHUNK_ENTRIES", 5000),
         max_deliveries=_positive_int(values, "SONIQUEBAY_MAX_DELIVERIES", 5),
-        visibility_timeout=_positive_int(values, "SONIQUEBAY_VISIBILITY_TIMEOUT", 7200),
+        visibility_timeout=visibility_timeout,
+        stall_timeout=_positive_int(values, "SONIQUEBAY_STALL_TIMEOUT",
+                                    visibility_timeout + max(60, visibility_timeout // 10)),
         time_limit_scale=scale,
         db_idle_transaction_timeout=_positive_int(values, "SONIQUEBAY_DB_IDLE_TRANSACTION_TIMEOUT", 60),
         max_cover_bytes=_positive_int(values, "SONIQUEBAY_MAX_COVER_BYTES", 16 * 1024 * 1024),
@@ -113,6 +124,12 @@ def load_settings() -> Settings:
         raise ConfigurationError(
             f"SONIQUEBAY_VISIBILITY_TIMEOUT ({settings.visibility_timeout} s) must be above the longest task time "
             f"limit ({settings.longest_time_limit} s), or Redis redelivers tasks that are still running"
+        )
+    if settings.stall_timeout <= settings.visibility_timeout:
+        raise ConfigurationError(
+            f"SONIQUEBAY_STALL_TIMEOUT ({settings.stall_timeout} s) must be above the visibility timeout "
+            f"({settings.visibility_timeout} s), or a dead worker's messages are sent twice: by Redis and by the "
+            f"stalled-scan check"
         )
     if settings.db_idle_transaction_timeout >= settings.shortest_soft_time_limit:
         raise ConfigurationError(

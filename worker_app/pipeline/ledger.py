@@ -13,7 +13,9 @@ import logging
 import os
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from datetime import timedelta
+
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -97,6 +99,49 @@ def resend_unstarted(scan_id: int, parent: str) -> int:
     return len(rows)
 
 
+def resend_stalled(stall_timeout: int) -> dict[int, int]:
+    """Send again what scans that stopped moving are waiting for; returns {scan id: messages sent}.
+
+    A scan is stalled when none of its units changed (delivered, done) for ``stall_timeout`` seconds, or when it
+    has been queued that long. It then gets again: its start if it is queued, the messages of its pending units if
+    it is running (which restarts their clock, so the next check leaves them alone for another period), its end if
+    it is finalizing. Concurrent checks take different scans (SKIP LOCKED)."""
+    cutoff = func.now() - timedelta(seconds=stall_timeout)
+    last_move = (select(func.max(ScanUnit.updated_at)).where(ScanUnit.scan_id == Scan.id)
+                 .correlate(Scan).scalar_subquery())
+    to_send: list[tuple[int, str, list]] = []
+    with transaction() as session:
+        stalled = session.execute(
+            select(Scan.id, Scan.status).where(or_(
+                and_(Scan.status == "queued", Scan.requested_at < cutoff),
+                and_(Scan.status.in_(("running", "finalizing")),
+                     func.coalesce(last_move, Scan.requested_at) < cutoff),
+            )).order_by(Scan.id).with_for_update(key_share=True, skip_locked=True)
+        ).all()
+        for scan_id, status in stalled:
+            if status == "queued":
+                to_send.append((scan_id, "scan_directory_parallel", [scan_id]))
+            elif status == "finalizing":
+                to_send.append((scan_id, "cleanup_finish_scan", [scan_id]))
+            else:
+                messages = session.execute(
+                    update(ScanUnit)
+                    .where(ScanUnit.scan_id == scan_id, ScanUnit.state == "pending", ScanUnit.message.is_not(None))
+                    .values(updated_at=func.now())
+                    .returning(ScanUnit.message)
+                ).scalars().all()
+                for message in map(json.loads, sorted(messages)):
+                    to_send.append((scan_id, message["task"], message["args"]))
+    sent: dict[int, int] = {}
+    for scan_id, task, args in to_send:
+        app.send_task(task, args=args)
+        sent[scan_id] = sent.get(scan_id, 0) + 1
+    for scan_id, count in sent.items():
+        log.warning("scan %s made no progress for %d s: sent %d of its messages again (lost by the broker?)",
+                    scan_id, stall_timeout, count)
+    return sent
+
+
 def record_failures(session: Session, scan_id: int, failures: list[Failure]) -> None:
     if not failures:
         return
@@ -127,7 +172,7 @@ def count_delivery(scan_id: int, key: str) -> int:
         deliveries = session.execute(
             update(ScanUnit)
             .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
-            .values(deliveries=ScanUnit.deliveries + 1)
+            .values(deliveries=ScanUnit.deliveries + 1, updated_at=func.now())
             .returning(ScanUnit.deliveries)
         ).scalar()
     return deliveries or 0
