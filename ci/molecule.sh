@@ -116,6 +116,7 @@ done
 for s in "${scenarios[@]}"; do
     [ "${result[$s]}" = passed ] && continue
     echo "---- $s: failed tasks"
+    grep -A40 -F 'TASK [The evidence]' "$LOGS/$s.log" 2>/dev/null | cut -c1-400 | head -60 | sed 's/^/   | /'
     grep -B3 -A8 -E '^(fatal|failed):|FAILED!' "$LOGS/$s.log" 2>/dev/null | grep -v 'RETRYING' | cut -c1-600 | tail -60 \
         | sed 's/^/   | /'
 done
