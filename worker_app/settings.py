@@ -13,6 +13,8 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from worker_app.limits import LONGEST_TIME_LIMIT, SHORTEST_SOFT_TIME_LIMIT
+
 DEFAULT_ENV_FILE = "/etc/soniquebay/worker.env"
 
 
@@ -54,8 +56,6 @@ class Settings:
 
     @property
     def longest_time_limit(self) -> int:
-        from worker_app.limits import LONGEST_TIME_LIMIT
-
         return int(LONGEST_TIME_LIMIT * self.time_limit_scale)
 
     @property
@@ -65,8 +65,6 @@ class Settings:
 
     @property
     def shortest_soft_time_limit(self) -> float:
-        from worker_app.limits import SHORTEST_SOFT_TIME_LIMIT
-
         return SHORTEST_SOFT_TIME_LIMIT * self.time_limit_scale
 
 
@@ -99,7 +97,8 @@ def load_settings() -> Settings:
     )
     broker_url = values.get("SONIQUEBAY_BROKER_URL", "redis://127.0.0.1:6379/0")
     scale = float(values.get("SONIQUEBAY_TIME_LIMIT_SCALE", "1") or 1)
-    visibility_timeout = _positive_int(values, "SONIQUEBAY_VISIBILITY_TIMEOUT", 7200)
+    # Twice the longest time limit (3,600 s): what a lost host's messages wait before another worker gets them.
+    visibility_timeout = _positive_int(values, "SONIQUEBAY_VISIBILITY_TIMEOUT", 2 * int(LONGEST_TIME_LIMIT * scale))
     settings = Settings(
         broker_url=broker_url,
         result_backend=values.get("SONIQUEBAY_RESULT_BACKEND", "redis://127.0.0.1:6380/0"),
