@@ -29,6 +29,9 @@ STACK = Stack(WORKSPACE / "services", [LIBRARY_ROOT], extra_env={
     "SONIQUEBAY_VISIBILITY_TIMEOUT": "300",
     # Below the shortest time limit once scaled (27 s).
     "SONIQUEBAY_DB_IDLE_TRANSACTION_TIMEOUT": "10",
+    # Several tests leave half-built scans behind on purpose; the workers' own stalled-scan check must not finish
+    # them during the session. tests/test_stalls.py moves a scan's clock past this instead of waiting.
+    "SONIQUEBAY_STALL_TIMEOUT": "3600",
 })
 os.environ.update(STACK.env)
 os.environ["SONIQUEBAY_ENV_FILE"] = str(STACK.env_file)

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-
 from datetime import timedelta
 
 from sqlalchemy import and_, func, or_, select, update
