@@ -58,12 +58,22 @@ class Unit:
         app.send_task(self.task, args=self.args)
 
 
+def _stored_message(task: str, args: list) -> str:
+    """A task message as the ledger keeps it (scan_units.message), to be sent again by ``_send_stored``."""
+    return json.dumps({"task": task, "args": args})
+
+
+def _send_stored(message: str) -> None:
+    stored = json.loads(message)
+    app.send_task(stored["task"], args=stored["args"])
+
+
 def register_units(session: Session, scan_id: int, parent: str, units: list[Unit]) -> None:
     """Record units as pending, with their messages; a unit already known keeps its state. ``parent`` is the key of
     the unit whose task creates them ('' for the scan's first unit)."""
     if units:
         rows = [{"scan_id": scan_id, "key": unit.key, "kind": unit.kind, "parent": parent,
-                 "message": json.dumps({"task": unit.task, "args": unit.args})} for unit in units]
+                 "message": _stored_message(unit.task, unit.args)} for unit in units]
         session.execute(insert(ScanUnit).values(rows).on_conflict_do_nothing())
 
 
@@ -88,9 +98,8 @@ def resend_unstarted(scan_id: int, parent: str) -> int:
             ).order_by(ScanUnit.key)
         ).scalars().all()
         status = session.execute(select(Scan.status).where(Scan.id == scan_id)).scalar()
-    for text in rows:
-        message = json.loads(text)
-        app.send_task(message["task"], args=message["args"])
+    for message in rows:
+        _send_stored(message)
     if status == "finalizing":
         app.send_task("cleanup_finish_scan", args=[scan_id])
     if rows:
@@ -108,7 +117,7 @@ def resend_stalled(stall_timeout: int) -> dict[int, int]:
     cutoff = func.now() - timedelta(seconds=stall_timeout)
     last_move = (select(func.max(ScanUnit.updated_at)).where(ScanUnit.scan_id == Scan.id)
                  .correlate(Scan).scalar_subquery())
-    to_send: list[tuple[int, str, list]] = []
+    to_send: list[tuple[int, str]] = []  # (scan id, stored message)
     with transaction() as session:
         stalled = session.execute(
             select(Scan.id, Scan.status).where(or_(
@@ -119,9 +128,9 @@ def resend_stalled(stall_timeout: int) -> dict[int, int]:
         ).all()
         for scan_id, status in stalled:
             if status == "queued":
-                to_send.append((scan_id, "scan_directory_parallel", [scan_id]))
+                to_send.append((scan_id, _stored_message("scan_directory_parallel", [scan_id])))
             elif status == "finalizing":
-                to_send.append((scan_id, "cleanup_finish_scan", [scan_id]))
+                to_send.append((scan_id, _stored_message("cleanup_finish_scan", [scan_id])))
             else:
                 messages = session.execute(
                     update(ScanUnit)
@@ -129,11 +138,10 @@ def resend_stalled(stall_timeout: int) -> dict[int, int]:
                     .values(updated_at=func.now())
                     .returning(ScanUnit.message)
                 ).scalars().all()
-                for message in map(json.loads, sorted(messages)):
-                    to_send.append((scan_id, message["task"], message["args"]))
+                to_send.extend((scan_id, message) for message in sorted(messages))
     sent: dict[int, int] = {}
-    for scan_id, task, args in to_send:
-        app.send_task(task, args=args)
+    for scan_id, message in to_send:
+        _send_stored(message)
         sent[scan_id] = sent.get(scan_id, 0) + 1
     for scan_id, count in sent.items():
         log.warning("scan %s made no progress for %d s: sent %d of its messages again (lost by the broker?)",
