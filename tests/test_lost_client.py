@@ -1,7 +1,7 @@
 """A worker host that stops answering in the middle of a transaction (lost power or network: no FIN ever reaches
 PostgreSQL) must not stall every other worker behind its row locks. Here the client is frozen with SIGSTOP right
 after it locked the scan row, which is what PostgreSQL sees of a lost host: a connection that says nothing more.
-Before the fix the fleet's lost-host check hung behind such a lock until its scan timed out."""
+(A container killed with `podman kill` is not such a host: its sockets are closed, and PostgreSQL sees the FIN.)"""
 from __future__ import annotations
 
 import os

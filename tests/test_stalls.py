@@ -55,14 +55,12 @@ def test_a_stalled_scan_gets_its_lost_message_again(stack, db_session_factory, s
     library = stalled_library(f"stalled-{lost.split()[-1]}", seed=51 if lost.endswith("start") else 52)
     root = str(library.root)
     with db_session_factory() as session, session.begin():
-        if lost == "the scan's start":
-            scan = Scan(root=root, status="queued")  # as `soniquebay scan` makes it, before its message
-            session.add(scan)
-            session.flush()
-        else:
-            scan = Scan(root=root, status="running")  # as scan_directory_parallel leaves it, before its send
-            session.add(scan)
-            session.flush()
+        # Queued: as `soniquebay scan` makes it, before its message. Running: as scan_directory_parallel leaves
+        # it, before its send.
+        scan = Scan(root=root, status="queued" if lost == "the scan's start" else "running")
+        session.add(scan)
+        session.flush()
+        if scan.status == "running":
             register_units(session, scan.id, "", [Unit("c", "chunk", "scan_directory_chunk", [scan.id, "c", [root]])])
         scan_id = scan.id
     assert str(scan_id) not in cleanup_stalled_scans.apply().get()  # not stalled yet
