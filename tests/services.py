@@ -74,6 +74,15 @@ class PostgresServer:
             "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--locale=C.UTF-8",
         )
         pwfile.unlink()
+        self.start_again()
+        self._as_postgres(
+            str(PG_BIN / "psql"), "-h", str(self.base), "-p", str(self.port), "-U", self.user, "-d", "postgres",
+            "-c", f"CREATE DATABASE {self.database}",
+        )
+        return self
+
+    def start_again(self) -> None:
+        """Start the cluster (made by start()) after a stop."""
         options = (
             f"-c port={self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.base} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
@@ -83,13 +92,16 @@ class PostgresServer:
             str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.base / "postgres.log"),
             "-o", options, "-w", "start",
         )
-        self._as_postgres(
-            str(PG_BIN / "psql"), "-h", str(self.base), "-p", str(self.port), "-U", self.user, "-d", "postgres",
-            "-c", f"CREATE DATABASE {self.database}",
-        )
-        return self
+
+    def psql(self, sql: str) -> str:
+        """Run SQL as the cluster's superuser (the tests' own role); returns what psql printed."""
+        return self._as_postgres(
+            str(PG_BIN / "psql"), "-h", str(self.base), "-p", str(self.port), "-U", self.user, "-d", self.database,
+            "-v", "ON_ERROR_STOP=1", "-At", "-c", sql,
+        ).stdout
 
     def stop(self) -> None:
+        """Stop at once, as a crash or a pulled plug would (no checkpoint, connections cut)."""
         if self.data_dir.exists():
             subprocess.run(
                 [*(["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []),
@@ -138,13 +150,30 @@ class RedisServer:
         )
         return result.stdout.strip()
 
-    def stop(self) -> None:
-        pidfile = self.folder / "redis.pid"
-        if pidfile.exists():
+    def pid(self) -> int | None:
+        try:
+            return int((self.folder / "redis.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def signal(self, signum: int) -> None:
+        pid = self.pid()
+        if pid is not None:
             try:
-                os.kill(int(pidfile.read_text()), signal.SIGTERM)
-            except (ProcessLookupError, ValueError):
+                os.kill(pid, signum)
+            except ProcessLookupError:
                 pass
+
+    def crash(self) -> None:
+        """kill -9: what the AOF had not written to disk yet is lost, as in a real crash."""
+        pid = self.pid()
+        self.signal(signal.SIGKILL)
+        if pid is not None:
+            wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10, f"redis {self.name} to die")
+        (self.folder / "redis.pid").unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        self.signal(signal.SIGTERM)
 
 
 # Workers never rely on root's power to read any file: in production they run as an unprivileged user; here,
@@ -226,6 +255,15 @@ class Supervisor:
         pid = int(self.ctl("pid", f"soniquebay-{name}").strip())
         os.killpg(os.getpgid(pid), signal.SIGKILL)
         return pid
+
+    def pool_pids(self, name: str) -> list[int]:
+        """The pool processes (children) of a program's Celery main process."""
+        main = int(self.ctl("pid", f"soniquebay-{name}").strip())
+        try:
+            children = Path(f"/proc/{main}/task/{main}/children").read_text().split()
+        except FileNotFoundError:
+            return []
+        return [int(pid) for pid in children]
 
     def all_running(self) -> bool:
         status = self.ctl("status", check=False)

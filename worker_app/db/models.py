@@ -162,6 +162,10 @@ class ScanUnit(Base):
     # how many times the message of that stage was delivered.
     stage: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     deliveries: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+    # Deliveries at this stage that came back as the same message (the same Celery retry count): the worker that
+    # had it died. A retry after a passing error carries the next retry count: not a death.
+    deaths: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+    last_retries: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     # When its latest message went to the broker; NULL: registered and not sent yet (the relay sends it).
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The passing error (database, broker) its latest delivery met and will be retried after.

@@ -1,14 +1,16 @@
 """Test-only, and off unless SONIQUEBAY_TEST_CRASH_MARKER or SONIQUEBAY_TEST_CRASH_PLAN is set: lets the test suite
-make a real worker die, as a crash in a C library or the kernel's OOM killer would, to prove that the scan survives
-it.
+make a real worker die, or a real read fail, as a crash in a C library, the kernel's OOM killer or a failing disk
+would, to prove that the scan survives it.
+
 - On a chosen file or folder: a path whose name holds ``MARKER-exit`` kills the worker process; one holding
   ``MARKER-nomem`` runs out of memory.
-- On a chosen file, a read that fails as a disk would: a name holding ``MARKER-eio`` or ``MARKER-estale`` fails to
-  open with that error, one holding ``MARKER-slow`` takes longer than the per-file time limit to open
-  (``install_read_faults``: the extractor's own ``open``, so its error handling is what is tested).
-- In a chosen stage: the crash plan is a file of lines ``STAGE COUNT`` (extract, batch, insert, chunk, cleanup,
-  enrich, vectorize); a delivery of that stage's task kills its worker process while COUNT is above zero, and
-  takes one off it.
+- The crash plan (the file SONIQUEBAY_TEST_CRASH_PLAN names) holds lines:
+  ``STAGE COUNT``: a delivery of that stage's task (chunk, extract, batch, insert, cleanup, enrich, vectorize) kills
+  its worker process before its work while COUNT is above zero, and takes one off it; ``STAGE-after COUNT`` the
+  same, after its work committed and its messages went (before the broker hears it is done);
+  ``read FAULT PATH``: opening PATH to read its tags fails with EIO or ESTALE, takes longer than the per-file time
+  limit (slow), or kills the worker (exit), for as long as the line is there. The extractor's own ``open`` is
+  replaced (``install_read_faults``), so its own error handling is what the tests see.
 """
 from __future__ import annotations
 
@@ -30,40 +32,59 @@ def crash_if_marked(path: str) -> None:
             raise MemoryError(f"test hook: {name}")
 
 
-def crash_if_planned(stage: str) -> None:
+def _plan_lines() -> list[list[str]]:
+    plan = get_settings().test_crash_plan
+    if not plan or not os.path.exists(plan):
+        return []
+    with open(plan) as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        return [line.split(" ", 2) for line in handle.read().splitlines() if line.strip()]
+
+
+def crash_if_planned(step: str) -> None:
+    """Kill this worker process if the plan says so for ``step`` (a stage, or a stage followed by -after)."""
     plan = get_settings().test_crash_plan
     if not plan or not os.path.exists(plan):
         return
     with open(plan, "r+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        counts = dict(line.split() for line in handle.read().splitlines() if line.strip())
-        if int(counts.get(stage, 0)) <= 0:
+        lines = [line.split(" ", 2) for line in handle.read().splitlines() if line.strip()]
+        for fields in lines:
+            if len(fields) == 2 and fields[0] == step and int(fields[1]) > 0:
+                fields[1] = str(int(fields[1]) - 1)
+                break
+        else:
             return
-        counts[stage] = str(int(counts[stage]) - 1)
         handle.seek(0)
         handle.truncate()
-        handle.write("".join(f"{name} {count}\n" for name, count in counts.items()))
+        handle.write("".join(" ".join(fields) + "\n" for fields in lines))
         handle.flush()
         os.fsync(handle.fileno())
     os._exit(70)
 
 
 def install_read_faults() -> None:
-    """Make the extractor's file opening fail as a failing disk would, for marked names (see above)."""
-    marker = get_settings().test_crash_marker
+    """Make the extractor's file opening fail as planned (see above)."""
+    if not get_settings().test_crash_plan:
+        return
     from worker_app.metadata import reader
 
-    if not marker or getattr(reader, "open", None) is not None:
+    if getattr(reader, "open", None) is not None:
         return
     real_open = open
 
-    def faulty_open(path, *args, **kwargs):
-        name = os.path.basename(os.fsdecode(path))
-        for tag, code in (("eio", errno.EIO), ("estale", errno.ESTALE)):
-            if f"{marker}-{tag}" in name:
-                raise OSError(code, os.strerror(code), path)
-        if f"{marker}-slow" in name:
-            time.sleep(3600)  # the per-file time limit interrupts it
+    def planned_open(path, *args, **kwargs):
+        wanted = os.fsdecode(path)
+        for fields in _plan_lines():
+            if len(fields) == 3 and fields[0] == "read" and fields[2] == wanted:
+                fault = fields[1]
+                if fault in ("eio", "estale"):
+                    code = errno.EIO if fault == "eio" else errno.ESTALE
+                    raise OSError(code, os.strerror(code), wanted)
+                if fault == "slow":
+                    time.sleep(3600)  # the per-file time limit interrupts it
+                if fault == "exit":
+                    os._exit(70)
         return real_open(path, *args, **kwargs)
 
-    reader.open = faulty_open  # type: ignore[attr-defined]
+    reader.open = planned_open  # type: ignore[attr-defined]

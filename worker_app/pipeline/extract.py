@@ -15,7 +15,9 @@ from worker_app.metadata.reader import read_folder_cover, read_stream_info, read
 from worker_app.metadata.record import UnreadableFileError
 from worker_app.paths import display_path
 from worker_app.pipeline.crash_hook import crash_if_marked, install_read_faults
-from worker_app.pipeline.ledger import PASSING, VERDICT, Failure, hand_off, mark_current_path, publish, take_poison
+from worker_app.pipeline.ledger import (
+    PASSING, VERDICT, Failure, hand_off, mark_current_path, publish, take_poison,
+)
 from worker_app.pipeline.unit_task import UnitTask
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,8 @@ def extract_metadata_batch(self, scan_id: int, key: str, files: list, folder_cov
     from worker_app.pipeline.batch import BATCH_STAGE, batch_entities
 
     install_read_faults()
-    deliveries, poison = take_poison(scan_id, key)
-    careful = self.deaths(deliveries) > 0
+    poison = take_poison(scan_id, key)
+    careful = self.unit_deaths > 0
     records, failures, covers = [], [], {}
     folder_cover_shas: dict[str, str] = {}
     for folder, cover_path in folder_covers.items():

@@ -148,7 +148,7 @@ def reset_units(session: Session, scan_id: int, keys: list[str] | None = None) -
         condition.append(ScanUnit.key.in_(keys))
     rows = session.execute(
         update(ScanUnit).where(*condition)
-        .values(stage=0, deliveries=0, sent_at=None, updated_at=func.now())
+        .values(stage=0, deliveries=0, deaths=0, sent_at=None, updated_at=func.now())
         .returning(ScanUnit.key, ScanUnit.message)
     ).all()
     return sorted((key, message) for key, message in rows)
@@ -235,22 +235,27 @@ class Delivery:
 
     action: str
     deliveries: int = 0
+    deaths: int = 0
 
 
-def begin_delivery(scan_id: int, key: str, stage: int) -> Delivery:
+def begin_delivery(scan_id: int, key: str, stage: int, retries: int) -> Delivery:
     """Count one more delivery of a unit's message at ``stage``, committed at once so that it survives the worker
-    dying. The first delivery at a stage counts 1; a message of an earlier stage than the unit's is not run."""
+    dying. The first delivery at a stage counts 1; a message of an earlier stage than the unit's is not run. The
+    same message delivered again (same ``retries``, Celery's retry count) means the worker that had it died."""
+    same_stage = ScanUnit.stage == stage
     with transaction() as session:
-        deliveries = session.execute(
+        row = session.execute(
             update(ScanUnit)
             .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key, ScanUnit.state == "pending",
                    ScanUnit.stage <= stage)
-            .values(deliveries=case((ScanUnit.stage == stage, ScanUnit.deliveries + 1), else_=1),
-                    stage=stage, updated_at=func.now())
-            .returning(ScanUnit.deliveries)
-        ).scalar()
-        if deliveries is not None:
-            return Delivery("run", deliveries)
+            .values(deaths=case((and_(same_stage, ScanUnit.deliveries > 0, ScanUnit.last_retries == retries),
+                                 ScanUnit.deaths + 1), (same_stage, ScanUnit.deaths), else_=0),
+                    deliveries=case((same_stage, ScanUnit.deliveries + 1), else_=1),
+                    last_retries=retries, stage=stage, updated_at=func.now())
+            .returning(ScanUnit.deliveries, ScanUnit.deaths)
+        ).first()
+        if row is not None:
+            return Delivery("run", row.deliveries, row.deaths)
         state = session.execute(
             select(ScanUnit.state).where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
         ).scalar()
@@ -265,7 +270,7 @@ def hand_off(scan_id: int, key: str, stage: int) -> None:
             update(ScanUnit)
             .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key, ScanUnit.state == "pending",
                    ScanUnit.stage < stage)
-            .values(stage=stage, deliveries=0, sent_at=func.now(), updated_at=func.now())
+            .values(stage=stage, deliveries=0, deaths=0, sent_at=func.now(), updated_at=func.now())
         )
 
 
@@ -276,12 +281,12 @@ def note_passing_error(scan_id: int, key: str, error: str) -> None:
                         .values(last_error=error[:500]))
 
 
-def take_poison(scan_id: int, key: str) -> tuple[int, list[str]]:
-    """(deliveries, poison paths) of a unit. A path still marked as being read when the unit comes back is the one
+def take_poison(scan_id: int, key: str) -> list[str]:
+    """The poison paths of a unit. A path still marked as being read when the unit comes back is the one
     that killed the worker last time: it joins the unit's poison list, committed at once."""
     with transaction() as session:
         row = session.execute(
-            select(ScanUnit.deliveries, ScanUnit.current_path, ScanUnit.poison_paths)
+            select(ScanUnit.current_path, ScanUnit.poison_paths)
             .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
         ).one()
         poison = list(row.poison_paths)
@@ -291,7 +296,7 @@ def take_poison(scan_id: int, key: str) -> tuple[int, list[str]]:
                 update(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
                 .values(poison_paths=poison, current_path=None)
             )
-    return row.deliveries, poison
+    return poison
 
 
 def mark_current_path(scan_id: int, key: str, path: str | None) -> None:

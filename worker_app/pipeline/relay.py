@@ -30,7 +30,7 @@ from worker_app.db.models import BrokerEpoch, Scan, ScanUnit
 from worker_app.db.session import transaction
 from worker_app.limits import DEFERRED_FINALIZE
 from worker_app.pipeline.ledger import mark_sent, publish, reset_units, send_stored, send_units
-from worker_app.pipeline.unit_task import PipelineTask
+from worker_app.pipeline.unit_task import is_passing_error
 from worker_app.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -144,10 +144,20 @@ def resend_lost_with_broker(uptime: float) -> dict[str, int]:
     return figures
 
 
-@app.task(name="relay_units", base=PipelineTask, bind=True, acks_late=True, ignore_result=True,
-          **DEFERRED_FINALIZE.options)
-def relay_units(self) -> dict:
-    """Send unsent units; after a broker restart, what it lost. Returns figures for the log."""
+@app.task(name="relay_units", acks_late=True, ignore_result=True, **DEFERRED_FINALIZE.options)
+def relay_units() -> dict:
+    """Send unsent units; after a broker restart, what it lost. Returns figures for the log. Not retried: the next
+    tick (a second or a few later) is the retry."""
+    try:
+        return _relay()
+    except Exception as error:
+        if not is_passing_error(error):
+            raise
+        log.warning("relay: %s: %s (next tick tries again)", type(error).__name__, error)
+        return {"error": str(error)}
+
+
+def _relay() -> dict:
     figures: dict = {"unsent": send_unsent()}
     run_id, uptime, broker_started = broker_identity()
     if notice_broker(run_id):

@@ -244,10 +244,10 @@ def scan_directory_chunk(self, scan_id: int, key: str, folders: list[str]) -> di
     settings = get_settings()
     with transaction() as session:
         root, listed_at = _scan_root(session, scan_id)
-    deliveries, poison = take_poison(scan_id, key)
+    poison = take_poison(scan_id, key)
     # Redelivered: an earlier delivery may have died on a folder. List carefully, committing each folder before
     # opening it, so that the next delivery can leave that one folder out.
-    careful = self.deaths(deliveries) > 0
+    careful = self.unit_deaths > 0
     listing = list_folders(
         folders, root, settings.chunk_entries,
         deadline=time.monotonic() + SCAN.options["soft_time_limit"] * LISTING_SHARE_OF_TIME_LIMIT,

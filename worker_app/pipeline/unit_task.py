@@ -6,8 +6,8 @@ backoff, for as long as it takes, and nothing is recorded as failed or deleted m
 
 ``UnitTask`` (a task that does one unit of a scan: ``run(scan_id, unit_key, ...)``), in addition:
 - each delivery is counted at the unit's stage, committed before the work starts (``ledger.begin_delivery``);
-- a message whose earlier deliveries at this stage killed their worker (retries are not deaths) is not run once
-  more after ``max_deliveries`` deaths: its files are parked as failed, and the scan goes on;
+- a message whose earlier deliveries at this stage killed their worker (the same message came back; a retry after a
+  passing error is a new message, not a death) is not run once more after ``max_deliveries`` deaths: its files are parked as failed, and the scan goes on;
 - a unit already done, or already at a later stage, is not done again (a duplicate delivery); a done unit's
   children that were never sent are sent then;
 - a task that fails for good (an error no retry cures, a time limit) still closes its unit with failure records,
@@ -96,13 +96,14 @@ class UnitTask(PipelineTask):
     # name of that step (scan_units.kind of its first step: chunk, extract, batch, insert, cleanup...).
     unit_stage = 1
     unit_kind = "chunk"
+    unit_deaths = 0
 
     def paths_of(self, args: tuple, kwargs: dict) -> list[str]:
         """The files this unit's message is about, to be recorded as failed if the unit cannot be done."""
         return []
 
     def run_delivery(self, scan_id: int, key: str, *args, **kwargs):
-        delivery = begin_delivery(scan_id, key, self.unit_stage)
+        delivery = begin_delivery(scan_id, key, self.unit_stage, self.request.retries or 0)
         if delivery.action == "missing":
             log.warning("scan %s has no unit %s: dropping the message", scan_id, key)
             return {"skipped": key, "why": "no such unit"}
@@ -111,8 +112,8 @@ class UnitTask(PipelineTask):
             return {"skipped": key, "why": "done"}
         if delivery.action == "passed":
             return {"skipped": key, "why": "a later stage has it"}
-        self.deliveries = delivery.deliveries
-        deaths = self.deaths(delivery.deliveries)
+        # Read by the task: after a death it works carefully (one file or folder at a time, each committed first).
+        self.unit_deaths = deaths = delivery.deaths
         max_deliveries = get_settings().max_deliveries
         if deaths >= max_deliveries:
             self.close_unit_as_failed(
@@ -121,7 +122,9 @@ class UnitTask(PipelineTask):
             )
             return {"skipped": key, "why": "parked"}
         crash_if_planned(self.unit_kind)
-        return self.run(scan_id, key, *args, **kwargs)
+        result = self.run(scan_id, key, *args, **kwargs)
+        crash_if_planned(f"{self.unit_kind}-after")
+        return result
 
     def on_passing_error(self, args: tuple, error: BaseException) -> None:
         if len(args) >= 2:
@@ -129,11 +132,6 @@ class UnitTask(PipelineTask):
                 note_passing_error(args[0], args[1], _describe(error))
             except Exception:  # noqa: BLE001 - the database may be the passing error itself
                 pass
-
-    def deaths(self, deliveries: int) -> int:
-        """How many earlier deliveries of this unit's message at this stage ended without an answer (their worker
-        died). A Celery retry (after a passing error) is a new delivery too, but not a death."""
-        return max(deliveries - 1 - (self.request.retries or 0), 0)
 
     def record_unit_failure(self, session: Session, scan_id: int, key: str, paths: list[str], reason: str) -> int:
         """Record why this unit's paths were not handled (passing: the next scan reads them again); returns how

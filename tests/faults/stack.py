@@ -1,0 +1,163 @@
+"""The fault tests' stack and the checks they share.
+
+The stack is the single-host system of tests/services.py with the timeouts shrunk so that each fault plays out in
+seconds, except the two that would hide a missing fast path: the visibility timeout and the stall timeout stay at an
+hour, so a scan that completes in minutes after a fault did not wait for them. The workers and the command line
+use a database role with only the rights to read and write rows (as a pipeline role would), so that a test can take
+one away; migrations run as the owner."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.orm import Session
+
+from tests.services import VENV_BIN, Stack, wait_for
+
+PIPELINE_ROLE = "sb_pipeline"
+
+FAULT_ENV = {
+    "SONIQUEBAY_BATCH_SIZE": "20",
+    # The longest task time limit becomes 90 s, the shortest soft one 13.5 s, the per-file time limit 3 s.
+    "SONIQUEBAY_TIME_LIMIT_SCALE": "0.05",
+    "SONIQUEBAY_DB_IDLE_TRANSACTION_TIMEOUT": "5",
+    "SONIQUEBAY_MAX_DELIVERIES": "3",
+    "SONIQUEBAY_RELAY_INTERVAL": "1",
+    # An hour each: what completes a scan within a test's minutes is never one of them.
+    "SONIQUEBAY_VISIBILITY_TIMEOUT": "3600",
+    "SONIQUEBAY_STALL_TIMEOUT": "3700",
+}
+
+
+@contextmanager
+def fault_stack(base: Path, roots: list[Path], **extra_env: str):
+    """A started stack (services, schema at head, a pipeline role, supervisor with every worker program)."""
+    plan = base / "crash-plan"
+    stack = Stack(base, roots, extra_env={**FAULT_ENV, "SONIQUEBAY_TEST_CRASH_PLAN": str(plan), **extra_env})
+    stack.crash_plan = plan
+    stack.start_services()
+    try:
+        stack.soniquebay("db", "upgrade")
+        password = stack.postgres.password + "p"
+        stack.postgres.psql(
+            f"CREATE ROLE {PIPELINE_ROLE} LOGIN PASSWORD '{password}';"
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {PIPELINE_ROLE};"
+            f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {PIPELINE_ROLE};")
+        stack.owner_url = stack.postgres.url
+        pipeline_url = stack.postgres.url.replace(f"//{stack.postgres.user}:{stack.postgres.password}@",
+                                                  f"//{PIPELINE_ROLE}:{password}@")
+        stack.extra_env["SONIQUEBAY_DATABASE_URL"] = pipeline_url
+        stack.env_file.write_text("".join(f"{key}={value}\n" for key, value in stack.env.items()))
+        stack.start_workers()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def engine_of(stack):
+    return create_engine(stack.owner_url, pool_size=2, pool_pre_ping=True)
+
+
+def start_scan(stack, root: Path, timeout: float = 600, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(VENV_BIN / "soniquebay"), "scan", str(root), "--wait", "--json", "--timeout", str(timeout), *args],
+        env=stack.cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def finish(stack, process: subprocess.Popen, timeout: float = 600) -> dict:
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, f"rc {process.returncode}\n{err}\n{out}\n{stack.diagnostics()}"
+    return json.loads(out)
+
+
+def scan(stack, root: Path, timeout: float = 600) -> dict:
+    return finish(stack, start_scan(stack, root, timeout), timeout + 30)
+
+
+def latest_scan_id(engine) -> int:
+    with Session(engine) as session:
+        return wait_for(lambda: session.execute(text("SELECT max(id) FROM scans")).scalar(), 60, "a scan row")
+
+
+def units_done_share(engine, scan_id: int) -> tuple[int, int]:
+    from worker_app.db.models import ScanUnit
+
+    with Session(engine) as session:
+        done, known = session.execute(
+            select(func.count().filter(ScanUnit.state == "done"), func.count()).where(ScanUnit.scan_id == scan_id)
+        ).one()
+    return done, known
+
+
+def wait_until_under_way(stack, engine, scan_id: int, share: float, minimum_units: int = 10,
+                         timeout: float = 180) -> None:
+    def far_enough():
+        done, known = units_done_share(engine, scan_id)
+        return known >= minimum_units and done >= share * known
+
+    try:
+        wait_for(far_enough, timeout, f"{share:.0%} of scan {scan_id}'s units done", interval=0.05)
+    except TimeoutError as error:
+        raise AssertionError(stack.diagnostics()) from error
+
+
+def catalogue_under(engine, root: Path) -> list[str]:
+    from worker_app.db.models import Track
+
+    prefix = os.fsdecode(root).rstrip("/") + "/"
+    with Session(engine) as session:
+        return session.execute(select(Track.path).where(Track.path.startswith(prefix))).scalars().all()
+
+
+def expected_paths(library) -> list[str]:
+    from worker_app.paths import db_path
+
+    return sorted(db_path(path)[0] for path in library.by_path)
+
+
+def assert_catalogue_exact(engine, library, summary: dict | None = None) -> None:
+    """Every readable file of the library once, nothing else; with the scan's summary, exact figures."""
+    catalogued = catalogue_under(engine, library.root)
+    assert len(catalogued) == len(set(catalogued)), "a track is catalogued twice"
+    expected = expected_paths(library)
+    assert sorted(set(expected) - set(catalogued)) == [], "tracks lost"
+    assert sorted(set(catalogued) - set(expected)) == [], "tracks that are not in the library"
+    if summary is not None:
+        assert summary["status"] == "complete", summary
+        assert summary["failed"] == len(library.corrupt), summary
+
+
+def unit_failures(engine, scan_id: int) -> list[tuple[str, str, str]]:
+    """Failure records of the passing kind: work a fault made fail (there must be none when the fault passed)."""
+    from worker_app.db.models import ScanFailure
+
+    with Session(engine) as session:
+        return session.execute(select(ScanFailure.path, ScanFailure.stage, ScanFailure.reason).where(
+            ScanFailure.scan_id == scan_id, ScanFailure.kind == "passing")).all()
+
+
+def set_plan(stack, *lines: str) -> None:
+    stack.crash_plan.write_text("".join(line + "\n" for line in lines))
+
+
+def plan_left(stack) -> dict[str, int]:
+    if not stack.crash_plan.exists():
+        return {}
+    return {fields[0]: int(fields[1]) for fields in (line.split() for line in stack.crash_plan.read_text()
+                                                     .splitlines()) if len(fields) == 2}
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.monotonic() - self.start
+        return False
