@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from tests.audio_factory import make_library
 from tests.services import REPO, VENV_BIN, Stack, Supervisor, wait_for
-from worker_app.db.models import Track
+from worker_app.db.migrate import MIGRATION_LOCK_KEY
 from worker_app.paths import db_path
 
 pytestmark = pytest.mark.timeout(900)
@@ -343,14 +343,14 @@ def test_a_scan_completes_while_the_next_release_migrates(upgrade_stack, next_re
     in_flight = catalogued()
 
     assert migration.returncode == 0, migrated_err
-    retries = int(migrated_out.strip().splitlines()[-1])
-    retry_lines = RETRY_LINE.findall(migrated_err)
-    assert retries >= 1 and len(retry_lines) == retries, migrated_err
-    assert "canceling statement due to lock timeout" in migrated_err
     # Nobody waited behind the migration much longer than the lock timeout.
     assert probe.errors == []
     assert len(probe.latencies) >= 5, "the probe hardly ran"
     assert max(probe.latencies) < 3 * LOCK_TIMEOUT, (max(probe.latencies), migrated_err)
+    retries = int(migrated_out.strip().splitlines()[-1])
+    retry_lines = RETRY_LINE.findall(migrated_err)
+    assert retries >= 1 and len(retry_lines) == retries, migrated_err
+    assert "canceling statement due to lock timeout" in migrated_err
 
     out, err = scan.communicate(timeout=600)
     assert scan.returncode == 0, err + out + stack.diagnostics()
@@ -416,3 +416,56 @@ def test_an_index_built_concurrently_lets_writers_through(upgrade_stack, next_re
             "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
             "WHERE i.indrelid = 'upgrade_probe'::regclass AND c.relname <> 'upgrade_probe_pkey'")).all()
     assert valid == [("ix_upgrade_probe_v", True)]  # the failed attempts' invalid index was dropped
+
+
+# ------------------------------------------------------------------------------------- the start rule, case by case
+
+@pytest.mark.parametrize(("database", "starts"), [
+    (("0002",), True),           # this release's head
+    (("0001",), False),          # older: an ancestor of the head
+    ((), False),                 # never migrated
+    (("u0003",), True),          # unknown: a newer release migrated first
+    (("0001", "u0003"), False),  # branches, one of them older than the code
+])
+def test_the_start_rule(database, starts):
+    from worker_app.db.schema_check import judge
+
+    verdict = judge(database, "0002", frozenset({"0001", "0002"}))
+    assert verdict.start is starts, verdict
+    if not starts:
+        assert verdict.message.endswith("this release needs 0002: run `soniquebay db upgrade`")
+
+
+# ------------------------------------------------------------------------------ two upgrades, and one that gives up
+
+def test_a_second_upgrade_waits_for_the_first_and_a_stuck_one_gives_up(upgrade_stack, next_release):
+    stack, _ = upgrade_stack
+    scripts, _ = next_release
+    engine = create_engine(stack.postgres.url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE IF NOT EXISTS upgrade_probe (id bigserial PRIMARY KEY, v integer)"))
+    first = _migrate(stack, "u0003", scripts)  # whatever the tests before left, u0003 from here on
+    assert first.wait(300) == 0, first.stderr.read()
+
+    with engine.connect() as other_upgrade:
+        other_upgrade.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        waiting = _migrate(stack, "u0004", scripts)
+        time.sleep(3 * LOCK_TIMEOUT)
+        assert waiting.poll() is None, waiting.communicate()  # it waits, whatever the lock timeout
+        other_upgrade.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        other_upgrade.commit()
+    out, err = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0 and "another `soniquebay db upgrade` is running: waiting" in err, err
+
+    # A downgrade to u0003, then an upgrade that never gets its lock: it gives up after its attempts, non-zero.
+    down = subprocess.run([sys.executable, "-c", "import sys; from worker_app.db.migrate import downgrade; "
+                           "downgrade(sys.argv[1], sys.argv[2])", "u0003", str(scripts)],
+                          env=stack.cli_env(), cwd=REPO, capture_output=True, text=True)
+    assert down.returncode == 0, down.stderr
+    with engine.connect() as reader:
+        reader.execute(text("LOCK TABLE upgrade_probe IN SHARE ROW EXCLUSIVE MODE"))  # blocks CREATE INDEX
+        stuck = _migrate(stack, "u0004", scripts, SONIQUEBAY_MIGRATION_ATTEMPTS="2")
+        out, err = stuck.communicate(timeout=300)
+        reader.rollback()
+    assert stuck.returncode != 0
+    assert len(RETRY_LINE.findall(err)) == 1 and "migration gave up after 2 attempts" in err, err

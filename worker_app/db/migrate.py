@@ -25,6 +25,8 @@ log = logging.getLogger("worker_app.migrate")
 # lock_not_available (lock_timeout, NOWAIT) and deadlock_detected: a migration that lost a race for its locks,
 # which running it again later can win. Anything else is a real error and is raised at once.
 RETRYABLE_SQLSTATES = {"55P03", "40P01"}
+# pg_advisory_lock's key for "a migration is running" (any constant: nothing else in the catalogue takes one).
+MIGRATION_LOCK_KEY = 0x50_4E_51_55_45
 # Longest pause between two attempts.
 MAX_BACKOFF = 60.0
 

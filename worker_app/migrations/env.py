@@ -16,15 +16,13 @@ import logging
 from alembic import context
 from sqlalchemy import text
 
+from worker_app.db.migrate import MIGRATION_LOCK_KEY
 from worker_app.db.models import Base
 from worker_app.db.session import get_engine
 from worker_app.settings import get_settings
 
 target_metadata = Base.metadata
 log = logging.getLogger("worker_app.migrate")
-
-# pg_advisory_lock's key for "a migration is running" (any constant: nothing else in the catalogue takes one).
-MIGRATION_LOCK_KEY = 0x50_4E_51_55_45  # "SONQUE"-ish, fits in a bigint
 
 
 def run_migrations_online() -> None:
