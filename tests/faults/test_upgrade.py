@@ -327,14 +327,22 @@ def test_a_scan_completes_while_the_next_release_migrates(upgrade_stack, next_re
         raise AssertionError(stack.diagnostics()) from error
 
     # A long reader on tracks (a report, a pg_dump): its ACCESS SHARE lock blocks the ALTER TABLE for 5 lock
-    # timeouts. Without a lock timeout the ALTER would wait that long at the head of the queue, and every worker
-    # query on tracks would wait behind it.
+    # timeouts once the ALTER is queued. Without a lock timeout the ALTER would wait that long at the head of the
+    # queue, and every worker query on tracks would wait behind it (this test then fails on the probe).
     hold = 5 * LOCK_TIMEOUT
     probe = LatencyProbe(stack.postgres.url, "SELECT count(*) FROM tracks")
-    with engine.connect() as blocker:
+    with engine.connect() as blocker, engine.connect() as watcher:
         blocker.execute(text("SELECT count(*) FROM tracks"))
         probe.start()
         migration = _migrate(stack, "u0003", scripts)
+
+        def alter_queued() -> bool:
+            watcher.rollback()  # a fresh snapshot of pg_stat_activity each time
+            return bool(watcher.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query ILIKE 'ALTER TABLE tracks%'")).scalar())
+
+        wait_for(alter_queued, 60, "the migration's ALTER TABLE queued behind the reader", interval=0.02)
         time.sleep(hold)
         blocker.rollback()
     migrated_out, migrated_err = migration.communicate(timeout=300)
