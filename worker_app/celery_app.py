@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import celeryd_init
 from kombu import Queue
 
 from worker_app.limits import TASK_LIMITS
@@ -94,3 +95,13 @@ def create_app() -> Celery:
 
 
 app = create_app()
+
+
+@celeryd_init.connect
+def _refuse_an_older_schema(**_) -> None:
+    """A worker whose code is newer than the catalogue's schema exits before it consumes anything (it would fail
+    every unit); see worker_app/db/schema_check.py. celeryd_init is the worker's first signal, before the pipeline
+    modules are imported: a refusing worker must exit within supervisor's startsecs to end FATAL."""
+    from worker_app.db.schema_check import refuse_to_start_on_an_older_schema
+
+    refuse_to_start_on_an_older_schema()

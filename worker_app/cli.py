@@ -261,12 +261,32 @@ def db() -> None:
     """The catalogue's schema."""
 
 
+def _log_migrations() -> None:
+    """Alembic's "Running upgrade" lines and the retries' (worker_app.migrate) on standard error."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 @db.command()
 def upgrade() -> None:
-    """Apply every Alembic migration not yet applied."""
+    """Apply every Alembic migration not yet applied (safe while the workers run: see docs/deploy.md)."""
     from worker_app.db.migrate import current_revision, upgrade as run_upgrade
 
-    run_upgrade()
+    _log_migrations()
+    retries = run_upgrade()
+    click.echo(f"catalogue at revision {current_revision()}" + (f" ({retries} retries)" if retries else ""))
+
+
+@db.command(context_settings={"ignore_unknown_options": True})  # "-1" is a revision, not an option
+@click.argument("revision")
+def downgrade(revision: str) -> None:
+    """Undo migrations down to REVISION ("-1": the latest one). Workers of this release refuse to start after."""
+    from worker_app.db.migrate import current_revision, downgrade as run_downgrade
+
+    _log_migrations()
+    run_downgrade(revision)
     click.echo(f"catalogue at revision {current_revision()}")
 
 

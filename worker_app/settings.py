@@ -71,6 +71,14 @@ class Settings:
     def shortest_soft_time_limit(self) -> float:
         return SHORTEST_SOFT_TIME_LIMIT * self.time_limit_scale
 
+    # (Fields with defaults, declared after the properties.)
+    # A migration waits at most this long (seconds) for each lock it needs (PostgreSQL's lock_timeout): an ALTER
+    # queued behind a long transaction would otherwise hold up every query that queues behind it, for as long.
+    migration_lock_timeout: int = 5
+    # Attempts of `soniquebay db upgrade` when a migration hits the lock timeout (then backs off and retries
+    # the migrations not yet applied); after the last one it fails.
+    migration_attempts: int = 10
+
 
 def _read_environment() -> dict[str, str]:
     env_file = os.environ.get("SONIQUEBAY_ENV_FILE", DEFAULT_ENV_FILE)
@@ -118,6 +126,8 @@ def load_settings() -> Settings:
                                     visibility_timeout + max(60, visibility_timeout // 10)),
         time_limit_scale=scale,
         db_idle_transaction_timeout=_positive_int(values, "SONIQUEBAY_DB_IDLE_TRANSACTION_TIMEOUT", 60),
+        migration_lock_timeout=_positive_int(values, "SONIQUEBAY_MIGRATION_LOCK_TIMEOUT", 5),
+        migration_attempts=_positive_int(values, "SONIQUEBAY_MIGRATION_ATTEMPTS", 10),
         max_cover_bytes=_positive_int(values, "SONIQUEBAY_MAX_COVER_BYTES", 16 * 1024 * 1024),
         file_time_limit=_positive_int(values, "SONIQUEBAY_FILE_TIME_LIMIT", 30) * max(scale, 0.1),
         timezone=values.get("SONIQUEBAY_TIMEZONE", "Europe/Paris"),
