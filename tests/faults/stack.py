@@ -80,9 +80,18 @@ def scan(stack, root: Path, timeout: float = 600) -> dict:
     return finish(stack, start_scan(stack, root, timeout), timeout + 30)
 
 
-def latest_scan_id(engine) -> int:
+def newest_scan_id(engine) -> int:
     with Session(engine) as session:
-        return wait_for(lambda: session.execute(text("SELECT max(id) FROM scans")).scalar(), 60, "a scan row")
+        return session.execute(text("SELECT coalesce(max(id), 0) FROM scans")).scalar()
+
+
+def scan_started_after(engine, previous: int) -> int:
+    """The id of the scan a `soniquebay scan` just started (the first one newer than ``previous``)."""
+    def newer():
+        with Session(engine) as session:
+            return session.execute(text("SELECT min(id) FROM scans WHERE id > :id"), {"id": previous}).scalar()
+
+    return wait_for(newer, 60, "the new scan's row")
 
 
 def units_done_share(engine, scan_id: int) -> tuple[int, int]:
@@ -126,8 +135,10 @@ def assert_catalogue_exact(engine, library, summary: dict | None = None) -> None
     catalogued = catalogue_under(engine, library.root)
     assert len(catalogued) == len(set(catalogued)), "a track is catalogued twice"
     expected = expected_paths(library)
-    assert sorted(set(expected) - set(catalogued)) == [], "tracks lost"
-    assert sorted(set(catalogued) - set(expected)) == [], "tracks that are not in the library"
+    lost = sorted(set(expected) - set(catalogued))
+    assert lost == [], f"{len(lost)} tracks lost of {len(expected)} (scan {summary}): {lost[:5]}"
+    extra = sorted(set(catalogued) - set(expected))
+    assert extra == [], f"{len(extra)} tracks that are not in the library: {extra[:5]}"
     if summary is not None:
         assert summary["status"] == "complete", summary
         assert summary["failed"] == len(library.corrupt), summary

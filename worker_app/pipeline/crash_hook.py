@@ -8,6 +8,8 @@ would, to prove that the scan survives it.
   ``STAGE COUNT``: a delivery of that stage's task (chunk, extract, batch, insert, cleanup, enrich, vectorize) kills
   its worker process before its work while COUNT is above zero, and takes one off it; ``STAGE-after COUNT`` the
   same, after its work committed and its messages went (before the broker hears it is done);
+  ``hold PATH``: the extractor waits before reading PATH for as long as the line is there (at most a minute), so
+  that a test can keep a scan open;
   ``read FAULT PATH``: opening PATH to read its tags fails with EIO or ESTALE, takes longer than the per-file time
   limit (slow), or kills the worker (exit), for as long as the line is there. The extractor's own ``open`` is
   replaced (``install_read_faults``), so its own error handling is what the tests see.
@@ -88,3 +90,23 @@ def install_read_faults() -> None:
         return real_open(path, *args, **kwargs)
 
     reader.open = planned_open  # type: ignore[attr-defined]
+
+
+def hold_if_planned(path: str) -> None:
+    """Wait before reading ``path`` while the plan holds it (see above)."""
+    if not get_settings().test_crash_plan:
+        return
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(
+            len(fields) == 2 and fields[0] == "hold" and fields[1] == path
+            for fields in (line.split(" ", 1) for line in _plan_text_lines())):
+        time.sleep(0.2)
+
+
+def _plan_text_lines() -> list[str]:
+    plan = get_settings().test_crash_plan
+    if not plan or not os.path.exists(plan):
+        return []
+    with open(plan) as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        return [line for line in handle.read().splitlines() if line.strip()]

@@ -14,7 +14,7 @@ from worker_app.limits import EXTRACT
 from worker_app.metadata.reader import read_folder_cover, read_stream_info, read_track
 from worker_app.metadata.record import UnreadableFileError
 from worker_app.paths import display_path
-from worker_app.pipeline.crash_hook import crash_if_marked, install_read_faults
+from worker_app.pipeline.crash_hook import crash_if_marked, hold_if_planned, install_read_faults
 from worker_app.pipeline.ledger import (
     PASSING, VERDICT, Failure, hand_off, mark_current_path, publish, take_poison,
 )
@@ -58,6 +58,7 @@ def extract_metadata_batch(self, scan_id: int, key: str, files: list, folder_cov
             continue
         if careful:
             mark_current_path(scan_id, key, path)
+        hold_if_planned(path)
         try:
             crash_if_marked(path)
             record = read_track(path)

@@ -21,7 +21,7 @@ import random
 import kombu.exceptions
 import redis.exceptions
 from celery import Task
-from celery.exceptions import Retry
+from celery.exceptions import Reject, Retry
 from celery.signals import task_failure
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
@@ -80,7 +80,13 @@ class PipelineTask(Task):
             cap = self.retry_delay_cap * scale
             delay = min(cap, self.retry_first_delay * scale * 2 ** min(self.request.retries or 0, 10))
             log.warning("%s %s: %s; retrying in %.0f s", self.name, _unit_of(args), _describe(error), delay)
-            raise self.retry(exc=error, countdown=delay * random.uniform(0.5, 1.0), max_retries=None) from None
+            try:
+                raise self.retry(exc=error, countdown=delay * random.uniform(0.5, 1.0), max_retries=None) from None
+            except Reject as rejected:
+                # The retry could not be sent (the broker is unreachable too): hand the message back instead. If
+                # even that fails, it stays unacknowledged in the broker, which gives it out again (the relay puts
+                # it back at once after a broker restart).
+                raise Reject(rejected.reason, requeue=True) from None
 
     def run_delivery(self, *args, **kwargs):
         return self.run(*args, **kwargs)
@@ -165,8 +171,10 @@ def _describe(error: BaseException) -> str:
 
 @task_failure.connect
 def close_failed_unit(sender=None, exception=None, args=None, kwargs=None, **_):
-    if not isinstance(sender, UnitTask) or not args or len(args) < 2 or is_passing_error(exception):
+    if not isinstance(sender, UnitTask) or not args or len(args) < 2:
         return
+    if isinstance(exception, (Reject, Retry)) or is_passing_error(exception):
+        return  # handed back or retried: not a failure of the unit
     scan_id, key = args[0], args[1]
     reason = f"{type(exception).__name__}: {exception}"
     try:
