@@ -1264,6 +1264,49 @@ def _truncated_bytes(library: Library, rng, extension: str) -> bytes:
     return data[:moov - 4] if moov > 4 else data[:len(data) // 2]
 
 
+# ---------------------------------------------------------------- files for one reader rule each
+
+
+def _atom(name: bytes, body: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(body), name) + body
+
+
+def metadata_only_mp4(tags: dict[str, list]) -> bytes:
+    """An M4A made only of metadata boxes (ftyp, then moov/udta/meta/ilst, no track, no media data), with
+    ``tags`` (MP4 atom name -> values) written by mutagen: what an aborted download or a tagger's template leaves.
+    It holds no audio, so the reader must refuse it."""
+    handler = _atom(b"hdlr", bytes(8) + b"mdirappl" + bytes(9))
+    skeleton = (_atom(b"ftyp", b"M4A " + struct.pack(">I", 0x200) + b"M4A isomiso2")
+                + _atom(b"moov", _atom(b"udta", _atom(b"meta", bytes(4) + handler + _atom(b"ilst", b"")))))
+    buffer = io.BytesIO(skeleton)
+    audio = MP4(buffer)
+    for key, values in tags.items():
+        audio[key] = values
+    buffer.seek(0)
+    audio.save(buffer)
+    return buffer.getvalue()
+
+
+_ASF_HEADER_LENGTH = 30  # GUID, object size (u64), number of objects (u32), two reserved bytes
+_ASF_STREAM_OBJECTS = {uuid.UUID("B7DC0791-A9B7-11CF-8EE6-00C00C205365").bytes_le,  # stream properties
+                       uuid.UUID("86D15240-311D-11D0-A3A4-00A0C90348F6").bytes_le}  # codec list
+
+
+def asf_without_audio_stream(wma: bytes) -> bytes:
+    """A WMA file (tags included) cut down to its header without the stream properties and codec list objects,
+    and without its data object: tags, no audio stream."""
+    header_size, count = struct.unpack_from("<QI", wma, 16)
+    kept, position = [], _ASF_HEADER_LENGTH
+    for _ in range(count):
+        size = struct.unpack_from("<Q", wma, position + 16)[0]
+        if wma[position:position + 16] not in _ASF_STREAM_OBJECTS:
+            kept.append(wma[position:position + size])
+        position += size
+    body = b"".join(kept)
+    return (wma[:16] + struct.pack("<QI", _ASF_HEADER_LENGTH + len(body), len(kept))
+            + wma[28:_ASF_HEADER_LENGTH] + body)
+
+
 # ---------------------------------------------------------------- command line
 
 

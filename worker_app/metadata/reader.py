@@ -257,6 +257,7 @@ def _read_stream_info(context: ReadContext, path: str) -> dict[str, Any]:
         if info is None:
             audio = _load(view, path, warnings)
             audio_class, info = _base_class(type(audio)), audio.info
+            _check_has_audio(audio_class, info)
         return {"format": _FORMATS[audio_class][0],
                 **_stream_fields(audio_class, info, file_stat.st_size, warnings)}
 
@@ -268,6 +269,7 @@ def _read_track(context: ReadContext, path: str, stat_result: os.stat_result | N
     with _opened(path, file_stat.st_size, context) as view:
         audio = _load(view, path, warnings)
         audio_class = _base_class(type(audio))
+        _check_has_audio(audio_class, audio.info)
         record = TrackRecord(
             path=path,
             size_bytes=file_stat.st_size,
@@ -613,6 +615,21 @@ def _stream_fields(audio_class: type, info, size_bytes: int, warnings: list[str]
         "channels": _positive_int(channels, "channel count", warnings, MAX_CHANNELS),
         "bits_per_sample": _positive_int(bits_per_sample, "bits per sample", warnings, MAX_BITS_PER_SAMPLE),
     }
+
+
+def _check_has_audio(audio_class: type, info) -> None:
+    """Containers that may hold no audio stream at all: an MP4 made only of metadata boxes (or of video), an ASF
+    without a stream properties object. mutagen reads them without complaint, with every stream number zero; they
+    are not tracks."""
+    if audio_class is MP4:
+        silent = not getattr(info, "codec", "")  # set from the sample description of the first 'soun' track
+    elif audio_class is ASF:
+        silent = not (getattr(info, "channels", 0) or getattr(info, "sample_rate", 0)
+                      or getattr(info, "codec_name", ""))
+    else:
+        return
+    if silent:
+        raise UnreadableFileError(f"no audio stream in the {_FORMATS[audio_class][1]} file (only metadata or other tracks)")
 
 
 def _info(info, attribute: str, label: str, warnings: list[str]):
