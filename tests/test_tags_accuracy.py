@@ -12,7 +12,14 @@ import io
 import pytest
 from mutagen.asf import ASF
 
-from tests.audio_factory import TemplateCache, asf_without_audio_stream, metadata_only_mp4
+from tests.audio_factory import (
+    ALL_FORMATS,
+    FORMATS,
+    TemplateCache,
+    asf_without_audio_stream,
+    metadata_only_mp4,
+    with_raw_tags,
+)
 from worker_app.metadata.reader import read_stream_info, read_track
 from worker_app.metadata.record import UnreadableFileError
 
@@ -54,3 +61,67 @@ def test_the_same_containers_with_audio_are_tracks(tmp_path, templates, format_n
     path.write_bytes(template.data)
     record = read_track(path)
     assert record.codec == template.format.codec and record.duration_seconds == pytest.approx(0.3, abs=0.1)
+
+
+# ---------------------------------------------------------------- aliases other taggers write
+
+MBID = "1c7d1d3a-1f8e-4e2d-9c11-2f0f3a8e5b41"
+# (key as a tagger writes it, value, TrackRecord field, what the field must hold): Picard's tag map and the aliases
+# beets' mediafile and Navidrome accept beside it (foobar2000, Mp3tag, MediaMonkey, old Winamp).
+ALIASES = [
+    ("DISC", "2", "disc_number", 2),
+    ("DISCNUMBER", "2", "disc_number", 2),
+    ("DISCC", "3", "disc_total", 3),
+    ("DISCTOTAL", "3", "disc_total", 3),
+    ("TOTALDISCS", "3", "disc_total", 3),
+    ("TRACK", "5", "track_number", 5),
+    ("TRACKNUMBER", "5/9", "track_number", 5),
+    ("TRACKC", "12", "track_total", 12),
+    ("TRACKTOTAL", "12", "track_total", 12),
+    ("TOTALTRACKS", "12", "track_total", 12),
+    ("ALBUM ARTIST", "The Band", "album_artists", ["The Band"]),
+    ("ALBUMARTIST", "The Band", "album_artists", ["The Band"]),
+    ("ALBUMARTISTS", "The Band", "album_artists", ["The Band"]),
+    ("ALBUM ARTISTS", "The Band", "album_artists", ["The Band"]),
+    ("ARTISTS", "Solo", "artists", ["Solo"]),
+    ("COMPILATION", "1", "is_compilation", True),
+    ("DATE", "1999-04-01", "date", "1999-04-01"),
+    ("YEAR", "1999", "year", 1999),
+    ("MUSICBRAINZ_ALBUMID", MBID, "mb_album_id", MBID),
+    ("MUSICBRAINZ ALBUM ID", MBID, "mb_album_id", MBID),
+    ("MUSICBRAINZ_TRACKID", MBID, "mb_track_id", MBID),
+    ("MUSICBRAINZ TRACK ID", MBID, "mb_track_id", MBID),
+    ("MUSICBRAINZ RELEASE TRACK ID", MBID, "mb_release_track_id", MBID),
+    ("MUSICBRAINZ RELEASE GROUP ID", MBID, "mb_release_group_id", MBID),
+    ("MUSICBRAINZ ARTIST ID", MBID, "mb_artist_ids", [MBID]),
+    ("MUSICBRAINZ ALBUM ARTIST ID", MBID, "mb_album_artist_ids", [MBID]),
+    ("REPLAYGAIN_TRACK_GAIN", "-7.10 dB", "replaygain_track_gain", -7.1),
+    ("replaygain_album_peak", "0.988", "replaygain_album_peak", 0.988),
+]
+# One format per tag family: Vorbis comments (FLAC, Ogg, Opus), APEv2 (WavPack, Monkey's Audio, Musepack), ID3v2
+# TXXX frames, MP4 free-form atoms, ASF attributes.
+FAMILY_FORMATS = ["flac", "ogg", "opus", "wavpack", "ape", "musepack", "mp3", "aiff", "m4a-aac", "wma"]
+
+
+@pytest.mark.parametrize("format_name", [name for name in FAMILY_FORMATS if name in ALL_FORMATS])
+@pytest.mark.parametrize("key, value, field, expected", ALIASES, ids=[alias[0] for alias in ALIASES])
+def test_aliases_taggers_write_fill_the_field(tmp_path, templates, format_name, key, value, field, expected):
+    template = templates.get(format_name, 0.3)
+    path = tmp_path / f"track{template.format.extension}"
+    path.write_bytes(with_raw_tags(template, [(key, value)]))
+    record = read_track(path)
+    assert getattr(record, field) == expected
+    assert record.tags == {} and record.warnings == []
+
+
+def test_separate_totals_beside_a_bare_number(tmp_path, templates):
+    """foobar2000's layout: TRACKNUMBER and DISC alone, the totals in TOTALTRACKS and DISCC."""
+    template = templates.get("flac", 0.3)
+    path = tmp_path / "track.flac"
+    path.write_bytes(with_raw_tags(template, [("TRACKNUMBER", "4"), ("TOTALTRACKS", "11"), ("DISC", "1"),
+                                              ("DISCC", "2"), ("ALBUM ARTIST", "Various Artists"),
+                                              ("COMPILATION", "1")]))
+    record = read_track(path)
+    assert (record.track_number, record.track_total, record.disc_number, record.disc_total) == (4, 11, 1, 2)
+    assert record.album_artists == ["Various Artists"] and record.is_compilation
+    assert record.tags == {}

@@ -45,9 +45,6 @@ from worker_app.metadata.cleaning import (
 )
 from worker_app.metadata.covers import FRONT_COVER, EmbeddedPicture
 
-MUSICBRAINZ_UFID_OWNER = "http://musicbrainz.org"
-
-
 @dataclass
 class RawTags:
     """A file's tags under Picard names, values cleaned, in file order; plus its pictures."""
@@ -103,45 +100,135 @@ def merge_missing(primary: RawTags, secondary: RawTags) -> None:
         primary.pictures.extend(secondary.pictures)
 
 
-# Descriptions that ID3 TXXX frames, MP4 "----" atoms and ASF attributes share (ASF with "/" for " ").
-_DESCRIPTION_KEYS = {
-    "musicbrainz track id": "musicbrainz_trackid",  # the recording, despite the name
-    "musicbrainz release track id": "musicbrainz_releasetrackid",
-    "musicbrainz album id": "musicbrainz_albumid",
-    "musicbrainz release group id": "musicbrainz_releasegroupid",
-    "musicbrainz artist id": "musicbrainz_artistid",
-    "musicbrainz album artist id": "musicbrainz_albumartistid",
-    "musicbrainz work id": "musicbrainz_workid",
-    "musicbrainz disc id": "musicbrainz_discid",
-    "musicbrainz trm id": "musicbrainz_trmid",
-    "musicbrainz original album id": "musicbrainz_originalalbumid",
-    "musicbrainz original artist id": "musicbrainz_originalartistid",
-    "musicbrainz album status": "releasestatus",
-    "musicbrainz album type": "releasetype",
-    "musicbrainz album release country": "releasecountry",
-    "musicbrainz album comment": "comment:musicbrainz album comment",
-    "acoustid id": "acoustid_id",
-    "acoustid fingerprint": "acoustid_fingerprint",
-    "musicip puid": "musicip_puid",
-    "musicmagic fingerprint": "musicip_fingerprint",
-    "album artist": "albumartist",
-    "initialkey": "key",
-}
+# Every key a tag format may use for one thing, under the name the catalogue files it by: MusicBrainz Picard's
+# internal tag names, the vocabulary of Picard's tag map, which beets' mediafile and Navidrome's mappings.yaml also
+# read, with the aliases other taggers write (foobar2000's "ALBUM ARTIST" and "TOTALTRACKS", "DISCC", APEv2's
+# "Year" and "Track"...). Columns, aliases separated by commas:
+#   ID3v2 frames as mutagen gives them (v2.2/v2.3 ids upgraded to v2.4; "TIPL:role" for an involved person's role,
+#     "UFID:owner" for an identifier);
+#   MP4 atoms (case-sensitive);
+#   ASF attributes;
+#   free-form names, compared without case: Vorbis comments, APEv2 items, and the descriptions of ID3 TXXX frames,
+#     MP4 "----:com.apple.iTunes:..." atoms and ASF "Group/Name" attributes (read "group name").
+# A key no line lists is kept under its own name, lower-cased: a free-form name needs no line when it is the Picard
+# name itself (TXXX:REPLAYGAIN_TRACK_GAIN, Vorbis ARTISTS), only when it is an alias.
+TAG_MAP_TABLE = """
+title                      | TIT2             | ©nam  | Title                     | TITLE
+artist                     | TPE1             | ©ART  | Author                    | ARTIST
+artists                    |                  |          | WM/ARTISTS                | ARTISTS
+album                      | TALB             | ©alb  | WM/AlbumTitle             | ALBUM
+albumartist                | TPE2             | aART     | WM/AlbumArtist            | ALBUMARTIST, ALBUM ARTIST
+albumartists               |                  |          |                           | ALBUMARTISTS, ALBUM ARTISTS
+compilation                | TCMP             | cpil     | WM/IsCompilation          | COMPILATION
+tracknumber                | TRCK             |          | WM/TrackNumber            | TRACKNUMBER, TRACK
+tracktotal                 |                  |          |                           | TRACKTOTAL, TOTALTRACKS, TRACKC
+discnumber                 | TPOS             |          | WM/PartOfSet              | DISCNUMBER, DISC
+disctotal                  |                  |          |                           | DISCTOTAL, TOTALDISCS, DISCC
+date                       | TDRC             | ©day  | WM/Year                   | DATE
+genre                      | TCON             | ©gen  | WM/Genre                  | GENRE
+composer                   | TCOM             | ©wrt  | WM/Composer               | COMPOSER
+musicbrainz_trackid        | UFID:http://musicbrainz.org | | | MUSICBRAINZ_TRACKID, MUSICBRAINZ TRACK ID
+musicbrainz_releasetrackid |                  |          |        | MUSICBRAINZ_RELEASETRACKID, MUSICBRAINZ RELEASE TRACK ID
+musicbrainz_albumid        |                  |          |        | MUSICBRAINZ_ALBUMID, MUSICBRAINZ ALBUM ID
+musicbrainz_releasegroupid |                  |          |        | MUSICBRAINZ_RELEASEGROUPID, MUSICBRAINZ RELEASE GROUP ID
+musicbrainz_artistid       |                  |          |        | MUSICBRAINZ_ARTISTID, MUSICBRAINZ ARTIST ID
+musicbrainz_albumartistid  |                  |          |        | MUSICBRAINZ_ALBUMARTISTID, MUSICBRAINZ ALBUM ARTIST ID
+musicbrainz_workid         |                  |          |                           | MUSICBRAINZ WORK ID
+musicbrainz_discid         |                  |          |                           | MUSICBRAINZ DISC ID
+musicbrainz_trmid          |                  |          |                           | MUSICBRAINZ TRM ID
+musicbrainz_originalalbumid  |                |          |                           | MUSICBRAINZ ORIGINAL ALBUM ID
+musicbrainz_originalartistid |                |          |                           | MUSICBRAINZ ORIGINAL ARTIST ID
+releasestatus              |                  |          |           | MUSICBRAINZ_ALBUMSTATUS, MUSICBRAINZ ALBUM STATUS
+releasetype                |                  |          |           | MUSICBRAINZ_ALBUMTYPE, MUSICBRAINZ ALBUM TYPE
+releasecountry             |                  |          |                           | MUSICBRAINZ ALBUM RELEASE COUNTRY
+comment:musicbrainz album comment | |         |                           | MUSICBRAINZ ALBUM COMMENT
+acoustid_id                |                  |          |                           | ACOUSTID ID
+acoustid_fingerprint       |                  |          |                           | ACOUSTID FINGERPRINT
+musicip_puid               |                  |          |                           | MUSICIP PUID
+musicip_fingerprint        |                  |          |                           | MUSICMAGIC FINGERPRINT
+artistsort                 | TSOP, XSOP       | soar     | WM/ArtistSortOrder        |
+albumsort                  | TSOA, XSOA       | soal     | WM/AlbumSortOrder         |
+titlesort                  | TSOT, XSOT       | sonm     | WM/TitleSortOrder         |
+albumartistsort            | TSO2             | soaa     | WM/AlbumArtistSortOrder   |
+composersort               | TSOC             | soco     | WM/ComposerSortOrder      |
+label                      | TPUB             |          | WM/Publisher              |
+catalognumber              |                  |          | WM/CatalogNo              |
+isrc                       | TSRC             |          | WM/ISRC                   |
+barcode                    |                  |          | WM/Barcode                |
+bpm                        | TBPM             | tmpo     | WM/BeatsPerMinute         |
+copyright                  | TCOP             | cprt     | Copyright                 |
+encodedby                  | TENC             | ©too  | WM/EncodedBy              |
+encodersettings            | TSSE             |          | WM/EncodingSettings       |
+lyricist                   | TEXT             |          | WM/Writer                 |
+conductor                  | TPE3             |          | WM/Conductor              |
+remixer                    | TPE4             |          | WM/ModifiedBy             | MIXARTIST
+producer                   |                  |          | WM/Producer               |
+engineer                   |                  |          | WM/Engineer               |
+djmixer                    | TIPL:dj-mix      |          | WM/DJMixer                |
+mixer                      | TIPL:mix         |          | WM/Mixer                  |
+grouping                   | TIT1, GRP1       | ©grp  | WM/ContentGroupDescription |
+subtitle                   | TIT3             |          | WM/SubTitle               |
+discsubtitle               | TSST             |          | WM/SetSubTitle            |
+key                        | TKEY             |          | WM/InitialKey             | INITIALKEY
+language                   | TLAN             |          | WM/Language               |
+script                     |                  |          | WM/Script                 |
+media                      | TMED             |          | WM/Media                  |
+mood                       | TMOO             |          | WM/Mood                   |
+originaldate               | TDOR, XDOR       |          | WM/OriginalReleaseTime    |
+originalyear               |                  |          | WM/OriginalReleaseYear    |
+releasedate                | TDRL             |          |                           |
+originalalbum              | TOAL             |          | WM/OriginalAlbumTitle     |
+originalartist             | TOPE             |          | WM/OriginalArtist         | ORIGINAL ARTIST
+originalfilename           | TOFN             |          | WM/OriginalFilename       |
+work                       |                  | ©wrk  | WM/Work                   |
+movement                   | MVNM             | ©mvn  |                           |
+movementnumber             | MVIN             | ©mvi  |                           |
+movementtotal              |                  | ©mvc  |                           |
+showmovement               |                  | shwm     |                           |
+website                    | WOAR             |          | WM/AuthorURL              | WEBLINK
+license                    | WCOP             |          |                           |
+comment                    |                  | ©cmt  | Description               |
+lyrics                     |                  | ©lyr  | WM/Lyrics                 |
+rating                     |                  |          | WM/SharedUserRating       |
+show                       |                  | tvsh     |                           |
+showsort                   |                  | sosn     |                           |
+podcast                    |                  | pcst     |                           |
+gapless                    |                  | pgap     |                           |
+description                |                  | desc     |                           |
+podcasturl                 |                  | purl     |                           |
+"""
+
+_COLUMNS = ("id3", "mp4", "asf", "free")
+_CASE_SENSITIVE = frozenset({"id3", "mp4"})
 
 
-def description_key(description: str, key_without_description: str) -> str:
-    lowered = description.strip().lower()
-    return _DESCRIPTION_KEYS.get(lowered, lowered) or key_without_description
+def _parse_tag_map(table: str) -> dict[str, dict[str, str]]:
+    """Per column, each key (lower-cased where the format ignores case) -> its name; a key under two names is a
+    mistake in the table, refused at import."""
+    maps: dict[str, dict[str, str]] = {column: {} for column in _COLUMNS}
+    for line in table.strip().splitlines():
+        name, *cells = (cell.strip() for cell in line.split("|"))
+        if len(cells) != len(_COLUMNS):
+            raise ValueError(f"tag map line {line!r}: {len(cells)} columns, not {len(_COLUMNS)}")
+        for column, cell in zip(_COLUMNS, cells):
+            for key in filter(None, (key.strip() for key in cell.split(","))):
+                lookup = key if column in _CASE_SENSITIVE else key.lower()
+                if maps[column].setdefault(lookup, name) != name:
+                    raise ValueError(f"tag map: {column} key {key!r} listed for {maps[column][lookup]} and {name}")
+    return maps
+
+
+TAG_MAP = _parse_tag_map(TAG_MAP_TABLE)
+_ID3_KEYS, _MP4_KEYS, _ASF_KEYS, _FREE_KEYS = (TAG_MAP[column] for column in _COLUMNS)
+
+
+def free_form_key(name: str, key_without_name: str = "") -> str:
+    """The name of a free-form key (a Vorbis comment, an APEv2 item, a TXXX/MP4/ASF description)."""
+    lowered = name.strip().lower()
+    return _FREE_KEYS.get(lowered, lowered) or key_without_name
 
 
 # ---------------------------------------------------------------- Vorbis comments (FLAC, Ogg Vorbis, Opus, Speex)
-
-_VORBIS_KEYS = {
-    "album artist": "albumartist",
-    "totaltracks": "tracktotal",
-    "totaldiscs": "disctotal",
-}
-
 
 def read_vorbis_comments(comments, flac_pictures, raw: RawTags) -> None:
     """``comments`` is mutagen's VComment (a list of (key, value) pairs); FLAC keeps pictures in their own blocks."""
@@ -167,25 +254,11 @@ def read_vorbis_comments(comments, flac_pictures, raw: RawTags) -> None:
         elif key == "coverartmime":
             legacy_cover_mime = value
         else:
-            raw.add(_VORBIS_KEYS.get(key, key), value)
+            raw.add(free_form_key(key), value)
 
 
 # ---------------------------------------------------------------- APEv2 (Monkey's Audio, WavPack, Musepack, MP3)
 
-_APE_KEYS = {
-    "album artist": "albumartist",
-    "albumartist": "albumartist",
-    "year": "date",
-    "track": "tracknumber",
-    "disc": "discnumber",
-    "mixartist": "remixer",
-    "weblink": "website",
-    "musicbrainz_albumstatus": "releasestatus",
-    "musicbrainz_albumtype": "releasetype",
-    "original artist": "originalartist",
-    "totaltracks": "tracktotal",
-    "totaldiscs": "disctotal",
-}
 _APE_PICTURE_TYPES = {"cover art (front)": FRONT_COVER, "cover art (back)": 4}
 _MIME_BY_SUFFIX = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif",
                    "webp": "image/webp", "bmp": "image/bmp"}
@@ -195,9 +268,9 @@ def read_apev2(tags, raw: RawTags) -> None:
     for key, value in tags.items():
         lowered = key.lower()
         if isinstance(value, APETextValue):
-            raw.add_all(_APE_KEYS.get(lowered, lowered), list(value))
+            raw.add_all(free_form_key(lowered), list(value))
         elif isinstance(value, APEExtValue):  # a link (URL or file)
-            raw.add(_APE_KEYS.get(lowered, lowered), value.value)
+            raw.add(free_form_key(lowered), value.value)
         elif isinstance(value, APEBinaryValue) and lowered.startswith("cover art"):
             # "<file name>\0<image bytes>" by convention (foobar2000, mp3tag, Picard)
             file_name, separator, data = value.value.partition(b"\x00")
@@ -210,53 +283,8 @@ def read_apev2(tags, raw: RawTags) -> None:
 
 # ---------------------------------------------------------------- ID3v2 (MP3, AIFF, WAV, DSF) and ID3v1
 
-_ID3_TEXT_KEYS = {
-    "TIT2": "title",
-    "TPE1": "artist",
-    "TALB": "album",
-    "TPE2": "albumartist",
-    "TCMP": "compilation",
-    "TRCK": "tracknumber",
-    "TPOS": "discnumber",
-    "TDRC": "date",
-    "TCON": "genre",
-    "TCOM": "composer",
-    "TSOP": "artistsort",
-    "TSOA": "albumsort",
-    "TSOT": "titlesort",
-    "TSO2": "albumartistsort",
-    "TSOC": "composersort",
-    "TPUB": "label",
-    "TSRC": "isrc",
-    "TBPM": "bpm",
-    "TCOP": "copyright",
-    "TENC": "encodedby",
-    "TSSE": "encodersettings",
-    "TEXT": "lyricist",
-    "TPE3": "conductor",
-    "TPE4": "remixer",
-    "TIT1": "grouping",
-    "GRP1": "grouping",
-    "TIT3": "subtitle",
-    "TKEY": "key",
-    "TLAN": "language",
-    "TMED": "media",
-    "TMOO": "mood",
-    "TDOR": "originaldate",
-    "TDRL": "releasedate",
-    "TOAL": "originalalbum",
-    "TOPE": "originalartist",
-    "TOFN": "originalfilename",
-    "TSST": "discsubtitle",
-    "MVNM": "movement",
-    "MVIN": "movementnumber",
-}
-_ID3_URL_KEYS = {"WOAR": "website", "WCOP": "license"}
-_ID3_ROLE_KEYS = {"dj-mix": "djmixer", "mix": "mixer"}
 _ID3V1_COMMENT = "ID3v1 Comment"  # the description mutagen gives an ID3v1 comment
 
-
-_ID3_UNKNOWN_TEXT_KEYS = {"XSOP": "artistsort", "XSOA": "albumsort", "XSOT": "titlesort", "XDOR": "originaldate"}
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
@@ -272,7 +300,7 @@ def read_id3(tags, raw: RawTags) -> None:
     for frame in tags.values():
         frame_id = frame.FrameID
         if isinstance(frame, TXXX):
-            raw.add_all(description_key(_repaired(frame, frame.desc, raw), "txxx"), _texts(frame, raw))
+            raw.add_all(free_form_key(_repaired(frame, frame.desc, raw), "txxx"), _texts(frame, raw))
         elif isinstance(frame, COMM):  # before TextFrame, which it subclasses
             description = _repaired(frame, frame.desc, raw)
             if description in ("", _ID3V1_COMMENT):
@@ -283,9 +311,9 @@ def read_id3(tags, raw: RawTags) -> None:
             # resolves ID3v1 numeric references: "(17)" -> "Rock"
             raw.add_all("genre", [_repaired(frame, genre, raw) for genre in frame.genres])
         elif isinstance(frame, TimeStampTextFrame):
-            raw.add_all(_ID3_TEXT_KEYS.get(frame_id, frame_id.lower()), [stamp.text for stamp in frame.text])
+            raw.add_all(_ID3_KEYS.get(frame_id, frame_id.lower()), [stamp.text for stamp in frame.text])
         elif isinstance(frame, TextFrame):
-            raw.add_all(_ID3_TEXT_KEYS.get(frame_id, frame_id.lower()), _texts(frame, raw))
+            raw.add_all(_ID3_KEYS.get(frame_id, frame_id.lower()), _texts(frame, raw))
         elif isinstance(frame, APIC):
             if frame.mime != "-->":  # "-->" means the data is a URL to an image, not an image
                 raw.pictures.append(EmbeddedPicture(frame.data, frame.mime or None, int(frame.type)))
@@ -297,10 +325,9 @@ def read_id3(tags, raw: RawTags) -> None:
             raw.add("syncedlyrics" if not description else f"syncedlyrics:{description.lower()}",
                     _synced_lyrics(frame))
         elif isinstance(frame, UFID):
-            if frame.owner == MUSICBRAINZ_UFID_OWNER:
-                raw.add("musicbrainz_trackid", frame.data.decode("ascii", "replace"))
-            elif frame.owner:
-                raw.add(f"ufid:{frame.owner.lower()}", _printable_or_hex(frame.data))
+            if frame.owner:
+                key = _ID3_KEYS.get(f"UFID:{frame.owner}", f"ufid:{frame.owner.lower()}")
+                raw.add(key, _printable_or_hex(frame.data))
         elif isinstance(frame, POPM):  # rating 0-255 (and a play count) per player e-mail
             suffix = f":{frame.email.lower()}" if frame.email else ""
             raw.add(f"rating{suffix}", str(frame.rating))
@@ -315,11 +342,11 @@ def read_id3(tags, raw: RawTags) -> None:
                 if frame_id == "TMCL":
                     raw.add(f"performer:{role.lower()}", name)
                 else:
-                    raw.add(_ID3_ROLE_KEYS.get(role.lower(), role.lower()), name)
+                    raw.add(_ID3_KEYS.get(f"TIPL:{role.lower()}", role.lower()), name)
         elif isinstance(frame, WXXX):
-            raw.add(description_key(frame.desc, "wxxx"), frame.url)
+            raw.add(free_form_key(frame.desc, "wxxx"), frame.url)
         elif isinstance(frame, UrlFrame):
-            raw.add(_ID3_URL_KEYS.get(frame_id, frame_id.lower()), frame.url)
+            raw.add(_ID3_KEYS.get(frame_id, frame_id.lower()), frame.url)
         elif isinstance(frame, RVA2):
             volume_adjustments[frame.desc.lower()] = frame
         # PRIV, GEOB, MCDI, ETCO, CHAP, CTOC...: binary or player state, not catalogue tags
@@ -377,7 +404,7 @@ def _read_unknown_id3_frame(frame_data: bytes, version: int, raw: RawTags) -> No
     if version > 2 and frame_data[8:10] != b"\x00\x00":
         return  # compressed, encrypted, grouped...: not worth it for a frame nobody defined
     body = frame_data[header_length:]
-    if not body or not (frame_id.startswith("T") or frame_id in _ID3_UNKNOWN_TEXT_KEYS) or body[0] > 3:
+    if not body or not (frame_id.startswith("T") or frame_id in _ID3_KEYS) or body[0] > 3:
         return
     encoding, text_bytes = body[0], body[1:]
     if encoding == Encoding.UTF16BE:
@@ -388,44 +415,12 @@ def _read_unknown_id3_frame(frame_data: bytes, version: int, raw: RawTags) -> No
         text = decode_utf8_lenient(text_bytes)[0]
     else:
         text = text_bytes.decode("latin-1")
-    key = _ID3_UNKNOWN_TEXT_KEYS.get(frame_id, frame_id.lower())
+    key = _ID3_KEYS.get(frame_id, frame_id.lower())
     raw.add_all(key, [value.lstrip("\ufeff") for value in text.split("\x00") if value.strip("\ufeff")])
 
 
 # ---------------------------------------------------------------- MP4 / iTunes (M4A, M4B, ALAC)
 
-_MP4_KEYS = {
-    "\xa9nam": "title",
-    "\xa9ART": "artist",
-    "\xa9alb": "album",
-    "aART": "albumartist",
-    "cpil": "compilation",
-    "\xa9day": "date",
-    "\xa9gen": "genre",
-    "\xa9wrt": "composer",
-    "soar": "artistsort",
-    "soaa": "albumartistsort",
-    "soal": "albumsort",
-    "sonm": "titlesort",
-    "soco": "composersort",
-    "\xa9grp": "grouping",
-    "\xa9lyr": "lyrics",
-    "\xa9cmt": "comment",
-    "cprt": "copyright",
-    "\xa9too": "encodedby",
-    "tmpo": "bpm",
-    "\xa9wrk": "work",
-    "\xa9mvn": "movement",
-    "\xa9mvi": "movementnumber",
-    "\xa9mvc": "movementtotal",
-    "shwm": "showmovement",
-    "tvsh": "show",
-    "sosn": "showsort",
-    "pcst": "podcast",
-    "purl": "podcasturl",
-    "pgap": "gapless",
-    "desc": "description",
-}
 _MP4_COVER_MIME = {MP4Cover.FORMAT_JPEG: "image/jpeg", MP4Cover.FORMAT_PNG: "image/png"}
 _TEXT_FORMATS = (AtomDataType.UTF8, AtomDataType.IMPLICIT)
 
@@ -453,7 +448,7 @@ def read_mp4(tags, raw: RawTags) -> None:
                 text, repaired = decode_utf8_lenient(bytes(value))
                 if repaired:
                     raw.warnings.append(f"invalid UTF-8 in MP4 atom {key!r}, read as Windows-1252")
-                raw.add(description_key(name, "----"), text)
+                raw.add(free_form_key(name, "----"), text)
         else:
             tag_key = _MP4_KEYS.get(key, key.lower())
             for value in values:
@@ -495,7 +490,7 @@ def _recover_mp4_text(key: str, payloads: list[bytes], raw: RawTags) -> bool:
     if key.startswith("----"):
         if name is None:
             return False
-        tag_key = description_key(name, "----")
+        tag_key = free_form_key(name, "----")
     else:
         tag_key = _MP4_KEYS.get(key, key.lower())
     raw.warnings.append(f"invalid UTF-8 in MP4 atom {key!r}, read as Windows-1252")
@@ -504,61 +499,6 @@ def _recover_mp4_text(key: str, payloads: list[bytes], raw: RawTags) -> bool:
 
 
 # ---------------------------------------------------------------- ASF (WMA)
-
-_ASF_KEYS = {
-    "title": "title",
-    "author": "artist",
-    "wm/albumtitle": "album",
-    "wm/albumartist": "albumartist",
-    "wm/iscompilation": "compilation",
-    "wm/tracknumber": "tracknumber",
-    "wm/partofset": "discnumber",
-    "wm/year": "date",
-    "wm/genre": "genre",
-    "wm/composer": "composer",
-    "wm/writer": "lyricist",
-    "wm/conductor": "conductor",
-    "wm/modifiedby": "remixer",
-    "wm/producer": "producer",
-    "wm/contentgroupdescription": "grouping",
-    "wm/subtitle": "subtitle",
-    "wm/setsubtitle": "discsubtitle",
-    "description": "comment",
-    "wm/beatsperminute": "bpm",
-    "wm/initialkey": "key",
-    "wm/publisher": "label",
-    "wm/catalogno": "catalognumber",
-    "wm/isrc": "isrc",
-    "wm/barcode": "barcode",
-    "copyright": "copyright",
-    "wm/lyrics": "lyrics",
-    "wm/media": "media",
-    "wm/encodedby": "encodedby",
-    "wm/encodingsettings": "encodersettings",
-    "wm/albumsortorder": "albumsort",
-    "wm/albumartistsortorder": "albumartistsort",
-    "wm/artistsortorder": "artistsort",
-    "wm/titlesortorder": "titlesort",
-    "wm/composersortorder": "composersort",
-    "wm/originalreleasetime": "originaldate",
-    "wm/originalreleaseyear": "originalyear",
-    "wm/originalalbumtitle": "originalalbum",
-    "wm/originalartist": "originalartist",
-    "wm/originalfilename": "originalfilename",
-    "wm/authorurl": "website",
-    "wm/shareduserrating": "rating",
-    "wm/artists": "artists",
-    "wm/mood": "mood",
-    "wm/language": "language",
-    "wm/script": "script",
-    "wm/work": "work",
-    "wm/djmixer": "djmixer",
-    "wm/mixer": "mixer",
-    "wm/engineer": "engineer",
-    "totaltracks": "tracktotal",
-    "totaldiscs": "disctotal",
-}
-
 
 def read_asf(tags, raw: RawTags) -> None:
     zero_based_track = None
@@ -580,8 +520,8 @@ def read_asf(tags, raw: RawTags) -> None:
         if isinstance(value, bool):
             value = "1" if value else "0"
         tag_key = _ASF_KEYS.get(lowered)
-        if tag_key is None:
-            tag_key = description_key(lowered.removeprefix("wm/").replace("/", " "), lowered)
+        if tag_key is None:  # "MusicBrainz/Album Id" is the description "MusicBrainz Album Id"
+            tag_key = free_form_key(lowered.removeprefix("wm/").replace("/", " "), lowered)
         raw.add(tag_key, str(value))
     if zero_based_track is not None and "tracknumber" not in raw.values:
         try:
