@@ -86,11 +86,12 @@ class AudioFormat:
     channels: int
     bits_per_sample: int | None  # lossless only, as TrackRecord reports it
     nominal_bitrate: int | None  # constant-bitrate encodes only
-    encoder: str  # "soundfile", "ffmpeg", "dsf", "ape", "musepack"
+    encoder: str  # "soundfile", "ffmpeg", "dsf", "ape", "musepack", "tak"
     encoder_args: tuple[str, ...] = ()
     max_duration: float | None = None
     synthetic: bool = False
     weight: int = 1  # share in a default library
+    rare: bool = False  # in no default list (RARE_FORMATS): the reader must read it, libraries seldom hold it
 
 
 _FORMAT_LIST = [
@@ -123,6 +124,16 @@ _FORMAT_LIST = [
     AudioFormat("ape", ".ape", "ape", "ape", ("apev2",), 44100, 2, 16, None, "ape", synthetic=True, weight=1),
     AudioFormat("musepack", ".mpc", "musepack", "musepack", ("apev2",), 44100, 2, None, None, "musepack",
                 synthetic=True, weight=1),
+    # Containers mutagen reads under other names than the usual ones.
+    AudioFormat("3gp-aac", ".3gp", "m4a", "aac", ("mp4",), 44100, 2, None, None, "ffmpeg",
+                ("-c:a", "aac", "-b:a", "96k", "-f", "3gp"), rare=True),
+    AudioFormat("3g2-aac", ".3g2", "m4a", "aac", ("mp4",), 44100, 2, None, None, "ffmpeg",
+                ("-c:a", "aac", "-b:a", "96k", "-f", "3g2"), rare=True),
+    AudioFormat("tak", ".tak", "tak", "tak", ("apev2",), 44100, 2, 16, None, "tak", synthetic=True, rare=True),
+    AudioFormat("aac-adts", ".aac", "aac", "aac", ("id3v2.4",), 44100, 2, None, None, "ffmpeg",
+                ("-c:a", "aac", "-b:a", "96k", "-f", "adts"), rare=True),
+    AudioFormat("ac3", ".ac3", "ac3", "ac3", ("apev2",), 48000, 2, None, 192000, "ffmpeg",
+                ("-c:a", "ac3", "-b:a", "192k", "-f", "ac3"), rare=True),
 ]
 FORMATS: dict[str, AudioFormat] = {audio_format.name: audio_format for audio_format in _FORMAT_LIST}
 
@@ -143,8 +154,10 @@ def is_available(format_name: str) -> bool:
     return audio_format.encoder_args[1] in _ffmpeg_encoders()
 
 
-REAL_FORMATS = tuple(name for name, spec in FORMATS.items() if not spec.synthetic and is_available(name))
-SYNTHETIC_FORMATS = tuple(name for name, spec in FORMATS.items() if spec.synthetic)
+REAL_FORMATS = tuple(name for name, spec in FORMATS.items()
+                     if not spec.synthetic and not spec.rare and is_available(name))
+SYNTHETIC_FORMATS = tuple(name for name, spec in FORMATS.items() if spec.synthetic and not spec.rare)
+RARE_FORMATS = tuple(name for name, spec in FORMATS.items() if spec.rare and (spec.synthetic or is_available(name)))
 ALL_FORMATS = REAL_FORMATS + SYNTHETIC_FORMATS
 
 
@@ -217,6 +230,8 @@ def _encode_template(audio_format: AudioFormat, duration: float, path: Path) -> 
             temporary.write_bytes(_monkeys_audio_bytes(audio_format, duration))
         elif audio_format.encoder == "musepack":
             temporary.write_bytes(_musepack_bytes(audio_format, duration))
+        elif audio_format.encoder == "tak":
+            temporary.write_bytes(_tak_bytes(audio_format, duration))
         else:
             raise ValueError(audio_format.encoder)
         encoded = mutagen.File(temporary)
@@ -288,6 +303,22 @@ def _musepack_bytes(audio_format: AudioFormat, duration: float) -> bytes:
     replay_gain = _sv8_packet(b"RG", bytes([1]) + bytes(8))
     audio = _sv8_packet(b"AP", random.Random(samples).randbytes(2048))
     return b"MPCK" + stream_header + replay_gain + audio + _sv8_packet(b"SE", b"")
+
+
+def _tak_bytes(audio_format: AudioFormat, duration: float) -> bytes:
+    """A TAK stream info block (fields packed least significant bit first, as TAK does) and an end block, then
+    filler instead of frames."""
+    fields = [(0, 6), (0, 4), (0, 4), (round(audio_format.sample_rate * duration), 35), (0, 3),  # codec .. data type
+              (audio_format.sample_rate - 6000, 18), (audio_format.bits_per_sample - 8, 5),
+              (audio_format.channels - 1, 4), (0, 1)]
+    bits = position = 0
+    for value, width in fields:
+        bits |= value << position
+        position += width
+    stream_info = bits.to_bytes((position + 7) // 8, "little") + bytes(3)  # then a CRC-24 mutagen does not check
+    block = bytes([1]) + len(stream_info).to_bytes(3, "little") + stream_info  # type 1: stream info
+    end = bytes(4)  # type 0: end of metadata
+    return b"tBaK" + block + end + random.Random(position).randbytes(2048)
 
 
 # ---------------------------------------------------------------- the answer key
@@ -645,7 +676,12 @@ def _tagged_bytes(template: Template, track: ExpectedTrack, covers: dict[str, Co
     if track.cover_sha256:
         pictures.append((covers[track.cover_sha256], 3))
     audio_format = template.format
-    if style.startswith("id3"):
+    if style.startswith("id3") and audio_format.container not in _ID3_CLASSES:
+        # ADTS AAC: mutagen reads its stream only; taggers put an ID3v2 tag in front, as in an MP3
+        tags = ID3()
+        _write_id3(tags, track, pictures)
+        tags.save(buffer, v2_version=4)
+    elif style.startswith("id3"):
         audio = _ID3_CLASSES[audio_format.container](buffer)
         if audio.tags is None:
             audio.add_tags()

@@ -7,19 +7,32 @@
 """
 from __future__ import annotations
 
+import importlib
+import inspect
 import io
+import os
+import pkgutil
+import re
+import warnings
 
+import mutagen
 import pytest
 from mutagen.asf import ASF
 
 from tests.audio_factory import (
     ALL_FORMATS,
     FORMATS,
+    RARE_FORMATS,
     TemplateCache,
     asf_without_audio_stream,
+    is_available,
+    make_library,
     metadata_only_mp4,
     with_raw_tags,
 )
+from worker_app import paths
+from worker_app.metadata import reader
+from worker_app.metadata.formats import AUDIO_EXTENSIONS, CLASS_BY_EXTENSION, NOT_AUDIO_EXTENSIONS
 from worker_app.metadata.reader import read_stream_info, read_track
 from worker_app.metadata.record import UnreadableFileError
 
@@ -125,3 +138,69 @@ def test_separate_totals_beside_a_bare_number(tmp_path, templates):
     assert (record.track_number, record.track_total, record.disc_number, record.disc_total) == (4, 11, 1, 2)
     assert record.album_artists == ["Various Artists"] and record.is_compilation
     assert record.tags == {}
+
+
+# ---------------------------------------------------------------- every container mutagen reads, by every name
+
+
+def test_the_scanner_looks_at_every_extension_the_reader_reads():
+    assert paths.AUDIO_EXTENSIONS == reader.AUDIO_EXTENSIONS == frozenset(CLASS_BY_EXTENSION)
+    for extension in CLASS_BY_EXTENSION:
+        assert paths.is_audio_name(f"01 Song{extension}") and paths.is_audio_name(f"01 Song{extension.upper()}")
+    assert not paths.is_audio_name("._01 Song.mp3") and not paths.is_audio_name("cover.jpg")
+
+
+def _mutagen_extensions() -> dict[str, type]:
+    """Each extension a mutagen class names in its ``score`` (how mutagen.File tells formats apart by name)."""
+    found: dict[str, type] = {}
+    for module_info in pkgutil.walk_packages(mutagen.__path__, "mutagen."):
+        if module_info.name.rpartition(".")[2].startswith(("_", "easy")):
+            continue
+        with warnings.catch_warnings():  # mutagen.m4a, kept for old callers, warns that it is deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = importlib.import_module(module_info.name)
+        for kind in vars(module).values():
+            if inspect.isclass(kind) and issubclass(kind, mutagen.FileType) and "score" in vars(kind):
+                for extension in re.findall(r'"(\.[a-z0-9+]+)"', inspect.getsource(kind.score)):
+                    found[extension] = kind
+    return found
+
+
+def test_every_extension_mutagen_knows_is_read_or_refused_for_a_reason():
+    known = _mutagen_extensions()
+    assert {".mp3", ".flac", ".wav", ".tak", ".aac"} <= set(known)  # the introspection itself works
+    unread = {extension: kind.__name__ for extension, kind in known.items()
+              if extension not in AUDIO_EXTENSIONS and extension not in NOT_AUDIO_EXTENSIONS}
+    assert unread == {}
+    misread = {extension: (CLASS_BY_EXTENSION[extension].__name__, kind.__name__) for extension, kind in known.items()
+               if extension in AUDIO_EXTENSIONS and not issubclass(kind, CLASS_BY_EXTENSION[extension])}
+    assert misread == {}
+    assert not AUDIO_EXTENSIONS & set(NOT_AUDIO_EXTENSIONS)
+
+
+def test_containers_under_other_names_read_as_generated(tmp_path):
+    """3GPP/3GPP2 (MP4), TAK, ADTS AAC with ID3v2, AC-3 with APEv2: the answer key, file by file."""
+    library = make_library(tmp_path / "music", 4 * len(RARE_FORMATS), seed=3, formats=RARE_FORMATS, corrupt=False,
+                           untagged=False, odd_file_names=False, tracks_per_album=(2, 3))
+    assert {expected.format_name for expected in library.tracks} == set(RARE_FORMATS)
+    mismatches = {}
+    for expected in library.tracks:
+        assert paths.is_audio_name(os.path.basename(expected.path))
+        problems = expected.mismatches(read_track(expected.path))
+        if problems:
+            mismatches[f"{expected.format_name} {expected.path}"] = problems
+    assert mismatches == {}
+
+
+@pytest.mark.parametrize("extension", sorted(AUDIO_EXTENSIONS))
+def test_every_extension_reads_its_container_without_a_warning(tmp_path, templates, extension):
+    kind = CLASS_BY_EXTENSION[extension]
+    made = [name for name, spec in FORMATS.items()
+            if CLASS_BY_EXTENSION[spec.extension] is kind and (spec.synthetic or is_available(name))]
+    if not made:
+        pytest.skip(f"the generator makes no {kind.__name__} file")
+    template = templates.get(made[0], 0.3)
+    path = tmp_path / f"track{extension}"
+    path.write_bytes(template.data)
+    record = read_track(path)
+    assert (record.format, record.codec, record.warnings) == (template.format.container, template.format.codec, [])

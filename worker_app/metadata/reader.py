@@ -31,7 +31,7 @@ from mutagen.asf import ASF
 from mutagen.dsdiff import DSDIFF
 from mutagen.dsf import DSF
 from mutagen.flac import FLAC, StreamInfo as FLACStreamInfo
-from mutagen.id3 import ID3
+from mutagen.id3 import ID3, ID3NoHeaderError
 from mutagen.id3._id3v1 import find_id3v1
 from mutagen.monkeysaudio import MonkeysAudio
 from mutagen.mp3 import MP3, MPEGInfo
@@ -42,11 +42,13 @@ from mutagen.oggopus import OggOpus
 from mutagen.oggspeex import OggSpeex
 from mutagen.oggvorbis import OggVorbis
 from mutagen.optimfrog import OptimFROG
+from mutagen.tak import TAK
 from mutagen.trueaudio import TrueAudio
 from mutagen.wave import WAVE
 from mutagen.wavpack import WavPack
 
 from worker_app.metadata import lenient
+from worker_app.metadata.formats import AUDIO_EXTENSIONS, CLASS_BY_EXTENSION, FORMATS
 from worker_app.metadata.cleaning import (
     MAX_TAGS_BYTES,
     finish_warnings,
@@ -98,56 +100,11 @@ except ImportError:  # pragma: no cover - billiard comes with celery
         pass
 
 
-# TrackRecord.format (the container) and a label for messages, by mutagen class.
-_FORMATS: dict[type, tuple[str, str]] = {
-    MP3: ("mp3", "MP3"),
-    FLAC: ("flac", "FLAC"),
-    OggVorbis: ("ogg", "Ogg Vorbis"),
-    OggFLAC: ("ogg", "Ogg FLAC"),
-    OggSpeex: ("ogg", "Ogg Speex"),
-    OggOpus: ("opus", "Opus"),
-    MP4: ("m4a", "MP4/M4A"),
-    ASF: ("wma", "WMA/ASF"),
-    MonkeysAudio: ("ape", "Monkey's Audio"),
-    WavPack: ("wavpack", "WavPack"),
-    AIFF: ("aiff", "AIFF"),
-    WAVE: ("wav", "WAV"),
-    DSF: ("dsf", "DSF"),
-    DSDIFF: ("dff", "DSDIFF"),
-    Musepack: ("musepack", "Musepack"),
-    TrueAudio: ("tta", "True Audio"),
-    OptimFROG: ("optimfrog", "OptimFROG"),
-    AAC: ("aac", "ADTS AAC"),
-    AC3: ("ac3", "AC-3"),
-}
-
-_CLASS_BY_EXTENSION: dict[str, type] = {
-    ".mp3": MP3, ".mp2": MP3, ".mpga": MP3,
-    ".flac": FLAC,
-    ".ogg": OggVorbis, ".oga": OggVorbis,
-    ".opus": OggOpus,
-    ".spx": OggSpeex,
-    ".m4a": MP4, ".m4b": MP4, ".mp4": MP4, ".m4p": MP4, ".alac": MP4,
-    ".wma": ASF, ".asf": ASF,
-    ".ape": MonkeysAudio,
-    ".wv": WavPack,
-    ".aif": AIFF, ".aiff": AIFF, ".aifc": AIFF,
-    ".wav": WAVE,
-    ".dsf": DSF,
-    ".dff": DSDIFF,
-    ".mpc": Musepack, ".mp+": Musepack, ".mpp": Musepack,
-    ".tta": TrueAudio,
-    ".ofr": OptimFROG, ".ofs": OptimFROG,
-    ".aac": AAC,
-    ".ac3": AC3,
-}
-AUDIO_EXTENSIONS = frozenset(_CLASS_BY_EXTENSION)
-
-# Sniffing candidates: the formats above. Not mutagen.File's whole default list: its ID3FileType accepts any junk
+# Sniffing candidates: the catalogue's formats. Not mutagen.File's whole default list: its ID3FileType accepts any junk
 # behind an ID3 tag, and MIDI or video-only Ogg are not catalogue audio.
-_SNIFFABLE_CLASSES = tuple(_FORMATS)
+_SNIFFABLE_CLASSES = tuple(FORMATS)
 
-_LOSSLESS_CODECS = frozenset({"flac", "alac", "wavpack", "ape", "tta", "optimfrog", "pcm", "pcm_float", "dsd"})
+_LOSSLESS_CODECS = frozenset({"flac", "alac", "wavpack", "ape", "tta", "optimfrog", "tak", "pcm", "pcm_float", "dsd"})
 _WAVE_CODECS = {1: "pcm", 3: "pcm_float", 0xFFFE: "pcm", 6: "alaw", 7: "mulaw", 0x55: "mp3", 2: "adpcm"}
 _MPEG_LAYER_CODECS = {1: "mp1", 2: "mp2", 3: "mp3"}
 _OPUS_OUTPUT_RATE = 48000  # Opus always decodes at 48 kHz; mutagen does not expose the (informative) input rate
@@ -251,14 +208,14 @@ def _read_stream_info(context: ReadContext, path: str) -> dict[str, Any]:
     extension = os.path.splitext(path)[1].lower()
     with _opened(path, file_stat.st_size, context) as view:
         info = None
-        audio_class = _CLASS_BY_EXTENSION.get(extension)
+        audio_class = CLASS_BY_EXTENSION.get(extension)
         if (audio_class is MP3 or audio_class is FLAC) and not view.spliced:
             info = _read_bare_stream_info(view, audio_class)
         if info is None:
             audio = _load(view, path, warnings)
             audio_class, info = _base_class(type(audio)), audio.info
             _check_has_audio(audio_class, info)
-        return {"format": _FORMATS[audio_class][0],
+        return {"format": FORMATS[audio_class][0],
                 **_stream_fields(audio_class, info, file_stat.st_size, warnings)}
 
 
@@ -274,7 +231,7 @@ def _read_track(context: ReadContext, path: str, stat_result: os.stat_result | N
             path=path,
             size_bytes=file_stat.st_size,
             mtime=file_stat.st_mtime,
-            format=_FORMATS[audio_class][0],
+            format=FORMATS[audio_class][0],
             warnings=warnings,
             **_stream_fields(audio_class, audio.info, file_stat.st_size, warnings),
         )
@@ -397,7 +354,7 @@ def _reader_class(audio_class: type, view: SafeFile) -> type:
 
 def _load(view: SafeFile, path: str, warnings: list[str]):
     extension = os.path.splitext(path)[1].lower()
-    expected_class = _CLASS_BY_EXTENSION.get(extension)
+    expected_class = CLASS_BY_EXTENSION.get(extension)
     first_error: Exception | None = None
     if expected_class is not None:
         try:
@@ -418,7 +375,7 @@ def _load(view: SafeFile, path: str, warnings: list[str]):
             raise UnreadableFileError(_corrupt_reason(view, path, expected_class, first_error)) from None
         raise UnreadableFileError("not an audio file mutagen can read")
     if expected_class is not None:
-        warnings.append(f"extension {extension} but the content is {_FORMATS[_base_class(type(audio))][1]}")
+        warnings.append(f"extension {extension} but the content is {FORMATS[_base_class(type(audio))][1]}")
     return audio
 
 
@@ -428,7 +385,7 @@ def _raise_if_looping(error: BaseException, audio_class: type | None) -> None:
         if seen is None:
             return
         if isinstance(seen, ReadBudgetExceeded):
-            label = _FORMATS[audio_class][1] if audio_class is not None else "file"
+            label = FORMATS[audio_class][1] if audio_class is not None else "file"
             raise UnreadableFileError(f"corrupt {label}: {seen}") from None
         seen = seen.__cause__ or seen.__context__
 
@@ -460,6 +417,7 @@ _SIGNATURES: dict[type, tuple[bytes, ...]] = {
     Musepack: (b"MPCK", b"MP+", b"ID3"),
     TrueAudio: (b"TTA1", b"ID3"),
     OptimFROG: (b"OFR ",),
+    TAK: (b"tBaK", b"ID3"),
     AAC: (b"ADIF", b"ID3"),
     AC3: (b"\x0b\x77",),
 }
@@ -467,7 +425,7 @@ _SIGNATURES: dict[type, tuple[bytes, ...]] = {
 
 def _corrupt_reason(view: SafeFile, path: str, audio_class: type, error: Exception) -> str:
     """Why a file whose extension promised ``audio_class`` could not be parsed as it, nor sniffed as anything."""
-    label = _FORMATS[audio_class][1]
+    label = FORMATS[audio_class][1]
     view.seek(0)
     head = view.read(512)
     header = head[:16]
@@ -629,7 +587,7 @@ def _check_has_audio(audio_class: type, info) -> None:
     else:
         return
     if silent:
-        raise UnreadableFileError(f"no audio stream in the {_FORMATS[audio_class][1]} file (only metadata or other tracks)")
+        raise UnreadableFileError(f"no audio stream in the {FORMATS[audio_class][1]} file (only metadata or other tracks)")
 
 
 def _info(info, attribute: str, label: str, warnings: list[str]):
@@ -678,7 +636,7 @@ def _codec(audio_class: type, info) -> str:
 _FIXED_CODECS = {
     FLAC: "flac", OggVorbis: "vorbis", OggFLAC: "flac", OggSpeex: "speex", OggOpus: "opus",
     MonkeysAudio: "ape", WavPack: "wavpack", AIFF: "pcm", DSF: "dsd", DSDIFF: "dsd", Musepack: "musepack",
-    TrueAudio: "tta", OptimFROG: "optimfrog", AAC: "aac", AC3: "ac3",
+    TrueAudio: "tta", OptimFROG: "optimfrog", TAK: "tak", AAC: "aac", AC3: "ac3",
 }
 
 
@@ -708,10 +666,26 @@ def _read_tags(audio, view: SafeFile, raw: RawTags) -> None:
     elif isinstance(audio, ASF):
         if tags is not None:
             read_asf(tags, raw)
+    elif isinstance(audio, (AAC, AC3)):  # mutagen reads their stream only; taggers lay tags out as in an MP3
+        # (ID3v2 in front of ADTS AAC; APEv2 and ID3v1 at the end, foobar2000's choice for AC-3)
+        _read_mp3_tags(_leading_id3(view, raw), view, raw)
     elif isinstance(tags, APEv2):
         read_apev2(tags, raw)
-    elif tags is not None:  # AIFF, WAV, DSF, DSDIFF, TTA, AAC, AC3: ID3
+    elif tags is not None:  # AIFF, WAV, DSF, DSDIFF, TTA: ID3
         read_id3(tags, raw)
+
+
+def _leading_id3(view: SafeFile, raw: RawTags):
+    """The ID3v2 tag at the start of a raw stream (ADTS AAC, AC-3), as mutagen's MP3 class would load it."""
+    view.seek(0)
+    try:
+        return ID3(view, load_v1=False)
+    except ID3NoHeaderError:
+        return None
+    except Exception as error:
+        _raise_if_os_error(error)
+        raw.warnings.append(f"unreadable ID3v2 tag ignored ({error or type(error).__name__})")
+        return None
 
 
 def _read_mp3_tags(tags, view: SafeFile, raw: RawTags) -> None:
