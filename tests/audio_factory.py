@@ -1383,6 +1383,37 @@ def with_raw_tags(template: Template, items: list[tuple[str, str]]) -> bytes:
     return buffer.getvalue()
 
 
+def with_damaged_stream_header(template: Template, *, sample_rate: int | None = None, channels: int | None = None,
+                               total_samples: int | None = None, mp4_duration: tuple[int, int] | None = None) -> bytes:
+    """The template's bytes with stream header fields overwritten, as a damaged header gives them: FLAC's STREAMINFO
+    (sample rate, channels, total samples), WAV's fmt chunk (sample rate, channels), MP4's mdhd (timescale,
+    duration)."""
+    data = bytearray(template.data)
+    container = template.format.container
+    if container == "flac":
+        assert data[:4] == b"fLaC" and data[4] & 0x7F == 0, "STREAMINFO must be the first block"
+        packed = int.from_bytes(data[18:26], "big")  # rate 20 bits, channels-1 3, bits-1 5, total samples 36
+        rate, channel_code = packed >> 44, (packed >> 41) & 0x7
+        bits_code, samples = (packed >> 36) & 0x1F, packed & (2**36 - 1)
+        rate = rate if sample_rate is None else sample_rate
+        channel_code = channel_code if channels is None else channels - 1
+        samples = samples if total_samples is None else total_samples
+        data[18:26] = ((rate << 44) | (channel_code << 41) | (bits_code << 36) | samples).to_bytes(8, "big")
+    elif container == "wav":
+        fmt = data.index(b"fmt ")
+        if channels is not None:
+            data[fmt + 10:fmt + 12] = struct.pack("<H", channels)
+        if sample_rate is not None:
+            data[fmt + 12:fmt + 16] = struct.pack("<I", sample_rate)
+    elif container == "m4a" and mp4_duration is not None:
+        header = data.index(b"mdhd")
+        assert data[header + 4] == 0, "version 0 mdhd: 32-bit times"
+        data[header + 16:header + 24] = struct.pack(">II", *mp4_duration)  # timescale, duration
+    else:
+        raise ValueError(f"no stream header fields to damage in {template.format.name}")
+    return bytes(data)
+
+
 # ---------------------------------------------------------------- command line
 
 

@@ -28,6 +28,7 @@ from tests.audio_factory import (
     is_available,
     make_library,
     metadata_only_mp4,
+    with_damaged_stream_header,
     with_raw_tags,
 )
 from worker_app import paths
@@ -204,3 +205,61 @@ def test_every_extension_reads_its_container_without_a_warning(tmp_path, templat
     path.write_bytes(template.data)
     record = read_track(path)
     assert (record.format, record.codec, record.warnings) == (template.format.container, template.format.codec, [])
+
+
+# ---------------------------------------------------------------- impossible stream values
+
+
+def damaged(tmp_path, templates, format_name, **fields):
+    template = templates.get(format_name, 0.3)
+    path = tmp_path / f"damaged{template.format.extension}"
+    path.write_bytes(with_damaged_stream_header(template, **fields))
+    return path, read_track(path)
+
+
+def test_a_24_hz_sample_rate_is_not_stored_nor_the_duration_it_implies(tmp_path, templates):
+    samples = round(44100 * templates.get("flac", 0.3).duration)
+    path, record = damaged(tmp_path, templates, "flac", sample_rate=24)
+    size = path.stat().st_size
+    assert (record.sample_rate, record.duration_seconds, record.bitrate) == (None, None, None)
+    assert "sample rate 24 ignored (below 1000)" in record.warnings
+    assert f"duration {samples / 24:g} s ignored (a {size}-byte file cannot hold it)" in record.warnings
+    assert (record.channels, record.bits_per_sample, record.codec) == (2, 16, "flac")  # the rest of the header
+
+
+def test_a_duration_the_file_cannot_hold_is_not_stored(tmp_path, templates):
+    path, record = damaged(tmp_path, templates, "flac", total_samples=2**36 - 1)  # 18 days at 44.1 kHz
+    assert record.duration_seconds is None and record.bitrate is None
+    assert f"duration {(2**36 - 1) / 44100:g} s ignored (a {path.stat().st_size}-byte file cannot hold it)" \
+        in record.warnings
+    assert record.sample_rate == 44100
+
+
+def test_a_duration_of_a_century_is_not_stored(tmp_path, templates):
+    _, record = damaged(tmp_path, templates, "m4a-aac", mp4_duration=(1, 0xFFFFFFFF))
+    assert record.duration_seconds is None
+    assert f"duration {float(0xFFFFFFFF)} ignored (above {31 * 24 * 3600.0})" in record.warnings
+    assert (record.codec, record.sample_rate, record.channels) == ("aac", 44100, 2)
+
+
+@pytest.mark.parametrize("channels, sample_rate, warning", [
+    (2, 24, "sample rate 24 ignored (below 1000)"),
+    (300, 44100, "channel count 300 ignored (above 255)"),
+    (2, 0xFFFFFFFF, "sample rate 4294967295 ignored (above 100000000)"),
+])
+def test_impossible_wav_header_values_are_not_stored(tmp_path, templates, channels, sample_rate, warning):
+    _, record = damaged(tmp_path, templates, "wav", channels=channels, sample_rate=sample_rate)
+    assert warning in record.warnings
+    assert record.channels == (channels if channels <= 255 else None)
+    assert record.sample_rate == (sample_rate if 1000 <= sample_rate <= 100_000_000 else None)
+
+
+@pytest.mark.parametrize("format_name", [name for name in ALL_FORMATS if not FORMATS[name].synthetic])
+def test_real_stream_values_are_kept_without_warnings(tmp_path, templates, format_name):
+    template = templates.get(format_name, 0.3)
+    path = tmp_path / f"track{template.format.extension}"
+    path.write_bytes(template.data)
+    record = read_track(path)
+    assert record.warnings == []
+    assert record.sample_rate == template.format.sample_rate and record.channels == template.format.channels
+    assert record.duration_seconds == pytest.approx(template.duration, abs=0.1) and record.bitrate > 0

@@ -276,7 +276,8 @@ def parse_mbid(text: str, key: str, warnings: list[str]) -> str | None:
     return None
 
 
-def positive_number(value, key: str, warnings: list[str], *, warn_negative: bool = True, maximum=None):
+def positive_number(value, key: str, warnings: list[str], *, warn_negative: bool = True, maximum=None,
+                    minimum=None):
     """Stream numbers: zero means "unknown" to mutagen; negative, non-finite or absurd values are nonsense."""
     if value is None:
         return None
@@ -291,6 +292,9 @@ def positive_number(value, key: str, warnings: list[str], *, warn_negative: bool
         return None
     if maximum is not None and value > maximum:
         warnings.append(f"{key} {value} ignored (above {maximum})")
+        return None
+    if minimum is not None and value < minimum:
+        warnings.append(f"{key} {value} ignored (below {minimum})")
         return None
     return value
 

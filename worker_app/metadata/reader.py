@@ -533,11 +533,14 @@ def _flac_stream_info(audio_file, is_last_block: bool):
 # ---------------------------------------------------------------- stream
 
 
-# Beyond these a stream number is a corrupt header, not a file (and the catalogue's integer columns overflow).
+# Beyond these a stream number is a corrupt header, not a file (and the catalogue's integer columns overflow): the
+# value is not stored, and the track's warnings say so.
 MAX_DURATION = 31 * 24 * 3600.0  # the longest audiobooks are days long
 MAX_BITRATE = 2**31 - 1  # bits per second (PostgreSQL integer)
+MIN_BITRATE = 500  # bits per second: the lowest speech codecs (Speex, Codec2) need 700 and more
+MIN_SAMPLE_RATE = 1000  # Hz: real audio starts at 8 kHz (telephone speech); 24 Hz is a field read wrong
 MAX_SAMPLE_RATE = 100_000_000  # DSD1024 is 45 MHz
-MAX_CHANNELS = 1024
+MAX_CHANNELS = 255  # Opus's and WAVE_FORMAT_EXTENSIBLE's practical limit; 22.2 surround is 24
 MAX_BITS_PER_SAMPLE = 64
 _CODEC_NAME = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,15}$")
 
@@ -551,7 +554,12 @@ def _stream_fields(audio_class: type, info, size_bytes: int, warnings: list[str]
     duration = positive_number(_info(info, "length", "duration", warnings), "duration", warnings,
                                maximum=MAX_DURATION)
     duration = float(duration) if duration is not None else None
-    bitrate = positive_number(_info(info, "bitrate", "bitrate", warnings), "bitrate", warnings, maximum=MAX_BITRATE)
+    if duration is not None and size_bytes * 8 / duration < MIN_BITRATE:
+        # The file is too small to hold that much audio in any codec: the header's sample count or rate is wrong.
+        warnings.append(f"duration {duration:g} s ignored (a {size_bytes}-byte file cannot hold it)")
+        duration = None
+    bitrate = positive_number(_info(info, "bitrate", "bitrate", warnings), "bitrate", warnings, maximum=MAX_BITRATE,
+                              minimum=MIN_BITRATE)
     if bitrate is None and duration:
         bitrate = size_bytes * 8 / duration  # what mutagen leaves out (WavPack, APE, TTA): the file's average
         if not 1 <= bitrate <= MAX_BITRATE:  # (a corrupt duration of days over a few kB rounds to 0)
@@ -569,7 +577,7 @@ def _stream_fields(audio_class: type, info, size_bytes: int, warnings: list[str]
         "codec": codec,
         "duration_seconds": duration,
         "bitrate": round(bitrate) if bitrate and bitrate >= 0.5 else None,
-        "sample_rate": _positive_int(sample_rate, "sample rate", warnings, MAX_SAMPLE_RATE),
+        "sample_rate": _positive_int(sample_rate, "sample rate", warnings, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE),
         "channels": _positive_int(channels, "channel count", warnings, MAX_CHANNELS),
         "bits_per_sample": _positive_int(bits_per_sample, "bits per sample", warnings, MAX_BITS_PER_SAMPLE),
     }
@@ -602,8 +610,8 @@ def _info(info, attribute: str, label: str, warnings: list[str]):
     return value
 
 
-def _positive_int(value, key: str, warnings: list[str], maximum: int) -> int | None:
-    value = positive_number(value, key, warnings, maximum=maximum)
+def _positive_int(value, key: str, warnings: list[str], maximum: int, minimum: int | None = None) -> int | None:
+    value = positive_number(value, key, warnings, maximum=maximum, minimum=minimum)
     return int(value) if value is not None else None
 
 
