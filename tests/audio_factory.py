@@ -50,7 +50,7 @@ from mutagen.apev2 import APEv2, APEValue, BINARY
 from mutagen.asf import ASF, ASFByteArrayAttribute, ASFUnicodeAttribute
 from mutagen.flac import FLAC, Picture
 from mutagen.id3 import (
-    APIC, COMM, ID3, TALB, TCMP, TCOM, TCON, TDRC, TIT2, TPE1, TPE2, TPOS, TPUB, TRCK, TSRC, TXXX, UFID,
+    APIC, BitPaddedInt, COMM, ID3, TALB, TCMP, TCOM, TCON, TDRC, TIT2, TPE1, TPE2, TPOS, TPUB, TRCK, TSRC, TXXX, UFID,
 )
 from mutagen.aiff import AIFF
 from mutagen.dsf import DSF
@@ -1301,6 +1301,11 @@ def _truncated_bytes(library: Library, rng, extension: str) -> bytes:
 
 
 # ---------------------------------------------------------------- files for one reader rule each
+
+
+def syncsafe(number: int) -> bytes:
+    """An ID3v2 size: 28 bits in four bytes of seven."""
+    return BitPaddedInt.to_str(number, width=4)
 
 
 def _atom(name: bytes, body: bytes) -> bytes:

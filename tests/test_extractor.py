@@ -210,6 +210,19 @@ def test_lone_surrogates_are_replaced():
     assert warnings == ["invalid UTF-8 replaced in album"]
 
 
+def test_one_storable_guard_for_the_extractor_and_the_batch_stage():
+    from worker_app.pipeline import batch
+
+    assert batch.storable is cleaning.storable
+    warnings = []
+    record = {"title": "caf\udce9\x00", "tags": {"k\x00": ["ok", "bad\ud800"]}}
+    assert cleaning.storable(record, warnings, "record") == {"title": "caf\ufffd", "tags": {"k": ["ok", "bad\ufffd"]}}
+    assert warnings == ["record.title: NUL removed or invalid characters replaced",
+                        "record.tags: NUL removed or invalid characters replaced",
+                        "record.tags.k: NUL removed or invalid characters replaced"]
+    assert cleaning.storable("fine") == "fine"
+
+
 def test_numbers_are_parsed_and_absurd_ones_dropped(tmp_path, templates):
     record = read_track(flac_with(templates, tmp_path, TRACKNUMBER="0", TRACKTOTAL="12", DISCNUMBER="2 of 3",
                                   DATE="3001-01-01", REPLAYGAIN_TRACK_GAIN="-6,50 dB",

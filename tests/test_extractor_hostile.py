@@ -31,7 +31,15 @@ from mutagen.id3 import (
 )
 from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm
 
-from tests.audio_factory import ALL_FORMATS, FORMATS, NOT_AN_IMAGE, TemplateCache, _asf_picture, make_cover_art
+from tests.audio_factory import (
+    ALL_FORMATS,
+    FORMATS,
+    NOT_AN_IMAGE,
+    TemplateCache,
+    _asf_picture,
+    make_cover_art,
+    syncsafe,
+)
 from worker_app.metadata import reader
 from worker_app.metadata.cleaning import MAX_FIELD_BYTES, MAX_TAG_VALUE_BYTES
 from worker_app.metadata.reader import read_stream_info, read_track
@@ -172,17 +180,13 @@ def traced_peak(function):
 # ---------------------------------------------------------------- raw ID3v2, for what mutagen will not write
 
 
-def _syncsafe(number: int) -> bytes:
-    return bytes(((number >> 21) & 0x7F, (number >> 14) & 0x7F, (number >> 7) & 0x7F, number & 0x7F))
-
-
 def raw_id3(frames: list[tuple[str, bytes]], version: int = 4, frame_flags: int = 0) -> bytes:
     body = b"".join(
-        name.encode("ascii") + (_syncsafe(len(data)) if version == 4 else struct.pack(">I", len(data)))
+        name.encode("ascii") + (syncsafe(len(data)) if version == 4 else struct.pack(">I", len(data)))
         + struct.pack(">H", frame_flags) + data
         for name, data in frames
     )
-    return b"ID3" + bytes((version, 0, 0)) + _syncsafe(len(body)) + body
+    return b"ID3" + bytes((version, 0, 0)) + syncsafe(len(body)) + body
 
 
 def mp3_with_raw_id3(templates, directory: Path, frames, version: int = 4, stem: str = "raw") -> Path:
@@ -498,7 +502,7 @@ def test_a_compressed_id3_picture_inflating_above_the_limit_is_skipped(templates
     frame = struct.pack(">I", len(inflated)) + compressed  # ID3v2.3: decompressed size, then zlib data
     path = tmp_path / "compressed.mp3"
     body = b"APIC" + struct.pack(">IH", len(frame), 0x0080) + frame + b"TIT2" + struct.pack(">IH", 6, 0) + b"\x03Title"
-    path.write_bytes(b"ID3\x03\x00\x00" + _syncsafe(len(body)) + body + templates.get("mp3", 0.3).data)
+    path.write_bytes(b"ID3\x03\x00\x00" + syncsafe(len(body)) + body + templates.get("mp3", 0.3).data)
     record, peak = traced_peak(lambda: read(path, max_cover_bytes=MiB))
     assert record.title == "Title" and record.cover is None
     assert "compressed ID3 frame inflating to more than 1 MiB skipped" in record.warnings
@@ -511,11 +515,11 @@ def test_an_id3_zip_bomb_costs_at_most_the_limit(templates, tmp_path):
     compressor = zlib.compressobj(9)
     chunk = bytes(MiB)
     compressed = b"".join(compressor.compress(chunk) for _ in range(inflated_size // MiB)) + compressor.flush()
-    frame = _syncsafe(inflated_size) + compressed  # ID3v2.4: data length indicator, then zlib data
-    data = b"TXXX" + _syncsafe(len(frame)) + struct.pack(">H", 0x0009) + frame
-    data += b"TIT2" + _syncsafe(6) + b"\x00\x00\x03Title"
+    frame = syncsafe(inflated_size) + compressed  # ID3v2.4: data length indicator, then zlib data
+    data = b"TXXX" + syncsafe(len(frame)) + struct.pack(">H", 0x0009) + frame
+    data += b"TIT2" + syncsafe(6) + b"\x00\x00\x03Title"
     path = tmp_path / "bomb.mp3"
-    path.write_bytes(b"ID3\x04\x00\x00" + _syncsafe(len(data)) + data + templates.get("mp3", 0.3).data)
+    path.write_bytes(b"ID3\x04\x00\x00" + syncsafe(len(data)) + data + templates.get("mp3", 0.3).data)
     assert len(compressed) < MiB // 2
     record, peak = traced_peak(lambda: read(path, max_cover_bytes=4 * MiB))
     assert record.title == "Title"

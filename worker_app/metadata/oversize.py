@@ -23,23 +23,20 @@ import struct
 from dataclasses import dataclass, field
 
 from mutagen.asf._objects import HeaderExtensionObject, HeaderObject, MetadataLibraryObject, MetadataObject
-from mutagen.id3 import Frames as ID3_FRAMES
+from mutagen.id3 import BitPaddedInt, Frames as ID3_FRAMES
 from mutagen.mp4 import MP4, MP4Cover, MP4Tags
 from mutagen.ogg import OggPage
 from mutagen.oggopus import OggOpus, OggOpusVComment
 from mutagen.oggvorbis import OggVCommentDict, OggVorbis
 from mutagen._vorbis import VCommentDict
 
+from worker_app.metadata.covers import APE_PICTURE_TYPES, MIME_BY_EXTENSION, MP4_COVER_MIME
 from worker_app.metadata.lenient import ReadContext, current
 from worker_app.metadata.safefile import Edit
 
 _MAX_ITEMS = 100_000  # frames, blocks, comments walked before a scanner gives up
 _HEAD = 4096  # bytes read at the start of a skipped item to describe it
 _ID3_PICTURE_MIME = {b"JPG": "image/jpeg", b"PNG": "image/png", b"GIF": "image/gif", b"BMP": "image/bmp"}
-_APE_PICTURE_TYPES = {"cover art (front)": 3, "cover art (back)": 4}
-_MIME_BY_SUFFIX = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif",
-                   "webp": "image/webp", "bmp": "image/bmp"}
-_MP4_COVER_MIME = {MP4Cover.FORMAT_JPEG: "image/jpeg", MP4Cover.FORMAT_PNG: "image/png"}
 
 
 class _GiveUp(Exception):
@@ -129,16 +126,13 @@ def plan_edits(fileobj, size: int, context: ReadContext) -> list[Edit]:
 
 
 def _syncsafe(data: bytes) -> int:
-    value = 0
-    for byte in data:
-        value = (value << 7) | (byte & 0x7F)
-    return value
+    return int(BitPaddedInt(data))
 
 
 def _to_syncsafe(value: int) -> bytes:
     if value >= 1 << 28:
         raise _GiveUp("tag too big")
-    return bytes(((value >> 21) & 0x7F, (value >> 14) & 0x7F, (value >> 7) & 0x7F, value & 0x7F))
+    return BitPaddedInt.to_str(value, width=4)
 
 
 def _id3v24_uses_syncsafe_sizes(reader: _Reader, base: int, length: int) -> bool:
@@ -429,8 +423,8 @@ def _apev2(reader: _Reader, plan: _Plan, limit: int) -> None:
                     file_name = b""
                 suffix = file_name.decode("latin-1").rpartition(".")[2].lower()
                 picture_size = value_size - (len(file_name) + 1 if separator else 0)
-                picture_type = _APE_PICTURE_TYPES.get(key.lower(), 0)
-                plan.pictures.append((picture_size, _MIME_BY_SUFFIX.get(suffix), picture_type))
+                picture_type = APE_PICTURE_TYPES.get(key.lower(), 0)
+                plan.pictures.append((picture_size, MIME_BY_EXTENSION.get(suffix), picture_type))
             else:
                 plan.items.append((f"APEv2 item {key}", value_size))
         position = value_end
@@ -551,10 +545,10 @@ class CappedMP4Tags(MP4Tags):
             if name == b"data":
                 image_format = data_type & 0xFFFFFF
                 if length - 16 > context.max_cover_bytes:
-                    context.skip_picture(length - 16, _MP4_COVER_MIME.get(image_format), None)
+                    context.skip_picture(length - 16, MP4_COVER_MIME.get(image_format), None)
                 else:
                     data = fileobj.read(length - 16)
-                    if image_format not in _MP4_COVER_MIME:
+                    if image_format not in MP4_COVER_MIME:
                         image_format = MP4Cover.FORMAT_JPEG
                     covers.append(MP4Cover(data, image_format))
             position += length

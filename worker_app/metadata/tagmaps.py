@@ -32,7 +32,7 @@ from mutagen.id3 import (
     TimeStampTextFrame,
     UrlFrame,
 )
-from mutagen.mp4 import AtomDataType, MP4Cover, MP4FreeForm
+from mutagen.mp4 import AtomDataType, MP4FreeForm
 
 from worker_app.metadata.cleaning import (
     MAX_FIELD_BYTES,
@@ -43,7 +43,7 @@ from worker_app.metadata.cleaning import (
     repair_latin1_mojibake,
     repair_utf16_byte_order,
 )
-from worker_app.metadata.covers import FRONT_COVER, EmbeddedPicture
+from worker_app.metadata.covers import APE_PICTURE_TYPES, MIME_BY_EXTENSION, MP4_COVER_MIME, EmbeddedPicture
 
 @dataclass
 class RawTags:
@@ -259,9 +259,6 @@ def read_vorbis_comments(comments, flac_pictures, raw: RawTags) -> None:
 
 # ---------------------------------------------------------------- APEv2 (Monkey's Audio, WavPack, Musepack, MP3)
 
-_APE_PICTURE_TYPES = {"cover art (front)": FRONT_COVER, "cover art (back)": 4}
-_MIME_BY_SUFFIX = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif",
-                   "webp": "image/webp", "bmp": "image/bmp"}
 
 
 def read_apev2(tags, raw: RawTags) -> None:
@@ -277,7 +274,7 @@ def read_apev2(tags, raw: RawTags) -> None:
             if not separator:
                 file_name, data = b"", value.value
             suffix = file_name.decode("latin-1").rpartition(".")[2].lower()
-            raw.pictures.append(EmbeddedPicture(data, _MIME_BY_SUFFIX.get(suffix), _APE_PICTURE_TYPES.get(lowered, 0)))
+            raw.pictures.append(EmbeddedPicture(data, MIME_BY_EXTENSION.get(suffix), APE_PICTURE_TYPES.get(lowered, 0)))
         # other binary items are opaque application data, not tags people read
 
 
@@ -421,7 +418,6 @@ def _read_unknown_id3_frame(frame_data: bytes, version: int, raw: RawTags) -> No
 
 # ---------------------------------------------------------------- MP4 / iTunes (M4A, M4B, ALAC)
 
-_MP4_COVER_MIME = {MP4Cover.FORMAT_JPEG: "image/jpeg", MP4Cover.FORMAT_PNG: "image/png"}
 _TEXT_FORMATS = (AtomDataType.UTF8, AtomDataType.IMPLICIT)
 
 
@@ -431,7 +427,7 @@ def read_mp4(tags, raw: RawTags) -> None:
             values = [values]
         if key == "covr":
             for cover in values:
-                raw.pictures.append(EmbeddedPicture(bytes(cover), _MP4_COVER_MIME.get(cover.imageformat), None))
+                raw.pictures.append(EmbeddedPicture(bytes(cover), MP4_COVER_MIME.get(cover.imageformat), None))
         elif key in ("trkn", "disk"):
             name = "track" if key == "trkn" else "disc"
             number, total = values[0]
