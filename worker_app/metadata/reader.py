@@ -75,6 +75,7 @@ from worker_app.metadata.oversize import CAPPED_CLASSES, plan_edits
 from worker_app.metadata.record import TrackRecord, UnreadableFileError
 from worker_app.metadata.safefile import ReadBudgetExceeded, SafeFile
 from worker_app.metadata.tagmaps import (
+    FIELD_KEYS,
     RawTags,
     merge_missing,
     read_apev2,
@@ -729,31 +730,15 @@ def _read_mp3_tags(tags, view: SafeFile, raw: RawTags) -> None:
         merge_missing(raw, id3v1)
 
 
-_SINGLE_TEXT_FIELDS = {
-    "title": "title",
-    "album": "album",
-}
-_MBID_FIELDS = {
-    "musicbrainz_trackid": "mb_track_id",
-    "musicbrainz_releasetrackid": "mb_release_track_id",
-    "musicbrainz_albumid": "mb_album_id",
-    "musicbrainz_releasegroupid": "mb_release_group_id",
-}
-_REPLAYGAIN_FIELDS = {
-    "replaygain_track_gain": "replaygain_track_gain",
-    "replaygain_track_peak": "replaygain_track_peak",
-    "replaygain_album_gain": "replaygain_album_gain",
-    "replaygain_album_peak": "replaygain_album_peak",
-}
-
-
 def _fill_tag_fields(record: TrackRecord, raw: RawTags) -> None:
-    """Move each field's tag out of ``raw.values``; what is left over becomes ``record.tags``.
+    """Move each field's values out of ``raw.values``, as the tag map's kind for its name says (tagmaps.FIELD_KEYS,
+    in table order); what is left over becomes ``record.tags``.
 
     A value that cannot become its field (track "A1", gain "loud") stays in ``tags`` under its key, so the
     catalogue loses nothing the file says.
     """
     values, warnings = raw.values, raw.warnings
+    credits: dict[str, tuple[str, list[str]]] = {}  # field -> (key, values) of a display credit ("A feat. B")
 
     def take_first(key: str) -> str | None:
         items = values.get(key)
@@ -766,47 +751,56 @@ def _fill_tag_fields(record: TrackRecord, raw: RawTags) -> None:
             values[key] = items[1:]
         return items[0]
 
-    def take_parsed(fields: dict[str, str], parse) -> None:
-        """Each field's first value through ``parse(text, key, warnings)``; a value it cannot parse stays
-        visible in tags."""
-        for key, field_name in fields.items():
+    def keep(key: str, text: str) -> None:
+        values.setdefault(key, []).insert(0, text)
+
+    for key, field_name, kind in ((entry.key, entry.field, entry.kind) for entry in FIELD_KEYS):
+        if kind == "credit":
+            credit = values.pop(key, [])
+            credits[field_name] = (key, credit)
+            setattr(record, field_name, credit)
+        elif kind == "list":
+            items = values.pop(key, [])
+            if items:
+                # Picard writes a display string to ARTIST and the list to ARTISTS: the list wins, and the display
+                # string stays in tags, the only place the catalogue has it.
+                credit_key, credit = credits.get(field_name, (key, []))
+                if credit and credit != items:
+                    values[credit_key] = credit
+                setattr(record, field_name, items)
+        elif kind == "mbids":
+            setattr(record, field_name, _identifiers(values, key, warnings))
+        elif kind == "date":
+            if record.date is None:
+                text = take_first(key)
+                if text is not None:
+                    record.date, record.year = text, parse_year(text, warnings)
+        elif kind == "total":
             text = take_first(key)
-            if text is not None:
-                value = parse(text, key, warnings)
+            if getattr(record, field_name) is None and text is not None:
+                setattr(record, field_name, parse_total(text, key, warnings))
+        else:
+            text = take_first(key)
+            if text is None:
+                continue
+            if kind == "text":
+                setattr(record, field_name, text)
+            elif kind == "position":
+                number, total, understood = parse_position(text, key, warnings)
+                if not understood:
+                    keep(key, text)
+                setattr(record, field_name, number)
+                setattr(record, field_name.replace("_number", "_total"), total)
+            else:
+                value = _PARSERS[kind](text, key, warnings)
                 if value is None:
-                    values.setdefault(key, []).insert(0, text)
-                setattr(record, field_name, value)
-
-    for key, field_name in _SINGLE_TEXT_FIELDS.items():
-        setattr(record, field_name, take_first(key))
-    take_parsed(_MBID_FIELDS, parse_mbid)
-
-    record.artists, record.album_artists = _names(values, "artist"), _names(values, "albumartist")
-    record.genres = values.pop("genre", [])
-    record.composers = values.pop("composer", [])
-    record.mb_artist_ids = _identifiers(values, "musicbrainz_artistid", warnings)
-    record.mb_album_artist_ids = _identifiers(values, "musicbrainz_albumartistid", warnings)
-
-    compilation = take_first("compilation")
-    if compilation is not None:
-        flag = parse_flag(compilation, "compilation", warnings)
-        if flag is None:
-            values.setdefault("compilation", []).insert(0, compilation)
-        record.is_compilation = bool(flag)
-
-    record.track_number, record.track_total = _position(values, "track", take_first, warnings)
-    record.disc_number, record.disc_total = _position(values, "disc", take_first, warnings)
-
-    date = take_first("date")
-    if date is None:
-        date = take_first("year")
-    if date is not None:
-        record.date = date
-        record.year = parse_year(date, warnings)
-
-    take_parsed(_REPLAYGAIN_FIELDS, parse_decibels)
+                    keep(key, text)
+                setattr(record, field_name, bool(value) if kind == "flag" else value)
 
     record.tags = _within_tags_budget(values, warnings)
+
+
+_PARSERS = {"flag": parse_flag, "mbid": parse_mbid, "gain": parse_decibels}
 
 
 def _within_tags_budget(values: dict[str, list[str]], warnings: list[str]) -> dict[str, list[str]]:
@@ -829,20 +823,6 @@ def _within_tags_budget(values: dict[str, list[str]], warnings: list[str]) -> di
     return kept
 
 
-def _names(values: dict[str, list[str]], key: str) -> list[str]:
-    """Picard writes a display string ("A feat. B") to ARTIST and the list to ARTISTS: the list wins.
-
-    The display string then stays in tags, as it is the only place the catalogue has it.
-    """
-    plural = values.pop(key + "s", None)
-    singular = values.pop(key, [])
-    if not plural:
-        return singular
-    if singular and singular != plural:
-        values[key] = singular
-    return plural
-
-
 def _identifiers(values: dict[str, list[str]], key: str, warnings: list[str]) -> list[str]:
     # ID3v2.3 and some taggers join several ids with "/" or ";" into one value; a MusicBrainz id contains neither.
     identifiers, rejected = [], []
@@ -858,16 +838,3 @@ def _identifiers(values: dict[str, list[str]], key: str, warnings: list[str]) ->
         values[key] = rejected
     return identifiers
 
-
-def _position(values, name: str, take_first, warnings) -> tuple[int | None, int | None]:
-    number_key, total_key = f"{name}number", f"{name}total"
-    number = total = None
-    text = take_first(number_key)
-    if text is not None:
-        number, total, understood = parse_position(text, number_key, warnings)
-        if not understood:
-            values.setdefault(number_key, []).insert(0, text)
-    total_text = take_first(total_key)
-    if total is None and total_text is not None:
-        total = parse_total(total_text, total_key, warnings)
-    return number, total

@@ -60,7 +60,7 @@ class RawTags:
                     _GOOD_KEYS.add(key)
             else:
                 key = clean_key(key, self.warnings)
-        cleaned = clean_text(value, key, self.warnings, MAX_FIELD_BYTES if key in FIELD_KEYS else MAX_TAG_VALUE_BYTES)
+        cleaned = clean_text(value, key, self.warnings, MAX_FIELD_BYTES if key in FIELD_NAMES else MAX_TAG_VALUE_BYTES)
         if cleaned is not None:
             self.values.setdefault(key, []).append(cleaned)
 
@@ -73,26 +73,15 @@ class RawTags:
             self.add(key, value)
 
 
-# Keys whose values become TrackRecord fields (one line of text each), and the groups of keys that say the same
-# thing (a tag format that has one of them in a file decides that field alone).
-FIELD_KEYS = frozenset({
-    "title", "album", "artist", "artists", "albumartist", "albumartists", "genre", "composer", "date", "year",
-    "tracknumber", "tracktotal", "discnumber", "disctotal", "compilation",
-    "musicbrainz_trackid", "musicbrainz_releasetrackid", "musicbrainz_albumid", "musicbrainz_releasegroupid",
-    "musicbrainz_artistid", "musicbrainz_albumartistid",
-    "replaygain_track_gain", "replaygain_track_peak", "replaygain_album_gain", "replaygain_album_peak",
-})
 MAX_KEY_BYTES = 255
 _GOOD_KEYS: set[str] = set()  # keys already seen fit for a JSON key as they are (a cache: checking costs more)
-KEY_GROUPS = {"artists": "artist", "albumartists": "albumartist", "year": "date"}
 
 
 def merge_missing(primary: RawTags, secondary: RawTags) -> None:
-    """Add to ``primary`` the keys only ``secondary`` has (a key or its group partner present in ``primary``
-    wins whole); pictures too, when ``primary`` has none."""
+    """Add to ``primary`` the keys only ``secondary`` has (a key, or any key of the same field, present in
+    ``primary`` wins whole); pictures too, when ``primary`` has none."""
     present = set(primary.values)
-    present |= {KEY_GROUPS[key] for key in present if key in KEY_GROUPS}
-    present |= {key for key, partner in KEY_GROUPS.items() if partner in present}
+    present |= {other for key in present if key in _SAME_FIELD for other in _SAME_FIELD[key]}
     for key, values in secondary.values.items():
         if key not in present:
             primary.values[key] = values
@@ -100,126 +89,165 @@ def merge_missing(primary: RawTags, secondary: RawTags) -> None:
         primary.pictures.extend(secondary.pictures)
 
 
-# Every key a tag format may use for one thing, under the name the catalogue files it by: MusicBrainz Picard's
-# internal tag names, the vocabulary of Picard's tag map, which beets' mediafile and Navidrome's mappings.yaml also
-# read, with the aliases other taggers write (foobar2000's "ALBUM ARTIST" and "TOTALTRACKS", "DISCC", APEv2's
-# "Year" and "Track"...). Columns, aliases separated by commas:
+# The tag map: every key a tag format may use for one thing, under the name the catalogue files it by (MusicBrainz
+# Picard's internal tag names: the vocabulary of Picard's tag map, which beets' mediafile and Navidrome's
+# mappings.yaml also read), with the aliases other taggers write (foobar2000's "ALBUM ARTIST" and "TOTALTRACKS",
+# "DISCC", APEv2's "Track"...), and for the names that become TrackRecord fields, which field and how. One line per
+# name; in a column, aliases are separated by commas:
+#   record field: kind, for the names the catalogue keeps as fields (the others go to TrackRecord.tags):
+#     text      one line of text; a second value stays in tags, with a warning
+#     list      every value (genres, composers; the list of artists: ARTISTS wins over ARTIST)
+#     credit    the artists as one display string ("A feat. B"): the field when the file has no list, else in tags
+#     flag      yes or no
+#     position  "3", "3/12" or "3 of 12": the number, and the total into the matching *_total field
+#     total     the total when the position did not hold one
+#     date      the date as tagged, and the year in it; a later name fills it only if the earlier one is absent
+#     mbid      one MusicBrainz identifier; mbids: several, also split at "/" and ";" (ID3v2.3's joined values)
+#     gain      a ReplayGain gain in dB or a peak
+#     A value that does not parse stays in tags under its name, with a warning.
 #   ID3v2 frames as mutagen gives them (v2.2/v2.3 ids upgraded to v2.4; "TIPL:role" for an involved person's role,
 #     "UFID:owner" for an identifier);
 #   MP4 atoms (case-sensitive);
 #   ASF attributes;
 #   free-form names, compared without case: Vorbis comments, APEv2 items, and the descriptions of ID3 TXXX frames,
 #     MP4 "----:com.apple.iTunes:..." atoms and ASF "Group/Name" attributes (read "group name").
-# A key no line lists is kept under its own name, lower-cased: a free-form name needs no line when it is the Picard
-# name itself (TXXX:REPLAYGAIN_TRACK_GAIN, Vorbis ARTISTS), only when it is an alias.
+# A key no line lists is kept under its own name, lower-cased: a free-form name needs no alias when it is the Picard
+# name itself (TXXX:ARTISTS, Vorbis REPLAYGAIN_TRACK_GAIN).
+# name                       | record field: kind          | ID3v2            | MP4  | ASF                        | free-form
 TAG_MAP_TABLE = """
-title                      | TIT2             | ©nam  | Title                     | TITLE
-artist                     | TPE1             | ©ART  | Author                    | ARTIST
-artists                    |                  |          | WM/ARTISTS                | ARTISTS
-album                      | TALB             | ©alb  | WM/AlbumTitle             | ALBUM
-albumartist                | TPE2             | aART     | WM/AlbumArtist            | ALBUMARTIST, ALBUM ARTIST
-albumartists               |                  |          |                           | ALBUMARTISTS, ALBUM ARTISTS
-compilation                | TCMP             | cpil     | WM/IsCompilation          | COMPILATION
-tracknumber                | TRCK             |          | WM/TrackNumber            | TRACKNUMBER, TRACK
-tracktotal                 |                  |          |                           | TRACKTOTAL, TOTALTRACKS, TRACKC
-discnumber                 | TPOS             |          | WM/PartOfSet              | DISCNUMBER, DISC
-disctotal                  |                  |          |                           | DISCTOTAL, TOTALDISCS, DISCC
-date                       | TDRC             | ©day  | WM/Year                   | DATE
-genre                      | TCON             | ©gen  | WM/Genre                  | GENRE
-composer                   | TCOM             | ©wrt  | WM/Composer               | COMPOSER
-musicbrainz_trackid        | UFID:http://musicbrainz.org | | | MUSICBRAINZ_TRACKID, MUSICBRAINZ TRACK ID
-musicbrainz_releasetrackid |                  |          |        | MUSICBRAINZ_RELEASETRACKID, MUSICBRAINZ RELEASE TRACK ID
-musicbrainz_albumid        |                  |          |        | MUSICBRAINZ_ALBUMID, MUSICBRAINZ ALBUM ID
-musicbrainz_releasegroupid |                  |          |        | MUSICBRAINZ_RELEASEGROUPID, MUSICBRAINZ RELEASE GROUP ID
-musicbrainz_artistid       |                  |          |        | MUSICBRAINZ_ARTISTID, MUSICBRAINZ ARTIST ID
-musicbrainz_albumartistid  |                  |          |        | MUSICBRAINZ_ALBUMARTISTID, MUSICBRAINZ ALBUM ARTIST ID
-musicbrainz_workid         |                  |          |                           | MUSICBRAINZ WORK ID
-musicbrainz_discid         |                  |          |                           | MUSICBRAINZ DISC ID
-musicbrainz_trmid          |                  |          |                           | MUSICBRAINZ TRM ID
-musicbrainz_originalalbumid  |                |          |                           | MUSICBRAINZ ORIGINAL ALBUM ID
-musicbrainz_originalartistid |                |          |                           | MUSICBRAINZ ORIGINAL ARTIST ID
-releasestatus              |                  |          |           | MUSICBRAINZ_ALBUMSTATUS, MUSICBRAINZ ALBUM STATUS
-releasetype                |                  |          |           | MUSICBRAINZ_ALBUMTYPE, MUSICBRAINZ ALBUM TYPE
-releasecountry             |                  |          |                           | MUSICBRAINZ ALBUM RELEASE COUNTRY
-comment:musicbrainz album comment | |         |                           | MUSICBRAINZ ALBUM COMMENT
-acoustid_id                |                  |          |                           | ACOUSTID ID
-acoustid_fingerprint       |                  |          |                           | ACOUSTID FINGERPRINT
-musicip_puid               |                  |          |                           | MUSICIP PUID
-musicip_fingerprint        |                  |          |                           | MUSICMAGIC FINGERPRINT
-artistsort                 | TSOP, XSOP       | soar     | WM/ArtistSortOrder        |
-albumsort                  | TSOA, XSOA       | soal     | WM/AlbumSortOrder         |
-titlesort                  | TSOT, XSOT       | sonm     | WM/TitleSortOrder         |
-albumartistsort            | TSO2             | soaa     | WM/AlbumArtistSortOrder   |
-composersort               | TSOC             | soco     | WM/ComposerSortOrder      |
-label                      | TPUB             |          | WM/Publisher              |
-catalognumber              |                  |          | WM/CatalogNo              |
-isrc                       | TSRC             |          | WM/ISRC                   |
-barcode                    |                  |          | WM/Barcode                |
-bpm                        | TBPM             | tmpo     | WM/BeatsPerMinute         |
-copyright                  | TCOP             | cprt     | Copyright                 |
-encodedby                  | TENC             | ©too  | WM/EncodedBy              |
-encodersettings            | TSSE             |          | WM/EncodingSettings       |
-lyricist                   | TEXT             |          | WM/Writer                 |
-conductor                  | TPE3             |          | WM/Conductor              |
-remixer                    | TPE4             |          | WM/ModifiedBy             | MIXARTIST
-producer                   |                  |          | WM/Producer               |
-engineer                   |                  |          | WM/Engineer               |
-djmixer                    | TIPL:dj-mix      |          | WM/DJMixer                |
-mixer                      | TIPL:mix         |          | WM/Mixer                  |
-grouping                   | TIT1, GRP1       | ©grp  | WM/ContentGroupDescription |
-subtitle                   | TIT3             |          | WM/SubTitle               |
-discsubtitle               | TSST             |          | WM/SetSubTitle            |
-key                        | TKEY             |          | WM/InitialKey             | INITIALKEY
-language                   | TLAN             |          | WM/Language               |
-script                     |                  |          | WM/Script                 |
-media                      | TMED             |          | WM/Media                  |
-mood                       | TMOO             |          | WM/Mood                   |
-originaldate               | TDOR, XDOR       |          | WM/OriginalReleaseTime    |
-originalyear               |                  |          | WM/OriginalReleaseYear    |
-releasedate                | TDRL             |          |                           |
-originalalbum              | TOAL             |          | WM/OriginalAlbumTitle     |
-originalartist             | TOPE             |          | WM/OriginalArtist         | ORIGINAL ARTIST
-originalfilename           | TOFN             |          | WM/OriginalFilename       |
-work                       |                  | ©wrk  | WM/Work                   |
-movement                   | MVNM             | ©mvn  |                           |
-movementnumber             | MVIN             | ©mvi  |                           |
-movementtotal              |                  | ©mvc  |                           |
-showmovement               |                  | shwm     |                           |
-website                    | WOAR             |          | WM/AuthorURL              | WEBLINK
-license                    | WCOP             |          |                           |
-comment                    |                  | ©cmt  | Description               |
-lyrics                     |                  | ©lyr  | WM/Lyrics                 |
-rating                     |                  |          | WM/SharedUserRating       |
-show                       |                  | tvsh     |                           |
-showsort                   |                  | sosn     |                           |
-podcast                    |                  | pcst     |                           |
-gapless                    |                  | pgap     |                           |
-description                |                  | desc     |                           |
-podcasturl                 |                  | purl     |                           |
+title                        | title: text                 | TIT2             | ©nam | Title                      | TITLE
+artist                       | artists: credit             | TPE1             | ©ART | Author                     | ARTIST
+artists                      | artists: list               |                  |      | WM/ARTISTS                 | ARTISTS
+album                        | album: text                 | TALB             | ©alb | WM/AlbumTitle              | ALBUM
+albumartist                  | album_artists: credit       | TPE2             | aART | WM/AlbumArtist             | ALBUMARTIST, ALBUM ARTIST
+albumartists                 | album_artists: list         |                  |      |                            | ALBUMARTISTS, ALBUM ARTISTS
+compilation                  | is_compilation: flag        | TCMP             | cpil | WM/IsCompilation           | COMPILATION
+tracknumber                  | track_number: position      | TRCK             |      | WM/TrackNumber             | TRACKNUMBER, TRACK
+tracktotal                   | track_total: total          |                  |      |                            | TRACKTOTAL, TOTALTRACKS, TRACKC
+discnumber                   | disc_number: position       | TPOS             |      | WM/PartOfSet               | DISCNUMBER, DISC
+disctotal                    | disc_total: total           |                  |      |                            | DISCTOTAL, TOTALDISCS, DISCC
+date                         | date: date                  | TDRC             | ©day | WM/Year                    | DATE
+year                         | date: date                  |                  |      |                            | YEAR
+genre                        | genres: list                | TCON             | ©gen | WM/Genre                   | GENRE
+composer                     | composers: list             | TCOM             | ©wrt | WM/Composer                | COMPOSER
+musicbrainz_trackid          | mb_track_id: mbid           | UFID:http://musicbrainz.org |      |                            | MUSICBRAINZ_TRACKID, MUSICBRAINZ TRACK ID
+musicbrainz_releasetrackid   | mb_release_track_id: mbid   |                  |      |                            | MUSICBRAINZ_RELEASETRACKID, MUSICBRAINZ RELEASE TRACK ID
+musicbrainz_albumid          | mb_album_id: mbid           |                  |      |                            | MUSICBRAINZ_ALBUMID, MUSICBRAINZ ALBUM ID
+musicbrainz_releasegroupid   | mb_release_group_id: mbid   |                  |      |                            | MUSICBRAINZ_RELEASEGROUPID, MUSICBRAINZ RELEASE GROUP ID
+musicbrainz_artistid         | mb_artist_ids: mbids        |                  |      |                            | MUSICBRAINZ_ARTISTID, MUSICBRAINZ ARTIST ID
+musicbrainz_albumartistid    | mb_album_artist_ids: mbids  |                  |      |                            | MUSICBRAINZ_ALBUMARTISTID, MUSICBRAINZ ALBUM ARTIST ID
+replaygain_track_gain        | replaygain_track_gain: gain |                  |      |                            | REPLAYGAIN_TRACK_GAIN
+replaygain_track_peak        | replaygain_track_peak: gain |                  |      |                            | REPLAYGAIN_TRACK_PEAK
+replaygain_album_gain        | replaygain_album_gain: gain |                  |      |                            | REPLAYGAIN_ALBUM_GAIN
+replaygain_album_peak        | replaygain_album_peak: gain |                  |      |                            | REPLAYGAIN_ALBUM_PEAK
+musicbrainz_workid           |                             |                  |      |                            | MUSICBRAINZ WORK ID
+musicbrainz_discid           |                             |                  |      |                            | MUSICBRAINZ DISC ID
+musicbrainz_trmid            |                             |                  |      |                            | MUSICBRAINZ TRM ID
+musicbrainz_originalalbumid  |                             |                  |      |                            | MUSICBRAINZ ORIGINAL ALBUM ID
+musicbrainz_originalartistid |                             |                  |      |                            | MUSICBRAINZ ORIGINAL ARTIST ID
+releasestatus                |                             |                  |      |                            | MUSICBRAINZ_ALBUMSTATUS, MUSICBRAINZ ALBUM STATUS
+releasetype                  |                             |                  |      |                            | MUSICBRAINZ_ALBUMTYPE, MUSICBRAINZ ALBUM TYPE
+releasecountry               |                             |                  |      |                            | MUSICBRAINZ ALBUM RELEASE COUNTRY
+comment:musicbrainz album comment |                             |                  |      |                            | MUSICBRAINZ ALBUM COMMENT
+acoustid_id                  |                             |                  |      |                            | ACOUSTID ID
+acoustid_fingerprint         |                             |                  |      |                            | ACOUSTID FINGERPRINT
+musicip_puid                 |                             |                  |      |                            | MUSICIP PUID
+musicip_fingerprint          |                             |                  |      |                            | MUSICMAGIC FINGERPRINT
+artistsort                   |                             | TSOP, XSOP       | soar | WM/ArtistSortOrder         |
+albumsort                    |                             | TSOA, XSOA       | soal | WM/AlbumSortOrder          |
+titlesort                    |                             | TSOT, XSOT       | sonm | WM/TitleSortOrder          |
+albumartistsort              |                             | TSO2             | soaa | WM/AlbumArtistSortOrder    |
+composersort                 |                             | TSOC             | soco | WM/ComposerSortOrder       |
+label                        |                             | TPUB             |      | WM/Publisher               |
+catalognumber                |                             |                  |      | WM/CatalogNo               |
+isrc                         |                             | TSRC             |      | WM/ISRC                    |
+barcode                      |                             |                  |      | WM/Barcode                 |
+bpm                          |                             | TBPM             | tmpo | WM/BeatsPerMinute          |
+copyright                    |                             | TCOP             | cprt | Copyright                  |
+encodedby                    |                             | TENC             | ©too | WM/EncodedBy               |
+encodersettings              |                             | TSSE             |      | WM/EncodingSettings        |
+lyricist                     |                             | TEXT             |      | WM/Writer                  |
+conductor                    |                             | TPE3             |      | WM/Conductor               |
+remixer                      |                             | TPE4             |      | WM/ModifiedBy              | MIXARTIST
+producer                     |                             |                  |      | WM/Producer                |
+engineer                     |                             |                  |      | WM/Engineer                |
+djmixer                      |                             | TIPL:dj-mix      |      | WM/DJMixer                 |
+mixer                        |                             | TIPL:mix         |      | WM/Mixer                   |
+grouping                     |                             | TIT1, GRP1       | ©grp | WM/ContentGroupDescription |
+subtitle                     |                             | TIT3             |      | WM/SubTitle                |
+discsubtitle                 |                             | TSST             |      | WM/SetSubTitle             |
+key                          |                             | TKEY             |      | WM/InitialKey              | INITIALKEY
+language                     |                             | TLAN             |      | WM/Language                |
+script                       |                             |                  |      | WM/Script                  |
+media                        |                             | TMED             |      | WM/Media                   |
+mood                         |                             | TMOO             |      | WM/Mood                    |
+originaldate                 |                             | TDOR, XDOR       |      | WM/OriginalReleaseTime     |
+originalyear                 |                             |                  |      | WM/OriginalReleaseYear     |
+releasedate                  |                             | TDRL             |      |                            |
+originalalbum                |                             | TOAL             |      | WM/OriginalAlbumTitle      |
+originalartist               |                             | TOPE             |      | WM/OriginalArtist          | ORIGINAL ARTIST
+originalfilename             |                             | TOFN             |      | WM/OriginalFilename        |
+work                         |                             |                  | ©wrk | WM/Work                    |
+movement                     |                             | MVNM             | ©mvn |                            |
+movementnumber               |                             | MVIN             | ©mvi |                            |
+movementtotal                |                             |                  | ©mvc |                            |
+showmovement                 |                             |                  | shwm |                            |
+website                      |                             | WOAR             |      | WM/AuthorURL               | WEBLINK
+license                      |                             | WCOP             |      |                            |
+comment                      |                             |                  | ©cmt | Description                |
+lyrics                       |                             |                  | ©lyr | WM/Lyrics                  |
+rating                       |                             |                  |      | WM/SharedUserRating        |
+show                         |                             |                  | tvsh |                            |
+showsort                     |                             |                  | sosn |                            |
+podcast                      |                             |                  | pcst |                            |
+gapless                      |                             |                  | pgap |                            |
+description                  |                             |                  | desc |                            |
+podcasturl                   |                             |                  | purl |                            |
 """
 
 _COLUMNS = ("id3", "mp4", "asf", "free")
 _CASE_SENSITIVE = frozenset({"id3", "mp4"})
+FIELD_KINDS = frozenset({"text", "list", "credit", "flag", "position", "total", "date", "mbid", "mbids", "gain"})
 
 
-def _parse_tag_map(table: str) -> dict[str, dict[str, str]]:
-    """Per column, each key (lower-cased where the format ignores case) -> its name; a key under two names is a
-    mistake in the table, refused at import."""
+@dataclass(frozen=True)
+class FieldKey:
+    """A name whose values become a TrackRecord field."""
+
+    key: str  # the Picard name
+    field: str  # the TrackRecord attribute
+    kind: str  # how its values become the field: one of FIELD_KINDS
+
+
+def _parse_tag_map(table: str) -> tuple[dict[str, dict[str, str]], tuple[FieldKey, ...]]:
+    """Per column, each key (lower-cased where the format ignores case) -> its name; and the names that are record
+    fields, in table order. A key under two names, or an unknown kind, is a mistake in the table, refused at import."""
     maps: dict[str, dict[str, str]] = {column: {} for column in _COLUMNS}
+    field_keys = []
     for line in table.strip().splitlines():
-        name, *cells = (cell.strip() for cell in line.split("|"))
+        name, record_field, *cells = (cell.strip() for cell in line.split("|"))
         if len(cells) != len(_COLUMNS):
-            raise ValueError(f"tag map line {line!r}: {len(cells)} columns, not {len(_COLUMNS)}")
+            raise ValueError(f"tag map line {line!r}: {len(cells) + 2} columns, not {len(_COLUMNS) + 2}")
+        if record_field:
+            attribute, _, kind = (part.strip() for part in record_field.partition(":"))
+            if kind not in FIELD_KINDS:
+                raise ValueError(f"tag map line {line!r}: unknown kind {kind!r}")
+            field_keys.append(FieldKey(name, attribute, kind))
         for column, cell in zip(_COLUMNS, cells):
             for key in filter(None, (key.strip() for key in cell.split(","))):
                 lookup = key if column in _CASE_SENSITIVE else key.lower()
                 if maps[column].setdefault(lookup, name) != name:
                     raise ValueError(f"tag map: {column} key {key!r} listed for {maps[column][lookup]} and {name}")
-    return maps
+    return maps, tuple(field_keys)
 
 
-TAG_MAP = _parse_tag_map(TAG_MAP_TABLE)
+TAG_MAP, FIELD_KEYS = _parse_tag_map(TAG_MAP_TABLE)
 _ID3_KEYS, _MP4_KEYS, _ASF_KEYS, _FREE_KEYS = (TAG_MAP[column] for column in _COLUMNS)
+# The names that become fields (one line of text each), and the names that fill the same field: a tag format that
+# has one of them in a file decides that field alone (see merge_missing).
+FIELD_NAMES = frozenset(field_key.key for field_key in FIELD_KEYS)
+_SAME_FIELD = {field_key.key: frozenset(other.key for other in FIELD_KEYS if other.field == field_key.field)
+               for field_key in FIELD_KEYS}
 
 
 def free_form_key(name: str, key_without_name: str = "") -> str:
