@@ -46,19 +46,36 @@ from pathlib import Path
 import mutagen
 import numpy
 import soundfile
-from mutagen.apev2 import APEv2, APEValue, BINARY
+from mutagen.aiff import AIFF
+from mutagen.apev2 import BINARY, APEv2, APEValue
 from mutagen.asf import ASF, ASFByteArrayAttribute, ASFUnicodeAttribute
+from mutagen.dsf import DSF
 from mutagen.flac import FLAC, Picture
 from mutagen.id3 import (
-    APIC, BitPaddedInt, COMM, ID3, TALB, TCMP, TCOM, TCON, TDRC, TIT2, TPE1, TPE2, TPOS, TPUB, TRCK, TSRC, TXXX, UFID,
+    APIC,
+    COMM,
+    ID3,
+    TALB,
+    TCMP,
+    TCOM,
+    TCON,
+    TDRC,
+    TIT2,
+    TPE1,
+    TPE2,
+    TPOS,
+    TPUB,
+    TRCK,
+    TSRC,
+    TXXX,
+    UFID,
+    BitPaddedInt,
 )
-from mutagen.aiff import AIFF
-from mutagen.dsf import DSF
 from mutagen.mp3 import MP3
 from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm
-from mutagen.wave import WAVE
 from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
+from mutagen.wave import WAVE
 from PIL import Image, ImageDraw
 
 from worker_app.metadata.covers import find_folder_cover  # the rule the answer key must agree with
@@ -185,7 +202,8 @@ class TemplateCache:
         key = (format_name, duration)
         template = self._templates.get(key)
         if template is None:
-            path = self.directory / f"v{FACTORY_VERSION}-{format_name}-{round(duration * 1000)}ms{audio_format.extension}"
+            name = f"v{FACTORY_VERSION}-{format_name}-{round(duration * 1000)}ms{audio_format.extension}"
+            path = self.directory / name
             if not path.exists():
                 self.directory.mkdir(parents=True, exist_ok=True)
                 _encode_template(audio_format, duration, path)
@@ -1146,7 +1164,8 @@ def _write_album(library: Library, rng, names: _Names, album: _AlbumPlan, album_
             template = library.templates.get(album.format_name, rng.choice(TEMPLATE_DURATIONS))
             extra: dict[str, list[str]] = {"label": [label], "catalognumber": [catalog_number],
                                            "isrc": [f"QZ{rng.randint(10, 99)}{rng.randint(10**6, 10**7 - 1)}"],
-                                           "sbay_fixture": [f"{library.seed}:{album_index}:{disc_index}:{track_number}"]}
+                                           "sbay_fixture": [
+                                               f"{library.seed}:{album_index}:{disc_index}:{track_number}"]}
             if rng.random() < 0.3:
                 extra["comment"] = [rng.choice(["Remastered", "Bonus track", "Recorded live — 🎤", "Demo"])]
             if len(artists) > 1 and rng.random() < 0.5:

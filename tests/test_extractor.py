@@ -101,6 +101,7 @@ def test_folder_covers_are_found_and_read(library):
     assert library.folder_covers
     for directory, cover_path in library.folder_covers.items():
         name = find_folder_cover(os.listdir(directory))
+        assert os.path.join(directory, name) == os.fspath(cover_path)  # the image the generator meant
         cover = read_folder_cover(os.path.join(directory, name))
         assert cover.source == "folder"
         assert cover.width and cover.height and cover.mime in ("image/jpeg", "image/png")
@@ -374,6 +375,7 @@ def test_mp4_flags_and_numbers_become_text(tmp_path, templates):
 
 def test_asf_zero_based_track_and_picture(tmp_path, templates):
     import random
+
     from tests.audio_factory import _asf_picture
 
     path = copy_template(templates, "wma", tmp_path / "old.wma")

@@ -22,12 +22,32 @@ from pathlib import Path
 
 import mutagen
 import pytest
-from mutagen.apev2 import APEv2, APEValue, BINARY, EXTERNAL
+from mutagen.apev2 import BINARY, EXTERNAL, APEv2, APEValue
 from mutagen.asf import ASF
 from mutagen.flac import FLAC, Picture
 from mutagen.id3 import (
-    APIC, COMM, ID3, PCNT, POPM, TALB, TBPM, TDRC, TIPL, TIT2, TKEY, TMCL, TMOO, TPE1, TPOS, TRCK, TSRC, TXXX, UFID,
-    USER, USLT, WXXX,
+    APIC,
+    COMM,
+    ID3,
+    PCNT,
+    POPM,
+    TALB,
+    TBPM,
+    TDRC,
+    TIPL,
+    TIT2,
+    TKEY,
+    TMCL,
+    TMOO,
+    TPE1,
+    TPOS,
+    TRCK,
+    TSRC,
+    TXXX,
+    UFID,
+    USER,
+    USLT,
+    WXXX,
 )
 from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm
 

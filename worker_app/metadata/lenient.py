@@ -24,7 +24,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import mutagen.id3._frames as id3_frames
-from mutagen.apev2 import APEv2, _get_value_type, error as APEError, is_valid_apev2_key
+from mutagen.apev2 import APEv2, _get_value_type, is_valid_apev2_key
+from mutagen.apev2 import error as APEError
 from mutagen.asf._attrs import ASFBaseAttribute, ASFUnicodeAttribute
 from mutagen.asf._objects import (
     BaseObject,
@@ -298,7 +299,7 @@ def _asf_content_description_leniently(obj, asf, data: bytes, context: ReadConte
         return
     lengths = struct.unpack_from("<HHHHH", data)
     position = 10
-    for name, length in zip(obj.NAMES, lengths):
+    for name, length in zip(obj.NAMES, lengths, strict=True):  # five names, five lengths
         raw = data[position:position + length]
         position += length
         if length:

@@ -22,13 +22,14 @@ import binascii
 import struct
 from dataclasses import dataclass, field
 
+from mutagen._vorbis import VCommentDict
 from mutagen.asf._objects import HeaderExtensionObject, HeaderObject, MetadataLibraryObject, MetadataObject
-from mutagen.id3 import BitPaddedInt, Frames as ID3_FRAMES
+from mutagen.id3 import BitPaddedInt
+from mutagen.id3 import Frames as ID3_FRAMES
 from mutagen.mp4 import MP4, MP4Cover, MP4Tags
 from mutagen.ogg import OggPage
 from mutagen.oggopus import OggOpus, OggOpusVComment
 from mutagen.oggvorbis import OggVCommentDict, OggVorbis
-from mutagen._vorbis import VCommentDict
 
 from worker_app.metadata.covers import APE_PICTURE_TYPES, MIME_BY_EXTENSION, MP4_COVER_MIME
 from worker_app.metadata.lenient import ReadContext, current
@@ -56,7 +57,7 @@ class _Plan:
     pictures: list[tuple[int, str | None, int | None]] = field(default_factory=list)
     items: list[tuple[str, int]] = field(default_factory=list)
 
-    def absorb(self, other: "_Plan") -> None:
+    def absorb(self, other: _Plan) -> None:
         self.edits += other.edits
         self.pictures += other.pictures
         self.items += other.items

@@ -30,7 +30,8 @@ from mutagen.apev2 import APENoHeaderError, APEv2
 from mutagen.asf import ASF
 from mutagen.dsdiff import DSDIFF
 from mutagen.dsf import DSF
-from mutagen.flac import FLAC, StreamInfo as FLACStreamInfo
+from mutagen.flac import FLAC
+from mutagen.flac import StreamInfo as FLACStreamInfo
 from mutagen.id3 import ID3, ID3NoHeaderError
 from mutagen.id3._id3v1 import find_id3v1
 from mutagen.monkeysaudio import MonkeysAudio
@@ -48,7 +49,6 @@ from mutagen.wave import WAVE
 from mutagen.wavpack import WavPack
 
 from worker_app.metadata import lenient
-from worker_app.metadata.formats import AUDIO_EXTENSIONS, CLASS_BY_EXTENSION, FORMATS
 from worker_app.metadata.cleaning import (
     MAX_TAGS_BYTES,
     finish_warnings,
@@ -70,6 +70,7 @@ from worker_app.metadata.covers import (
     find_folder_cover,
     read_folder_cover,
 )
+from worker_app.metadata.formats import AUDIO_EXTENSIONS, CLASS_BY_EXTENSION, FORMATS
 from worker_app.metadata.lenient import ReadContext, picture_skipped_warning
 from worker_app.metadata.oversize import CAPPED_CLASSES, plan_edits
 from worker_app.metadata.record import TrackRecord, UnreadableFileError
@@ -596,7 +597,8 @@ def _check_has_audio(audio_class: type, info) -> None:
     else:
         return
     if silent:
-        raise UnreadableFileError(f"no audio stream in the {FORMATS[audio_class][1]} file (only metadata or other tracks)")
+        label = FORMATS[audio_class][1]
+        raise UnreadableFileError(f"no audio stream in the {label} file (only metadata or other tracks)")
 
 
 def _info(info, attribute: str, label: str, warnings: list[str]):

@@ -18,16 +18,16 @@ from mutagen.id3 import (
     COMM,
     PCNT,
     POPM,
-    SYLT,
-    USER,
-    PairedTextFrame,
     RVA2,
+    SYLT,
     TCON,
     TXXX,
     UFID,
+    USER,
     USLT,
     WXXX,
     Encoding,
+    PairedTextFrame,
     TextFrame,
     TimeStampTextFrame,
     UrlFrame,
@@ -44,6 +44,7 @@ from worker_app.metadata.cleaning import (
     repair_utf16_byte_order,
 )
 from worker_app.metadata.covers import APE_PICTURE_TYPES, MIME_BY_EXTENSION, MP4_COVER_MIME, EmbeddedPicture
+
 
 @dataclass
 class RawTags:
@@ -233,7 +234,7 @@ def _parse_tag_map(table: str) -> tuple[dict[str, dict[str, str]], tuple[FieldKe
             if kind not in FIELD_KINDS:
                 raise ValueError(f"tag map line {line!r}: unknown kind {kind!r}")
             field_keys.append(FieldKey(name, attribute, kind))
-        for column, cell in zip(_COLUMNS, cells):
+        for column, cell in zip(_COLUMNS, cells, strict=True):
             for key in filter(None, (key.strip() for key in cell.split(","))):
                 lookup = key if column in _CASE_SENSITIVE else key.lower()
                 if maps[column].setdefault(lookup, name) != name:
