@@ -982,3 +982,14 @@ def test_a_corrupt_length_field_allocates_nothing_of_the_sort(templates, tmp_pat
     reason, peak = traced_peak(lambda: refused(path))
     assert reason.split(":")[0] in ("truncated FLAC", "corrupt MP3", "truncated MP4/M4A")
     assert peak < MiB
+
+
+def test_the_lenient_patches_refuse_a_mutagen_they_were_not_written_for():
+    from worker_app.metadata import lenient
+
+    requirements = (Path(__file__).parent.parent / "requirements.txt").read_text()
+    pinned = next(line.split("==")[1].strip() for line in requirements.splitlines() if line.startswith("mutagen=="))
+    assert pinned in lenient.MUTAGEN_VERSIONS and mutagen.version_string == pinned
+    lenient.check_mutagen_version(pinned)
+    with pytest.raises(ImportError, match="not 0.9.9: check its patches"):
+        lenient.check_mutagen_version("0.9.9")

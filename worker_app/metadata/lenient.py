@@ -23,6 +23,7 @@ import zlib
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+import mutagen
 import mutagen.id3._frames as id3_frames
 from mutagen.apev2 import APEv2, _get_value_type, is_valid_apev2_key
 from mutagen.apev2 import error as APEError
@@ -40,6 +41,20 @@ from mutagen.id3._specs import EncodedTextSpec, EncodingSpec, SpecError
 
 from worker_app.metadata.cleaning import decode_utf8_lenient, format_size, shown
 from worker_app.metadata.covers import EmbeddedPicture
+
+# The mutagen releases whose internals the patches below were written against and tested with (requirements.txt
+# pins one). Another release may have moved or changed what they replace: a patch that no longer applies would
+# lose tags without a word, so the extractor refuses to start instead, until the patches are checked against it.
+MUTAGEN_VERSIONS = ("1.48.1",)
+
+
+def check_mutagen_version(version: str) -> None:
+    if version not in MUTAGEN_VERSIONS:
+        raise ImportError(f"worker_app.metadata.lenient was written for mutagen {', '.join(MUTAGEN_VERSIONS)}, "
+                          f"not {version}: check its patches against this release, then add it to MUTAGEN_VERSIONS")
+
+
+check_mutagen_version(mutagen.version_string)
 
 
 @dataclass
