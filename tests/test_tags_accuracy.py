@@ -141,6 +141,26 @@ def test_separate_totals_beside_a_bare_number(tmp_path, templates):
     assert record.tags == {}
 
 
+def test_two_taggers_aliases_for_one_field_say_it_once(tmp_path, templates):
+    template = templates.get("flac", 0.3)
+    path = tmp_path / "track.flac"
+    path.write_bytes(with_raw_tags(template, [("ALBUMARTIST", "The Band"), ("ALBUM ARTIST", "The Band"),
+                                              ("DISCNUMBER", "2"), ("DISC", "2"), ("GENRE", "Rock"),
+                                              ("GENRE", "Rock")]))
+    record = read_track(path)
+    assert (record.album_artists, record.disc_number, record.genres) == (["The Band"], 2, ["Rock"])
+    assert record.tags == {} and record.warnings == []
+
+
+def test_aliases_that_disagree_keep_the_first_and_the_other_in_tags(tmp_path, templates):
+    template = templates.get("flac", 0.3)
+    path = tmp_path / "track.flac"
+    path.write_bytes(with_raw_tags(template, [("DISCNUMBER", "1"), ("DISC", "2")]))
+    record = read_track(path)
+    assert record.disc_number == 1 and record.tags == {"discnumber": ["2"]}
+    assert record.warnings == ["discnumber has 2 values, the first is used"]
+
+
 # ---------------------------------------------------------------- every container mutagen reads, by every name
 
 

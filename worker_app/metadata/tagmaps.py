@@ -61,9 +61,14 @@ class RawTags:
                     _GOOD_KEYS.add(key)
             else:
                 key = clean_key(key, self.warnings)
-        cleaned = clean_text(value, key, self.warnings, MAX_FIELD_BYTES if key in FIELD_NAMES else MAX_TAG_VALUE_BYTES)
+        is_field = key in FIELD_NAMES
+        cleaned = clean_text(value, key, self.warnings, MAX_FIELD_BYTES if is_field else MAX_TAG_VALUE_BYTES)
         if cleaned is not None:
-            self.values.setdefault(key, []).append(cleaned)
+            values = self.values.setdefault(key, [])
+            # Two aliases of one field with the same value (ALBUMARTIST and ALBUM ARTIST, written by two taggers)
+            # say it once.
+            if not (is_field and cleaned in values):
+                values.append(cleaned)
 
     def add_all(self, key: str, values) -> None:
         for value in values:
