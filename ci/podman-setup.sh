@@ -5,20 +5,12 @@ set -euo pipefail
 
 [ "$(id -u)" = 0 ] || { echo "podman-setup.sh: must run as root" >&2; exit 1; }
 
-# podman and its network stack; debootstrap for the image; ssh (Ansible reaches the containers over SSH);
-# Debian's python3 with pip, which builds the wheelhouse for the hosts' own Python (worker_app role).
-PKGS=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs netavark aardvark-dns catatonit openssh-client
-      python3-pip python3-venv)
-missing=()
-for p in "${PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "podman-setup: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# podman and everything it runs (conmon, runc, netavark and the iptables it calls, aardvark-dns...), debootstrap
+# for the image, the SSH client Ansible reaches the containers with, Debian's python3 with pip for the wheelhouse:
+# the `podman` group of ci/host-commands.tsv, each with the reason it is needed.
+HERE=$(cd "$(dirname "$0")" && pwd)
+bash "$HERE/host-commands.sh" install --with-recommends podman
+bash "$HERE/host-commands.sh" check base podman
 
 # crun cannot run in cgroups v1 hybrid mode here; the default ulimits need
 # CAP_SYS_RESOURCE the shell does not have; journald is not running on the host.
@@ -44,7 +36,38 @@ if [ ! -f "$CONF" ] || [ "$(cat "$CONF")" != "$(printf '%s' "$WANT")" ]; then
     echo "podman-setup: wrote $CONF"
 fi
 
-# Smoke test: fails loudly here rather than deep inside Molecule.
+# Smoke test: fails loudly here, in seconds, rather than deep inside Molecule. A container joins a user network
+# (netavark sets up its firewall rules with iptables) and finds another one by name (aardvark-dns), as the
+# scenarios' containers do. The image is made of a few of the host's own binaries: no registry is needed.
 podman info --format '{{.Host.OCIRuntime.Name}} {{.Host.CgroupManager}} cgroups-{{.Host.CgroupsVersion}} {{.Host.NetworkBackend}}' \
     | sed 's/^/podman-setup: runtime, cgroup manager, cgroups, network: /'
 podman --version
+SMOKE_IMAGE=localhost/soniquebay-smoke:1 SMOKE_NET=soniquebay-smoke SMOKE_PEER=soniquebay-smoke-peer
+smoke_cleanup() {
+    podman rm -f -t 0 "$SMOKE_PEER" > /dev/null 2>&1 || true
+    podman network rm -f "$SMOKE_NET" > /dev/null 2>&1 || true
+}
+smoke_fail() {
+    echo "podman-setup: FAILED: $1" >&2
+    echo "podman-setup: check the podman group with: bash ci/host-commands.sh check podman" >&2
+    smoke_cleanup
+    exit 1
+}
+if ! podman image exists "$SMOKE_IMAGE"; then
+    rootfs=$(mktemp -d /var/tmp/soniquebay-smoke.XXXXXX)
+    for binary in /bin/sh /bin/sleep /usr/bin/getent; do
+        for file in "$binary" $(ldd "$binary" | grep -o '/[^ ]*'); do
+            cp --parents -L "$file" "$rootfs/"
+        done
+    done
+    out=$(tar -C "$rootfs" -c . | podman import - "$SMOKE_IMAGE" 2>&1) || smoke_fail "podman import of the smoke image: $out"
+    rm -rf "$rootfs"
+fi
+smoke_cleanup
+podman network create "$SMOKE_NET" > /dev/null || smoke_fail "podman network create $SMOKE_NET"
+out=$(podman run -d --name "$SMOKE_PEER" --network "$SMOKE_NET" "$SMOKE_IMAGE" /bin/sleep 60 2>&1) \
+    || smoke_fail "a container cannot join a podman network: $out"
+out=$(podman run --rm --network "$SMOKE_NET" "$SMOKE_IMAGE" /usr/bin/getent hosts "$SMOKE_PEER" 2>&1) \
+    || smoke_fail "a container on a podman network cannot resolve another one by name (aardvark-dns): $out"
+echo "podman-setup: a container on network $SMOKE_NET resolves its peer: ${out%% *}"
+smoke_cleanup

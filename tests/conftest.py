@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.host_commands import ProgramLog
 from tests.services import Stack
 
 CRASH_MARKER = "__soniquebay_test_crash__"
@@ -86,3 +87,21 @@ def running_scan(db_session_factory):
             return scan.id
 
     return make
+
+
+# Every program the test session starts must be one ci/host-commands.tsv lists, with the package that provides
+# it: else a fresh machine, which has only what the project installs, would fail where this one passes.
+PROGRAMS = ProgramLog()
+PROGRAMS.install()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    unknown = PROGRAMS.unknown()
+    if unknown:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = "\n".join(f"  {program}  (as in: {line})" for program, line in unknown.items())
+        message = f"the tests started programs that ci/host-commands.tsv does not list:\n{lines}"
+        if reporter:
+            reporter.write_sep("=", "host commands", red=True)
+            reporter.write_line(message)
+        session.exitstatus = 1

@@ -19,7 +19,7 @@ def test_a_row_postgresql_refuses_does_not_sink_its_batch(stack, db_session_fact
     payload = _payload("/bad-rows/album")
     payload["tracks"][1]["track_number"] = 10**9  # beyond the smallint column: PostgreSQL refuses the row
     scan_id = running_scan("/bad-rows", {"c/b0": "extract"})
-    insert_batch_direct.delay(scan_id, "c/b0", payload).get(timeout=60)
+    insert_batch_direct.apply_async((scan_id, "c/b0", payload), ignore_result=False).get(timeout=60)
 
     with db_session_factory() as session:
         catalogued = {p for p in tracks_by_path(session) if p.startswith("/bad-rows/album/")}
@@ -45,7 +45,7 @@ def test_a_file_that_vanishes_between_scan_and_extract_is_recorded(stack, librar
     shutil.copy(files[2].path, replaced.path)  # replaced by another file's content, same name
     scan_id = running_scan("/bad-rows", {"c/b0": "extract"})
     message = [[t.path, t.size_bytes, t.mtime] for t in files]
-    extract_metadata_batch.delay(scan_id, "c/b0", message, {}).get(timeout=60)
+    extract_metadata_batch.apply_async((scan_id, "c/b0", message, {}), ignore_result=False).get(timeout=60)
     summary = stack.wait_for_unit(scan_id, "c/b0")
 
     failures = json.loads(stack.soniquebay("failures", str(scan_id), "--json").stdout)

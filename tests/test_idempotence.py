@@ -45,11 +45,11 @@ def test_the_same_insert_batch_twice_leaves_the_same_rows(stack, db_session_fact
     payload = _payload("/idempotence/first")
     with db_session_factory() as session:
         before = table_counts(session)
-    first = insert_tracks_batch.delay(payload).get(timeout=60)
+    first = insert_tracks_batch.apply_async((payload,), ignore_result=False).get(timeout=60)
     with db_session_factory() as session:
         after_once = table_counts(session)
         catalogue_once = tracks_by_path(session)
-    second = insert_tracks_batch.delay(payload).get(timeout=60)
+    second = insert_tracks_batch.apply_async((payload,), ignore_result=False).get(timeout=60)
     with db_session_factory() as session:
         after_twice = table_counts(session)
         catalogue_twice = tracks_by_path(session)
@@ -72,10 +72,10 @@ def test_a_redelivered_scan_batch_is_counted_once(stack, db_session_factory, run
 
     payload = _payload("/idempotence/scan")
     scan_id = running_scan("/idempotence", {"c/b0": "extract"})
-    insert_batch_direct.delay(scan_id, "c/b0", payload).get(timeout=60)
+    insert_batch_direct.apply_async((scan_id, "c/b0", payload), ignore_result=False).get(timeout=60)
     with db_session_factory() as session:
         once = table_counts(session)
-    insert_batch_direct.delay(scan_id, "c/b0", payload).get(timeout=60)
+    insert_batch_direct.apply_async((scan_id, "c/b0", payload), ignore_result=False).get(timeout=60)
     with db_session_factory() as session:
         assert table_counts(session) == once
         unit = session.execute(select(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == "c/b0")).scalar_one()

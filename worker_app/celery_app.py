@@ -17,6 +17,7 @@ PIPELINE_MODULES = [
     "worker_app.pipeline.insert",
     "worker_app.pipeline.deferred",
     "worker_app.pipeline.stalls",
+    "worker_app.pipeline.relay",
 ]
 
 # The public task names of the design note, where each runs and at which priority. Globs cover the deferred
@@ -55,10 +56,18 @@ def create_app() -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
+        # Nothing in the pipeline waits on a task's result: none is stored, so the result Redis being lost or
+        # unreachable costs the pipeline nothing (the few tasks meant to be called for their answer say so).
+        task_ignore_result=True,
+        task_store_errors_even_if_ignored=False,
         worker_prefetch_multiplier=1,
         worker_max_tasks_per_child=1000,
         worker_max_memory_per_child=512_000,  # KiB: ~500 MB
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A broker restart must not cost the tasks running at the time: they finish, and their acknowledgements
+        # may be lost with the connection. What the restart orphaned (those messages, and the ones reserved but
+        # not started) is put back by the relay as soon as it sees the new broker (pipeline/relay.py), rather
+        # than after the visibility timeout; every unit skips work already done.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
@@ -77,7 +86,7 @@ def create_app() -> Celery:
         # `celery events`, Flower and `soniquebay status` need the events.
         worker_send_task_events=True,
         task_send_sent_event=True,
-        task_track_started=True,
+        task_track_started=False,  # a STARTED state would be a write to the result Redis per task
         timezone=settings.timezone,
         enable_utc=True,
     )

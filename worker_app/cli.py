@@ -69,28 +69,67 @@ def main() -> None:
 @click.option("--wait", is_flag=True, help="Show a live progress bar and exit when the scan is complete.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on standard output.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
-def scan(path: str, wait: bool, as_json: bool, timeout: float | None) -> None:
-    """Scan PATH (a folder or a file inside the library roots) into the catalogue."""
+@click.option("--no-worker-grace", type=float, default=30.0, show_default=True,
+              help="With --wait: give up waiting when no worker has consumed a queue the scan needs for this long.")
+def scan(path: str, wait: bool, as_json: bool, timeout: float | None, no_worker_grace: float) -> None:
+    """Scan PATH (a folder or a file inside the library roots) into the catalogue.
+
+    A second scan of a root that is being scanned starts when the first ends (so that it sees every change made
+    meanwhile); a scan of a root already queued joins that one. Scans of overlapping roots (a folder and one of
+    its subfolders) run side by side: neither removes what the other adds."""
     from worker_app.paths import PathRefused
-    from worker_app.pipeline.scan import start_scan
+    from worker_app.pipeline.scan import StartFailed, start_scan
 
     try:
-        scan_id = start_scan(path)
+        start = start_scan(path)
     except (PathRefused, ConfigurationError) as refusal:
         _fail(str(refusal))
+    except StartFailed as error:
+        _fail(f"the scan could not start: {error} (recorded as failed; nothing will start it later)", 3)
     except Exception as error:  # the broker or the database cannot be reached: say which, not a traceback
         _fail(f"cannot start the scan: {type(error).__name__}: {error}", 3)
+    _say_how_it_started(start)
+    scan_id = start.scan_id
     if not wait:
         summary = _progress(scan_id)
         _print_summary(summary, as_json)
         return
-    summary = _watch(scan_id, timeout, quiet=as_json and not sys.stderr.isatty())
+    summary = _watch(scan_id, timeout, no_worker_grace, quiet=as_json and not sys.stderr.isatty())
     _print_summary(summary, as_json)
     if summary["status"] != "complete":
-        _fail(summary.get("error") or f"scan {scan_id} ended as {summary['status']}", 1)
+        code = 4 if summary["status"] == "no worker" else 1
+        _fail(summary.get("error") or f"scan {scan_id} ended as {summary['status']}", code)
 
 
-def _watch(scan_id: int, timeout: float | None, quiet: bool) -> dict:
+def _say_how_it_started(start) -> None:
+    if start.how == "joined":
+        stderr.print(f"scan {start.scan_id} of this root is already queued: following it", highlight=False)
+    elif start.how == "queued":
+        stderr.print(f"scan {start.after_scan_id} of this root is running: scan {start.scan_id} starts when it "
+                     f"ends", highlight=False)
+    for other, root in start.beside:
+        stderr.print(f"scan {other} of {root} (an overlapping root) is running: both run; neither removes what "
+                     f"the other adds", highlight=False)
+
+
+PIPELINE_QUEUES = ("scan", "extract", "batch", "insert", "deferred")
+
+
+def _queues_without_worker() -> list[str] | None:
+    """The pipeline's queues no running worker consumes; None when that cannot be known (broker unreachable)."""
+    from worker_app.celery_app import app
+
+    try:
+        replies = app.control.inspect(timeout=1.0).active_queues() or {}
+    except Exception:  # noqa: BLE001 - the broker is down: unknown, not "no worker"
+        return None
+    consumed = {queue["name"] for queues in replies.values() for queue in queues}
+    return [queue for queue in PIPELINE_QUEUES if queue not in consumed]
+
+
+def _watch(scan_id: int, timeout: float | None, no_worker_grace: float, quiet: bool) -> dict:
+    from sqlalchemy.exc import OperationalError
+
     started = time.monotonic()
     columns = [
         TextColumn("[bold]scan {task.fields[scan_id]}[/] {task.fields[status]:<10}"),
@@ -103,21 +142,55 @@ def _watch(scan_id: int, timeout: float | None, quiet: bool) -> dict:
         TextColumn("ETA"),
         TimeRemainingColumn(),
     ]
+    summary: dict = {"scan_id": scan_id, "status": "unknown"}
+    database_down_since: float | None = None
+    idle_queues_since: float | None = None
+    next_queue_check = started + min(5.0, no_worker_grace)
     with Progress(*columns, console=stderr, disable=quiet, transient=False) as bar:
         task = bar.add_task("scan", total=None, scan_id=scan_id, status="queued", discovered=0, extracted=0,
                             inserted=0, failed=0, removed=0, rate=0.0)
         while True:
-            summary = _progress(scan_id)
-            done = summary["unchanged"] + summary["extracted"] + summary["failed"]
-            elapsed = max(time.monotonic() - started, 1e-6)
-            walking = summary["pending_units"].get("chunk", 0) > 0
-            bar.update(
-                task, total=None if walking and summary["status"] != "complete" else summary["discovered"],
-                completed=done, status=summary["status"], rate=summary["extracted"] / elapsed,
-                **{k: summary[k] for k in ("discovered", "extracted", "inserted", "failed", "removed")},
-            )
-            if summary["status"] in ("complete", "failed"):
-                return summary
+            now = time.monotonic()
+            elapsed = max(now - started, 1e-6)
+            try:
+                summary = _progress(scan_id)
+            except OperationalError as error:
+                # The scan goes on without us (its units retry); keep waiting, and say why nothing moves.
+                if database_down_since is None:
+                    database_down_since = now
+                    bar.console.print(f"[yellow]the catalogue database is unreachable "
+                                      f"({str(error.orig).strip().splitlines()[0]}): still waiting[/]",
+                                      highlight=False)
+                bar.update(task, status="db down")
+            else:
+                if database_down_since is not None:
+                    bar.console.print(f"the catalogue database is back after {now - database_down_since:.0f} s",
+                                      highlight=False)
+                    database_down_since = None
+                done = summary["unchanged"] + summary["extracted"] + summary["failed"]
+                walking = summary["pending_units"].get("chunk", 0) > 0
+                bar.update(
+                    task, total=None if walking and summary["status"] != "complete" else summary["discovered"],
+                    completed=done, status=summary["status"], rate=summary["extracted"] / elapsed,
+                    **{k: summary[k] for k in ("discovered", "extracted", "inserted", "failed", "removed")},
+                )
+                if summary["status"] in ("complete", "failed"):
+                    return summary
+            if now >= next_queue_check:
+                next_queue_check = now + 10
+                idle = _queues_without_worker()
+                if idle:
+                    if idle_queues_since is None:
+                        idle_queues_since = now
+                        bar.console.print(f"[yellow]no worker consumes the queue(s) {', '.join(idle)}: "
+                                          f"the scan cannot finish until one does[/]", highlight=False)
+                    if now - idle_queues_since >= no_worker_grace:
+                        return {**summary, "status": "no worker",
+                                "error": f"no worker consumed the queue(s) {', '.join(idle)} for "
+                                         f"{now - idle_queues_since:.0f} s: scan {scan_id} stays as it is and goes "
+                                         f"on when workers run (`soniquebay status {scan_id}`)"}
+                elif idle == [] and idle_queues_since is not None:
+                    idle_queues_since = None
             if timeout is not None and elapsed > timeout:
                 return {**summary, "status": "timeout",
                         "error": f"scan {scan_id} not complete after {timeout:.0f} s (are the workers running?)"}
@@ -134,6 +207,10 @@ def _print_summary(summary: dict, as_json: bool) -> None:
             table.add_row(key, str(summary[key]))
     if summary.get("pending_units"):
         table.add_row("pending", ", ".join(f"{n} {k}" for k, n in summary["pending_units"].items()))
+    for error, units in (summary.get("retrying") or {}).items():
+        table.add_row("retrying", f"{units} unit(s) after {error}")
+    if summary.get("after_scan_id") and summary.get("status") == "queued":
+        table.add_row("waits for", f"scan {summary['after_scan_id']} (same root) to end")
     stdout.print(table)
 
 
@@ -166,13 +243,14 @@ def failures(scan_id: int | None, as_json: bool) -> None:
     scan_id = scan_id or _latest_scan_id()
     with transaction() as session:
         rows = session.execute(
-            select(ScanFailure.path, ScanFailure.stage, ScanFailure.reason)
+            select(ScanFailure.path, ScanFailure.stage, ScanFailure.kind, ScanFailure.reason)
             .where(ScanFailure.scan_id == scan_id).order_by(ScanFailure.path)
         ).all()
     if as_json:
-        click.echo(json.dumps([{"path": p, "stage": s, "reason": r} for p, s, r in rows]))
+        click.echo(json.dumps([{"path": p, "stage": s, "kind": k, "reason": r} for p, s, k, r in rows]))
         return
-    table = Table("path", "stage", "reason", title=f"scan {scan_id}: {len(rows)} failures")
+    # kind: "verdict" (the content; not read again while the file is unchanged) or "passing" (read again next scan)
+    table = Table("path", "stage", "kind", "reason", title=f"scan {scan_id}: {len(rows)} failures")
     for row in rows:
         table.add_row(*row)
     stdout.print(table)

@@ -56,6 +56,7 @@ TASK_LIMITS = {
     "insert_covers_batch": INSERT,
     "cleanup_finish_scan": DEFERRED_FINALIZE,
     "cleanup_stalled_scans": DEFERRED_FINALIZE,
+    "relay_units": DEFERRED_FINALIZE,
     "enrich_*": DEFERRED,
     "vectorize_*": DEFERRED,
     "cleanup_*": DEFERRED,

@@ -51,8 +51,12 @@ class Settings:
     # One file's reading may not take longer (a parser that loops): the file fails, the batch goes on.
     file_time_limit: float
     timezone: str
-    # Test-only: a file whose name holds this marker kills the extract worker (see pipeline/extract.py).
+    # How often the relay looks for units that were registered but not sent, and for a restarted broker.
+    relay_interval: int = 5
+    # Test-only: a file whose name holds this marker kills the extract worker, and a crash plan file kills the
+    # worker of a chosen stage (see pipeline/crash_hook.py).
     test_crash_marker: str | None = None
+    test_crash_plan: str | None = None
 
     @property
     def longest_time_limit(self) -> int:
@@ -117,7 +121,9 @@ def load_settings() -> Settings:
         max_cover_bytes=_positive_int(values, "SONIQUEBAY_MAX_COVER_BYTES", 16 * 1024 * 1024),
         file_time_limit=_positive_int(values, "SONIQUEBAY_FILE_TIME_LIMIT", 30) * max(scale, 0.1),
         timezone=values.get("SONIQUEBAY_TIMEZONE", "Europe/Paris"),
+        relay_interval=_positive_int(values, "SONIQUEBAY_RELAY_INTERVAL", 5),
         test_crash_marker=values.get("SONIQUEBAY_TEST_CRASH_MARKER") or None,
+        test_crash_plan=values.get("SONIQUEBAY_TEST_CRASH_PLAN") or None,
     )
     if settings.visibility_timeout <= settings.longest_time_limit:
         raise ConfigurationError(

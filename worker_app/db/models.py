@@ -140,6 +140,10 @@ class Scan(Base):
     failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     removed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
+    # When it left the queue: the end of the scan removes only tracks written before (another scan's are newer).
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A scan of the same root waits for this one to end before it starts.
+    after_scan_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class ScanUnit(Base):
@@ -154,7 +158,14 @@ class ScanUnit(Base):
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))  # chunk extract cleanup enrich vectorize
     state: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")  # pending done
+    # The stage of the unit's chain its message is at (0: not delivered yet; extract 1 -> batch 2 -> insert 3), and
+    # how many times the message of that stage was delivered.
+    stage: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     deliveries: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+    # When its latest message went to the broker; NULL: registered and not sent yet (the relay sends it).
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The passing error (database, broker) its latest delivery met and will be retried after.
+    last_error: Mapped[str | None] = mapped_column(Text)
     # The unit whose task registered this one ('' for the scan's first unit), and the message that does it: a task
     # delivered again after its unit is done sends the messages of its children that no worker has started (it
     # may have died between its commit and sending them). The message is JSON text, not jsonb: file names that are
@@ -176,6 +187,7 @@ class ScanUnit(Base):
     __table_args__ = (
         Index("ix_scan_units_pending", "scan_id", postgresql_where="state = 'pending'"),
         Index("ix_scan_units_parent", "scan_id", "parent", postgresql_where="state = 'pending'"),
+        Index("ix_scan_units_unsent", "scan_id", postgresql_where="state = 'pending' AND sent_at IS NULL"),
     )
 
 
@@ -199,6 +211,9 @@ class ScanFailure(Base):
     path: Mapped[str] = mapped_column(Text)
     stage: Mapped[str] = mapped_column(String(16))  # scan extract insert
     reason: Mapped[str] = mapped_column(Text)
+    # "verdict": the content (corrupt, not audio), remembered for the file's (size, mtime); "passing": an I/O error,
+    # a permission, a time limit, a lost worker, which the next scan tries again.
+    kind: Mapped[str] = mapped_column(String(16), default="verdict", server_default="verdict")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -215,3 +230,13 @@ class FailedFile(Base):
     stage: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text)
     scan_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class BrokerEpoch(Base):
+    """Each broker Redis instance seen, by its run_id: a new one means the broker restarted, and whatever it lost
+    (the last second of its AOF, its consumers' reservations) is sent again, once."""
+
+    __tablename__ = "broker_epochs"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -184,7 +184,7 @@ def _run(limits: ReadLimits, function, *args):
                 return _guarded(function, context, *args)
         except FileTimeLimitExceeded:
             timer.stop()  # again: the alarm may have cut the first stop short
-            raise UnreadableFileError(f"took longer than {limits.time_limit:g} s to read") from None
+            raise UnreadableFileError(f"took longer than {limits.time_limit:g} s to read", passing=True) from None
     finally:
         lenient.leave(token)
 
@@ -270,7 +270,7 @@ def _stat(path: str) -> os.stat_result:
     try:
         return os.stat(path)
     except OSError as error:
-        raise UnreadableFileError(_os_error_reason(error)) from None
+        raise _access_error(error) from None
 
 
 def _check_regular_nonempty(file_stat: os.stat_result) -> None:
@@ -278,6 +278,12 @@ def _check_regular_nonempty(file_stat: os.stat_result) -> None:
         raise UnreadableFileError("not a regular file")
     if file_stat.st_size == 0:
         raise UnreadableFileError("zero-byte file")
+
+
+def _access_error(error: OSError) -> UnreadableFileError:
+    """An error of the file system, not of the content: passing (the next scan reads the file again), except a
+    folder where a file was expected."""
+    return UnreadableFileError(_os_error_reason(error), passing=not isinstance(error, IsADirectoryError))
 
 
 def _os_error_reason(error: OSError) -> str:
@@ -300,7 +306,7 @@ def _raise_if_os_error(error: BaseException) -> None:
             continue
         seen.add(id(current))
         if isinstance(current, OSError) and current.errno is not None and current.errno != errno.EINVAL:
-            raise UnreadableFileError(_os_error_reason(current)) from None
+            raise _access_error(current) from None
         pending.extend([current.__cause__, current.__context__])
         pending.extend(arg for arg in current.args if isinstance(arg, BaseException))
 
@@ -320,7 +326,7 @@ class _opened:
         try:
             self.file = open(self.path, "rb")
         except OSError as error:
-            raise UnreadableFileError(_os_error_reason(error)) from None
+            raise _access_error(error) from None
         try:
             edits = []
             capped = size > self.context.max_cover_bytes
@@ -329,7 +335,7 @@ class _opened:
             return SafeFile(self.file, size, edits, name=self.path, capped=capped)
         except OSError as error:
             self.file.close()
-            raise UnreadableFileError(_os_error_reason(error)) from None
+            raise _access_error(error) from None
         except BaseException:  # the time limit, or a bug: __exit__ will not run
             self.file.close()
             raise
@@ -509,7 +515,7 @@ def _read_bare_stream_info(view: SafeFile, audio_class: type):
         if header[:4] == b"fLaC" and header[4] & 0x7F == 0 and header[5:8] == b"\x00\x00\x22":
             return _flac_stream_info(view, is_last_block=bool(header[4] & 0x80))
     except OSError as error:
-        raise UnreadableFileError(_os_error_reason(error)) from None
+        raise _access_error(error) from None
     except Exception:
         return None
     return None

@@ -11,11 +11,16 @@ from typing import Any
 
 
 class UnreadableFileError(Exception):
-    """The one error the extractor raises for a file it cannot catalogue; ``reason`` says why, for people."""
+    """The one error the extractor raises for a file it cannot catalogue; ``reason`` says why, for people.
 
-    def __init__(self, reason: str):
+    ``passing`` is True when the failure says nothing about the file's content (an I/O error, a permission, a
+    time limit): the next scan must read the file again. Otherwise it is a verdict on the content (corrupt, not
+    audio), which holds as long as the file is unchanged."""
+
+    def __init__(self, reason: str, passing: bool = False):
         super().__init__(reason)
         self.reason = reason
+        self.passing = passing
 
 
 @dataclass

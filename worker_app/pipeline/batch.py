@@ -10,6 +10,7 @@ from collections import Counter, defaultdict
 from worker_app.celery_app import app
 from worker_app.limits import BATCH
 from worker_app.metadata.cleaning import storable
+from worker_app.pipeline.ledger import hand_off, publish
 from worker_app.pipeline.unit_task import UnitTask
 
 VARIOUS_ARTISTS = "Various Artists"
@@ -40,7 +41,7 @@ def _album_artist_name(records: list[dict]) -> tuple[str, bool]:
     return UNKNOWN_ARTIST, False
 
 
-@app.task(name="group_by_artist", acks_late=True,
+@app.task(name="group_by_artist", acks_late=True, ignore_result=False,
           **BATCH.options)
 def group_by_artist(records: list[dict]) -> dict:
     """Artists and albums of a batch, each once, and each track annotated with their natural keys."""
@@ -94,7 +95,7 @@ def group_by_artist(records: list[dict]) -> dict:
     return {"artists": artists, "albums": albums, "tracks": records}
 
 
-@app.task(name="prepare_insertion_batch", acks_late=True,
+@app.task(name="prepare_insertion_batch", acks_late=True, ignore_result=False,
           **BATCH.options)
 def prepare_insertion_batch(grouped: dict, failures: list, covers: dict) -> dict:
     """The insert stage's payload: every entity once, sorted by natural key (every insert worker then locks rows
@@ -111,19 +112,27 @@ def prepare_insertion_batch(grouped: dict, failures: list, covers: dict) -> dict
     }
 
 
+# The stage number of a batch unit's chain at this step (extract 1 -> batch 2 -> insert 3).
+BATCH_STAGE = 2
+
+
 class BatchTask(UnitTask):
     stage = "batch"
+    unit_stage = BATCH_STAGE
+    unit_kind = "batch"
 
     def paths_of(self, args, kwargs):
         records = args[2] if len(args) > 2 else []
-        return [record["path"] for record in records]
+        failures = args[3] if len(args) > 3 else []
+        return [record["path"] for record in records] + [failure[0] for failure in failures]
 
 
 @app.task(name="batch_entities", base=BatchTask, bind=True, acks_late=True,
           **BATCH.options)
 def batch_entities(self, scan_id: int, key: str, records: list[dict], failures: list, covers: dict) -> dict:
-    from worker_app.pipeline.insert import insert_batch_direct
+    from worker_app.pipeline.insert import INSERT_STAGE, insert_batch_direct
 
     payload = prepare_insertion_batch(group_by_artist(records), failures, covers)
-    insert_batch_direct.delay(scan_id, key, payload)
+    publish(insert_batch_direct.name, [scan_id, key, payload])
+    hand_off(scan_id, key, INSERT_STAGE)
     return {"tracks": len(payload["tracks"]), "artists": len(payload["artists"]), "albums": len(payload["albums"])}

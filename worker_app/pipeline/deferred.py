@@ -4,6 +4,7 @@ catalogue being wrong in the meantime."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from sqlalchemy import delete, exists, func, literal, or_, select, text, update
 from sqlalchemy.orm import Session, aliased
@@ -12,14 +13,24 @@ from worker_app.celery_app import app
 from worker_app.db.models import Album, Artist, Cover, FailedFile, Scan, ScanFolder, Track, TrackArtist
 from worker_app.db.session import transaction
 from worker_app.limits import DEFERRED, DEFERRED_FINALIZE
+from worker_app.pipeline.scan import start_queued_after
 from worker_app.pipeline.ledger import complete_unit, send_after_commit, unit_totals
-from worker_app.pipeline.unit_task import UnitTask
+from worker_app.pipeline.unit_task import PipelineTask, UnitTask
 
 log = logging.getLogger(__name__)
 
 
 class DeferredTask(UnitTask):
     stage = "cleanup"
+    unit_kind = "cleanup"
+
+
+class EnrichTask(DeferredTask):
+    unit_kind = "enrich"
+
+
+class VectorizeTask(DeferredTask):
+    unit_kind = "vectorize"
 
 
 def _update_and_close(statement, scan_id: int | None, key: str | None) -> int:
@@ -33,10 +44,14 @@ def _update_and_close(statement, scan_id: int | None, key: str | None) -> int:
 
 @app.task(name="cleanup_removed_files", base=DeferredTask, bind=True, acks_late=True,
           **DEFERRED.options)
-def cleanup_removed_files(self, scan_id: int, key: str, paths: list[str]) -> dict:
-    """Remove the tracks of files that a scan no longer found in their folder."""
+def cleanup_removed_files(self, scan_id: int, key: str, paths: list[str], listed_at: str | None = None) -> dict:
+    """Remove the tracks of files that a scan no longer found in their folder, unless a track was written after
+    that listing (by another scan, which found the file)."""
     with transaction() as session:
-        removed = session.execute(delete(Track).where(Track.path.in_(paths))).rowcount
+        statement = delete(Track).where(Track.path.in_(paths))
+        if listed_at is not None:
+            statement = statement.where(Track.updated_at < datetime.fromisoformat(listed_at))
+        removed = session.execute(statement).rowcount
         finished = complete_unit(session, scan_id, key, removed=removed)
     send_after_commit(scan_id, [], finished)
     return {"removed": removed}
@@ -67,14 +82,17 @@ def cleanup_orphans() -> dict[str, int]:
         return delete_orphans(session)
 
 
-def sweep_vanished_folders(session: Session, scan_id: int, root: str, model=Track) -> int:
+def sweep_vanished_folders(session: Session, scan_id: int, root: str, started_at, model=Track) -> int:
     """Rows of ``model`` (tracks, or known failures) under the scanned root whose folder the scan did not find,
-    unless the folder sits under one the scan could not read (its files may well still be there)."""
+    unless the folder sits under one the scan could not read (its files may well still be there), or the track was
+    written after the scan started (another scan found it, in a folder created after this one listed its parent)."""
     walked = aliased(ScanFolder)
     unreadable = aliased(ScanFolder)
     prefix = root.rstrip("/") + "/"
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    newer = [model.updated_at < started_at] if model is Track and started_at is not None else []
     return session.execute(delete(model).where(
+        *newer,
         or_(model.folder == root, model.path.like(escaped + "%", escape="\\")),
         ~exists().where(walked.scan_id == scan_id, walked.folder == model.folder),
         ~exists().where(
@@ -84,8 +102,8 @@ def sweep_vanished_folders(session: Session, scan_id: int, root: str, model=Trac
     )).rowcount
 
 
-@app.task(name="cleanup_finish_scan", bind=True, acks_late=True, autoretry_for=(Exception,), max_retries=8,
-          retry_backoff=2, **DEFERRED_FINALIZE.options)
+@app.task(name="cleanup_finish_scan", base=PipelineTask, bind=True, acks_late=True,
+          **DEFERRED_FINALIZE.options)
 def cleanup_finish_scan(self, scan_id: int) -> dict:
     """The end of a scan: sweep vanished folders and orphans, fix the final figures, mark the scan complete.
     Runs once per scan in effect: a second delivery finds the scan complete and does nothing."""
@@ -99,8 +117,8 @@ def cleanup_finish_scan(self, scan_id: int) -> dict:
         # disabling nested loops adds would otherwise make PostgreSQL spend 0.2 s compiling this statement.)
         session.execute(text("SET LOCAL enable_nestloop = off"))
         session.execute(text("SET LOCAL jit = off"))
-        swept = sweep_vanished_folders(session, scan_id, scan.root)
-        sweep_vanished_folders(session, scan_id, scan.root, FailedFile)
+        swept = sweep_vanished_folders(session, scan_id, scan.root, scan.started_at)
+        sweep_vanished_folders(session, scan_id, scan.root, scan.started_at, FailedFile)
         session.execute(text("RESET enable_nestloop"))
         session.execute(text("RESET jit"))
         # Only the sweep needed them: the table stays the size of one scan.
@@ -113,10 +131,11 @@ def cleanup_finish_scan(self, scan_id: int) -> dict:
         scan.status = "complete"
         scan.finished_at = func.now()
     log.info("scan %s complete: %s; orphans removed %s", scan_id, totals, orphans)
+    start_queued_after(scan_id)
     return {"scan_id": scan_id, "status": "complete", **totals}
 
 
-@app.task(name="enrich_album_covers", base=DeferredTask, bind=True, acks_late=True,
+@app.task(name="enrich_album_covers", base=EnrichTask, bind=True, acks_late=True,
           **DEFERRED.options)
 def enrich_album_covers(self, scan_id: int | None, key: str | None, album_ids: list[int]) -> dict:
     """Give each album the picture its tracks show most, a folder image (cover.jpg...) before embedded art."""
@@ -146,7 +165,7 @@ SEARCH_VECTOR = text("""
 """)
 
 
-@app.task(name="vectorize_tracks", base=DeferredTask, bind=True, acks_late=True,
+@app.task(name="vectorize_tracks", base=VectorizeTask, bind=True, acks_late=True,
           **DEFERRED.options)
 def vectorize_tracks(self, scan_id: int | None, key: str | None, track_ids: list[int]) -> dict:
     """Build each track's full-text search vector (title, artists, album, genres: tracks.search_vector)."""

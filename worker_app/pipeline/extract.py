@@ -14,8 +14,8 @@ from worker_app.limits import EXTRACT
 from worker_app.metadata.reader import read_folder_cover, read_stream_info, read_track
 from worker_app.metadata.record import UnreadableFileError
 from worker_app.paths import display_path
-from worker_app.pipeline.crash_hook import crash_if_marked
-from worker_app.pipeline.ledger import Failure, mark_current_path, take_poison
+from worker_app.pipeline.crash_hook import crash_if_marked, install_read_faults
+from worker_app.pipeline.ledger import PASSING, VERDICT, Failure, hand_off, mark_current_path, publish, take_poison
 from worker_app.pipeline.unit_task import UnitTask
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 class ExtractTask(UnitTask):
     stage = "extract"
+    unit_stage = 1
+    unit_kind = "extract"
 
     def paths_of(self, args, kwargs):
         files = args[2] if len(args) > 2 else kwargs.get("files", [])
@@ -32,10 +34,9 @@ class ExtractTask(UnitTask):
 @app.task(name="extract_metadata_batch", base=ExtractTask, bind=True, acks_late=True,
           **EXTRACT.options)
 def extract_metadata_batch(self, scan_id: int, key: str, files: list, folder_covers: dict[str, str]) -> dict:
-    from worker_app.pipeline.batch import batch_entities
+    from worker_app.pipeline.batch import BATCH_STAGE, batch_entities
 
-    if not self.begin(scan_id, key):
-        return {"skipped": key}
+    install_read_faults()
     deliveries, poison = take_poison(scan_id, key)
     careful = self.deaths(deliveries) > 0
     records, failures, covers = [], [], {}
@@ -51,7 +52,7 @@ def extract_metadata_batch(self, scan_id: int, key: str, files: list, folder_cov
     for path, size_bytes, mtime in files:
         if display_path(path) in poison:
             failures.append(Failure(path, "extract", "the worker process died while reading this file",
-                                    size_bytes, mtime))
+                                    size_bytes, mtime, PASSING))
             continue
         if careful:
             mark_current_path(scan_id, key, path)
@@ -59,10 +60,12 @@ def extract_metadata_batch(self, scan_id: int, key: str, files: list, folder_cov
             crash_if_marked(path)
             record = read_track(path)
         except UnreadableFileError as error:
-            failures.append(Failure(path, "extract", error.reason, size_bytes, mtime))
+            failures.append(Failure(path, "extract", error.reason, size_bytes, mtime,
+                                    PASSING if error.passing else VERDICT))
             continue
-        except MemoryError:
-            failures.append(Failure(path, "extract", "ran out of memory while reading this file", size_bytes, mtime))
+        except MemoryError:  # the host's memory as much as the file's: tried again at the next scan
+            failures.append(Failure(path, "extract", "ran out of memory while reading this file", size_bytes, mtime,
+                                    PASSING))
             continue
         message = record.to_message()
         if record.cover is not None:
@@ -72,13 +75,12 @@ def extract_metadata_batch(self, scan_id: int, key: str, files: list, folder_cov
         records.append(message)
     if careful:
         mark_current_path(scan_id, key, None)
-    batch_entities.delay(
-        scan_id, key, records, [failure.as_message() for failure in failures], covers,
-    )
+    publish(batch_entities.name, [scan_id, key, records, [failure.as_message() for failure in failures], covers])
+    hand_off(scan_id, key, BATCH_STAGE)
     return {"extracted": len(records), "failed": len(failures)}
 
 
-@app.task(name="extract_single_file", acks_late=True,
+@app.task(name="extract_single_file", acks_late=True, ignore_result=False,
           **EXTRACT.options)
 def extract_single_file(path: str) -> dict:
     """Read one file and return its record (what the catalogue would hold), or the reason it is unreadable."""
@@ -88,7 +90,7 @@ def extract_single_file(path: str) -> dict:
         return {"path": path, "error": error.reason}
 
 
-@app.task(name="extract_audio_features_batch", acks_late=True,
+@app.task(name="extract_audio_features_batch", acks_late=True, ignore_result=False,
           **EXTRACT.options)
 def extract_audio_features_batch(paths: list[str]) -> list[dict]:
     """Stream information only (duration, bitrate, sample rate, channels, codec) for each file: cheaper than the

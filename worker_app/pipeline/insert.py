@@ -7,7 +7,9 @@ so a batch costs a few round trips. Building one ``insert(...).values(rows)`` pe
 compile a new statement of rows x columns bound parameters for every batch, which cost the insert worker more CPU
 than reading the files cost the extract workers (bench/README.md); without RETURNING, an executemany upsert would
 go one statement per row (performance-facts.md). A row that PostgreSQL refuses does not sink its batch: the batch
-is written again track by track, each in a savepoint, and the refused track is recorded as failed.
+is written again track by track, each in a savepoint, and the refused track is recorded as failed. Only an error a
+single row causes (a data exception, a constraint) is handled so: one that would hit every row (a missing privilege
+or column, a read-only or full database) is a passing error of the whole unit, retried, and deletes nothing.
 """
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ import os
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import DataError, IntegrityError, InternalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from worker_app.celery_app import app
@@ -26,13 +27,14 @@ from worker_app.db.session import transaction
 from worker_app.limits import INSERT
 from worker_app.paths import db_path
 from worker_app.pipeline.ledger import (
-    Failure, Unit, complete_unit, record_failures, register_units, send_after_commit,
+    VERDICT, Failure, Unit, complete_unit, record_failures, register_units, send_after_commit,
 )
-from worker_app.pipeline.unit_task import UnitTask
+from worker_app.pipeline.unit_task import UnitTask, is_row_error
 
 log = logging.getLogger(__name__)
 
-ROW_ERRORS = (DataError, IntegrityError, InternalError, ProgrammingError)
+# The stage number of a batch unit's chain at this step (extract 1 -> batch 2 -> insert 3).
+INSERT_STAGE = 3
 
 TRACK_FIELDS = (
     "title", "track_number", "track_total", "disc_number", "disc_total", "date", "year", "genres", "composers",
@@ -156,6 +158,8 @@ def _payload_for(payload: dict, track: dict) -> dict:
 
 class InsertTask(UnitTask):
     stage = "insert"
+    unit_stage = INSERT_STAGE
+    unit_kind = "insert"
 
     def paths_of(self, args, kwargs):
         payload = args[2] if len(args) > 2 else {}
@@ -168,25 +172,31 @@ def insert_batch_direct(self, scan_id: int, key: str, payload: dict) -> dict:
     from worker_app.pipeline.deferred import enrich_album_covers, vectorize_tracks
 
     failures = [Failure(*failure) for failure in payload["failures"]]
-    if self.already_done(scan_id, key):
-        return {"skipped": key}  # a second delivery of a batch already written
     with transaction() as session:
         try:
             with session.begin_nested():
                 track_ids = write_payload(session, scan_id, payload)
-        except ROW_ERRORS as error:
+        except Exception as error:
+            if not is_row_error(error):
+                raise  # the whole statement: a passing error of the unit, retried (unit_task.py)
             log.warning("batch %s of scan %s refused as a whole (%s): writing it track by track",
-                        key, scan_id, error.orig)
+                        key, scan_id, getattr(error, "orig", error))
             track_ids = {}
             for track in payload["tracks"]:
                 try:
                     with session.begin_nested():
                         track_ids |= write_payload(session, scan_id, _payload_for(payload, track))
-                except ROW_ERRORS as row_error:
-                    failures.append(Failure(track["path"], "insert", f"refused by PostgreSQL: {row_error.orig}"))
-        # A file that can no longer be read leaves the catalogue with its stale row; one that reads again is no
-        # longer a known failure.
-        session.execute(delete(Track).where(Track.path.in_([db_path(f.path)[0] for f in failures])))
+                except Exception as row_error:
+                    if not is_row_error(row_error):
+                        raise
+                    failures.append(Failure(track["path"], "insert",
+                                            f"refused by PostgreSQL: {getattr(row_error, 'orig', row_error)}"))
+        # A file whose content is no longer audio leaves the catalogue with its stale row; a passing error (a
+        # permission, an I/O error, a time limit) leaves the row as it is. One that reads again is no longer a
+        # known failure.
+        verdicts = [db_path(f.path)[0] for f in failures if f.kind == VERDICT]
+        if verdicts:
+            session.execute(delete(Track).where(Track.path.in_(verdicts)))
         session.execute(delete(FailedFile).where(FailedFile.path.in_(list(track_ids))))
         record_failures(session, scan_id, failures)
         album_ids = sorted({album_id for (album_id,) in session.execute(
@@ -207,7 +217,7 @@ def insert_batch_direct(self, scan_id: int, key: str, payload: dict) -> dict:
     return {"inserted": len(track_ids), "failed": len(failures)}
 
 
-@app.task(name="insert_covers_batch", acks_late=True,
+@app.task(name="insert_covers_batch", acks_late=True, ignore_result=False,
           **INSERT.options)
 def insert_covers_batch(covers: list[dict]) -> dict[str, int]:
     """Upsert covers (``CoverImage.to_message`` dicts); returns their ids by sha256."""
@@ -215,7 +225,7 @@ def insert_covers_batch(covers: list[dict]) -> dict[str, int]:
         return upsert_covers(session, sorted(covers, key=lambda c: c["sha256"]))
 
 
-@app.task(name="insert_artists_batch", acks_late=True,
+@app.task(name="insert_artists_batch", acks_late=True, ignore_result=False,
           **INSERT.options)
 def insert_artists_batch(artists: list[dict]) -> dict[str, int]:
     """Upsert artists ({name, name_key, mbid}); returns their ids by natural key."""
@@ -223,7 +233,7 @@ def insert_artists_batch(artists: list[dict]) -> dict[str, int]:
         return upsert_artists(session, sorted(artists, key=lambda a: a["name_key"]))
 
 
-@app.task(name="insert_albums_batch", acks_late=True,
+@app.task(name="insert_albums_batch", acks_late=True, ignore_result=False,
           **INSERT.options)
 def insert_albums_batch(albums: list[dict], artists: list[dict]) -> dict[str, int]:
     """Upsert albums (as ``prepare_insertion_batch`` gives them) with their album artists; ids by album key."""
@@ -232,7 +242,7 @@ def insert_albums_batch(albums: list[dict], artists: list[dict]) -> dict[str, in
         return upsert_albums(session, sorted(albums, key=lambda a: a["key"]), artist_ids)
 
 
-@app.task(name="insert_tracks_batch", acks_late=True,
+@app.task(name="insert_tracks_batch", acks_late=True, ignore_result=False,
           **INSERT.options)
 def insert_tracks_batch(payload: dict) -> dict[str, int]:
     """Upsert a whole ``prepare_insertion_batch`` payload outside any scan; returns track ids by path."""

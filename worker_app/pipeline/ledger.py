@@ -4,7 +4,13 @@ A task registers the units it creates in the same transaction in which it marks 
 their messages only after that commit. So at every commit the pending units are exactly the work still to do,
 a scan whose last unit is done is finished exactly once (the scan row is locked for that check), and a task
 that is delivered twice finds its unit done and its children registered, and only sends again the messages of
-the children no worker has started (kept with the units: the first delivery may have died before sending them).
+the children that were never sent (kept with the units, with the time each was sent: the first delivery may have
+died before sending them).
+
+A unit's chain of messages (extract -> batch -> insert for a batch of files) moves through stages: each delivery is
+counted at its stage (``begin_delivery``), a stage hands the unit to the next after sending its message
+(``hand_off``), and a message of a stage the unit has passed is a duplicate. Every message goes out through
+``publish``: no task result is ever stored, so the pipeline never waits on the result Redis.
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -27,22 +33,37 @@ log = logging.getLogger(__name__)
 
 COUNTS = ("discovered", "unchanged", "extracted", "inserted", "failed", "removed")
 
+# A failure's kind: a verdict on the content is remembered for the file's (size, mtime); a passing error is not.
+VERDICT, PASSING = "verdict", "passing"
+
+
+def publish(task: str, args: list) -> None:
+    """Send one task message. Results are never stored (the pipeline does not wait on them), so sending needs only
+    the broker: a lost or black-holed result Redis costs nothing."""
+    app.send_task(task, args=args, ignore_result=True)
+
 
 @dataclass(frozen=True)
 class Failure:
     path: str
     stage: str
     reason: str
-    # The file's size and mtime when it failed, where known: an unchanged file is not tried again.
+    # The file's size and mtime when it failed, where known: an unchanged file whose failure is a verdict is not
+    # tried again.
     size_bytes: int | None = None
     mtime: float | None = None
+    kind: str = VERDICT
+
+    @property
+    def remembered(self) -> bool:
+        return self.kind == VERDICT and self.size_bytes is not None and self.mtime is not None
 
     def as_message(self) -> list:
-        return [self.path, self.stage, self.reason, self.size_bytes, self.mtime]
+        return [self.path, self.stage, self.reason, self.size_bytes, self.mtime, self.kind]
 
     def as_row(self, scan_id: int) -> dict:
         return {"scan_id": scan_id, "path": display_path(self.path), "stage": self.stage,
-                "reason": self.reason.replace("\x00", "")[:2000]}
+                "reason": self.reason.replace("\x00", "")[:2000], "kind": self.kind}
 
 
 @dataclass(frozen=True)
@@ -55,17 +76,23 @@ class Unit:
     args: list
 
     def send(self) -> None:
-        app.send_task(self.task, args=self.args)
+        publish(self.task, self.args)
 
 
 def _stored_message(task: str, args: list) -> str:
-    """A task message as the ledger keeps it (scan_units.message), to be sent again by ``_send_stored``."""
+    """A task message as the ledger keeps it (scan_units.message), to be sent again by ``send_stored``."""
     return json.dumps({"task": task, "args": args})
 
 
-def _send_stored(message: str) -> None:
+def send_stored(message: str) -> None:
     stored = json.loads(message)
-    app.send_task(stored["task"], args=stored["args"])
+    publish(stored["task"], stored["args"])
+
+
+def mark_sent(session: Session, scan_id: int, keys: list[str]) -> None:
+    if keys:
+        session.execute(update(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key.in_(keys))
+                        .values(sent_at=func.now()))
 
 
 def register_units(session: Session, scan_id: int, parent: str, units: list[Unit]) -> None:
@@ -78,33 +105,62 @@ def register_units(session: Session, scan_id: int, parent: str, units: list[Unit
 
 
 def send_after_commit(scan_id: int, units: list[Unit], finished: bool) -> None:
-    """Send the messages of units just committed, then, when that commit closed the scan's last unit, its end."""
+    """Send the messages of units just committed and record that they went; then, when that commit closed the
+    scan's last unit, send its end. A send that fails leaves its unit unsent, for the relay."""
     for unit in units:
         unit.send()
+    if units:
+        with transaction() as session:
+            mark_sent(session, scan_id, [unit.key for unit in units])
     if finished:
-        app.send_task("cleanup_finish_scan", args=[scan_id])
+        publish("cleanup_finish_scan", [scan_id])
 
 
-def resend_unstarted(scan_id: int, parent: str) -> int:
-    """For a task delivered again after its unit was done: send again the messages of the units it registered
-    that no worker has started, and the scan's end if it is due. The worker that did the unit may have died after
-    its commit and before sending them; if it did send them, the duplicates find their units done or run
-    idempotently."""
+def resend_unsent(scan_id: int, parent: str) -> int:
+    """For a task delivered again after its unit was done: send the messages of the units it registered that were
+    never sent, and the scan's end if it is due. The worker that did the unit may have died after its commit and
+    before sending them."""
     with transaction() as session:
         rows = session.execute(
-            select(ScanUnit.message).where(
+            select(ScanUnit.key, ScanUnit.message).where(
                 ScanUnit.scan_id == scan_id, ScanUnit.parent == parent, ScanUnit.state == "pending",
-                ScanUnit.deliveries == 0, ScanUnit.message.is_not(None),
-            ).order_by(ScanUnit.key)
-        ).scalars().all()
+                ScanUnit.sent_at.is_(None), ScanUnit.message.is_not(None),
+            ).order_by(ScanUnit.key).with_for_update(skip_locked=True)
+        ).all()
+        for _, message in rows:
+            send_stored(message)
+        mark_sent(session, scan_id, [key for key, _ in rows])
         status = session.execute(select(Scan.status).where(Scan.id == scan_id)).scalar()
-    for message in rows:
-        _send_stored(message)
     if status == "finalizing":
-        app.send_task("cleanup_finish_scan", args=[scan_id])
+        publish("cleanup_finish_scan", [scan_id])
     if rows:
-        log.warning("scan %s: sent %d unstarted units of %r again", scan_id, len(rows), parent or "the scan")
+        log.warning("scan %s: sent %d unsent units of %r", scan_id, len(rows), parent or "the scan")
     return len(rows)
+
+
+def reset_units(session: Session, scan_id: int, keys: list[str] | None = None) -> list[tuple[str, str]]:
+    """Make pending units start their chain again from its first stage, as unsent: their stage and delivery count
+    start afresh (a message sent again is no worker's death) and their clock restarts. ``keys`` None: every
+    pending unit of the scan. Returns (key, stored message) to send once this transaction has committed (until
+    then, or if the sender dies, they are unsent units, which the relay sends)."""
+    condition = [ScanUnit.scan_id == scan_id, ScanUnit.state == "pending", ScanUnit.message.is_not(None)]
+    if keys is not None:
+        condition.append(ScanUnit.key.in_(keys))
+    rows = session.execute(
+        update(ScanUnit).where(*condition)
+        .values(stage=0, deliveries=0, sent_at=None, updated_at=func.now())
+        .returning(ScanUnit.key, ScanUnit.message)
+    ).all()
+    return sorted((key, message) for key, message in rows)
+
+
+def send_units(scan_id: int, stored: list[tuple[str, str]]) -> None:
+    """Send (key, stored message) pairs, then record them as sent."""
+    for _, message in stored:
+        send_stored(message)
+    if stored:
+        with transaction() as session:
+            mark_sent(session, scan_id, [key for key, _ in stored])
 
 
 def resend_stalled(stall_timeout: int) -> dict[int, int]:
@@ -117,32 +173,28 @@ def resend_stalled(stall_timeout: int) -> dict[int, int]:
     cutoff = func.now() - timedelta(seconds=stall_timeout)
     last_move = (select(func.max(ScanUnit.updated_at)).where(ScanUnit.scan_id == Scan.id)
                  .correlate(Scan).scalar_subquery())
-    to_send: list[tuple[int, str]] = []  # (scan id, stored message)
+    sent: dict[int, int] = {}
+    resets: dict[int, list[tuple[str, str]]] = {}
     with transaction() as session:
         stalled = session.execute(
             select(Scan.id, Scan.status).where(or_(
-                and_(Scan.status == "queued", Scan.requested_at < cutoff),
+                and_(Scan.status == "queued", Scan.after_scan_id.is_(None), Scan.requested_at < cutoff),
                 and_(Scan.status.in_(("running", "finalizing")),
                      func.coalesce(last_move, Scan.requested_at) < cutoff),
             )).order_by(Scan.id).with_for_update(key_share=True, skip_locked=True)
         ).all()
         for scan_id, status in stalled:
             if status == "queued":
-                to_send.append((scan_id, _stored_message("scan_directory_parallel", [scan_id])))
+                publish("scan_directory_parallel", [scan_id])
+                sent[scan_id] = 1
             elif status == "finalizing":
-                to_send.append((scan_id, _stored_message("cleanup_finish_scan", [scan_id])))
+                publish("cleanup_finish_scan", [scan_id])
+                sent[scan_id] = 1
             else:
-                messages = session.execute(
-                    update(ScanUnit)
-                    .where(ScanUnit.scan_id == scan_id, ScanUnit.state == "pending", ScanUnit.message.is_not(None))
-                    .values(updated_at=func.now())
-                    .returning(ScanUnit.message)
-                ).scalars().all()
-                to_send.extend((scan_id, message) for message in sorted(messages))
-    sent: dict[int, int] = {}
-    for scan_id, message in to_send:
-        _send_stored(message)
-        sent[scan_id] = sent.get(scan_id, 0) + 1
+                resets[scan_id] = reset_units(session, scan_id)
+                sent[scan_id] = len(resets[scan_id])
+    for scan_id, stored in resets.items():
+        send_units(scan_id, stored)
     for scan_id, count in sent.items():
         log.warning("scan %s made no progress for %d s: sent %d of its messages again (lost by the broker?)",
                     scan_id, stall_timeout, count)
@@ -156,14 +208,17 @@ def record_failures(session: Session, scan_id: int, failures: list[Failure]) -> 
     statement = insert(ScanFailure).values(rows)
     session.execute(
         statement.on_conflict_do_update(
-            constraint="uq_scan_failures_scan_path_stage", set_={"reason": statement.excluded.reason}
+            constraint="uq_scan_failures_scan_path_stage",
+            set_={"reason": statement.excluded.reason, "kind": statement.excluded.kind},
         )
     )
+    # Only a verdict on the content is remembered: a passing error must not stop the next scan from reading the
+    # file again.
     known = {
         f.path: {"path": display_path(f.path), "folder": display_path(os.path.dirname(f.path)),
                  "size_bytes": f.size_bytes, "mtime": f.mtime, "stage": f.stage,
                  "reason": f.as_row(scan_id)["reason"], "scan_id": scan_id}
-        for f in failures if f.size_bytes is not None and f.mtime is not None
+        for f in failures if f.remembered
     }
     if known:
         statement = insert(FailedFile).values(sorted(known.values(), key=lambda row: row["path"]))
@@ -173,16 +228,52 @@ def record_failures(session: Session, scan_id: int, failures: list[Failure]) -> 
         ))
 
 
-def count_delivery(scan_id: int, key: str) -> int:
-    """Count one more delivery of a unit's message, committed at once so that it survives the worker dying."""
+@dataclass(frozen=True)
+class Delivery:
+    """What a delivery of a unit's message found: ``action`` is "run", "done" (the unit is done: a duplicate),
+    "passed" (the unit is at a later stage: a duplicate of this stage's message) or "missing" (no such unit)."""
+
+    action: str
+    deliveries: int = 0
+
+
+def begin_delivery(scan_id: int, key: str, stage: int) -> Delivery:
+    """Count one more delivery of a unit's message at ``stage``, committed at once so that it survives the worker
+    dying. The first delivery at a stage counts 1; a message of an earlier stage than the unit's is not run."""
     with transaction() as session:
         deliveries = session.execute(
             update(ScanUnit)
-            .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
-            .values(deliveries=ScanUnit.deliveries + 1, updated_at=func.now())
+            .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key, ScanUnit.state == "pending",
+                   ScanUnit.stage <= stage)
+            .values(deliveries=case((ScanUnit.stage == stage, ScanUnit.deliveries + 1), else_=1),
+                    stage=stage, updated_at=func.now())
             .returning(ScanUnit.deliveries)
         ).scalar()
-    return deliveries or 0
+        if deliveries is not None:
+            return Delivery("run", deliveries)
+        state = session.execute(
+            select(ScanUnit.state).where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
+        ).scalar()
+    return Delivery({None: "missing", "done": "done"}.get(state, "passed"))
+
+
+def hand_off(scan_id: int, key: str, stage: int) -> None:
+    """Record that the unit's message for ``stage`` was just sent (the previous stage is over): its deliveries
+    count from zero there. Never moves a unit back (the next stage may already have begun)."""
+    with transaction() as session:
+        session.execute(
+            update(ScanUnit)
+            .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key, ScanUnit.state == "pending",
+                   ScanUnit.stage < stage)
+            .values(stage=stage, deliveries=0, sent_at=func.now(), updated_at=func.now())
+        )
+
+
+def note_passing_error(scan_id: int, key: str, error: str) -> None:
+    """Keep the passing error a unit met (for `soniquebay status`); best effort, the database may be what failed."""
+    with transaction() as session:
+        session.execute(update(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
+                        .values(last_error=error[:500]))
 
 
 def take_poison(scan_id: int, key: str) -> tuple[int, list[str]]:
@@ -221,16 +312,20 @@ def unit_is_done(session: Session, scan_id: int, key: str) -> bool:
 
 
 def complete_unit(session: Session, scan_id: int, key: str, **counts: int) -> bool:
-    """Mark a unit done with its figures; True when that was the scan's last pending unit, in which case the
-    caller sends ``cleanup_finish_scan`` after the commit."""
+    """Mark a pending unit done with its figures; True when that was the scan's last pending unit, in which case
+    the caller sends ``cleanup_finish_scan`` after the commit. A unit already done keeps its figures (a concurrent
+    duplicate closed it first), so a redelivered task never counts its work twice or overwrites it with zero."""
     unknown = set(counts) - set(COUNTS)
     if unknown:
         raise ValueError(f"unknown unit counts: {sorted(unknown)}")
-    session.execute(
+    closed = session.execute(
         update(ScanUnit)
-        .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
-        .values(state="done", updated_at=func.now(), **counts)
-    )
+        .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key, ScanUnit.state == "pending")
+        .values(state="done", updated_at=func.now(), last_error=None, **counts)
+        .returning(ScanUnit.key)
+    ).first()
+    if closed is None:
+        return False  # closed already, by a duplicate of this delivery: its figures stand
     # FOR NO KEY UPDATE, not FOR UPDATE: every transaction that closes a unit has already inserted rows that
     # reference the scan (units, failures, folders), which holds a KEY SHARE lock on its row; FOR UPDATE waits for
     # those, so two such transactions deadlocked on each other (seen in the fleet: chunks retried until parked).
@@ -272,6 +367,11 @@ def progress(session: Session, scan_id: int) -> dict:
         .group_by(ScanUnit.kind)
     ).all()
     failures = session.execute(select(func.count()).where(ScanFailure.scan_id == scan_id)).scalar()
+    retrying = session.execute(
+        select(ScanUnit.last_error, func.count())
+        .where(ScanUnit.scan_id == scan_id, ScanUnit.state == "pending", ScanUnit.last_error.is_not(None))
+        .group_by(ScanUnit.last_error).order_by(func.count().desc()).limit(5)
+    ).all()
     end = scan.finished_at
     return {
         "scan_id": scan.id,
@@ -284,6 +384,9 @@ def progress(session: Session, scan_id: int) -> dict:
         **totals,
         "failure_records": failures,
         "pending_units": {kind: count for kind, count in pending},
+        # Passing errors pending units met and are retried after: {error: units}.
+        "retrying": {error: count for error, count in retrying},
+        "after_scan_id": scan.after_scan_id,
     }
 
 

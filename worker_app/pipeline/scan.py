@@ -15,7 +15,9 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from worker_app.celery_app import app
@@ -26,10 +28,10 @@ from worker_app.metadata.reader import find_folder_cover
 from worker_app.paths import PathRefused, db_path, display_path, is_audio_name, is_within, resolve_scan_path
 from worker_app.pipeline.crash_hook import crash_if_marked
 from worker_app.pipeline.ledger import (
-    Failure, Unit, complete_unit, mark_current_path, record_failures, register_units, resend_unstarted,
-    send_after_commit, take_poison,
+    PASSING, Failure, Unit, complete_unit, mark_current_path, publish, record_failures, register_units,
+    resend_unsent, send_after_commit, take_poison,
 )
-from worker_app.pipeline.unit_task import UnitTask
+from worker_app.pipeline.unit_task import PipelineTask, UnitTask
 from worker_app.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ class Listing:
     folder_covers: dict[str, str] = field(default_factory=dict)
     unvisited: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    # Audio files that are there but could not be looked at (stat failed): not removed, not read.
+    unreadable_files: list[str] = field(default_factory=list)
 
 
 def list_folders(folders: list[str], root: str, budget: int, deadline: float | None = None,
@@ -81,7 +85,8 @@ def list_folders(folders: list[str], root: str, budget: int, deadline: float | N
         folder = queue.pop(0)
         if display_path(folder) in poison:
             listing.unreadable_folders.append(folder)
-            listing.failures.append(Failure(folder, "scan", "the worker process died while listing this folder"))
+            listing.failures.append(Failure(folder, "scan", "the worker process died while listing this folder",
+                                            kind=PASSING))
             continue
         if before_listing is not None:
             before_listing(folder)
@@ -93,7 +98,8 @@ def list_folders(folders: list[str], root: str, budget: int, deadline: float | N
             continue  # vanished since its parent was listed: its tracks are swept at the end of the scan
         except OSError as error:
             listing.unreadable_folders.append(folder)
-            listing.failures.append(Failure(folder, "scan", f"cannot list folder: {error.strerror or error}"))
+            listing.failures.append(Failure(folder, "scan", f"cannot list folder: {error.strerror or error}",
+                                            kind=PASSING))
             continue
         listing.listed_folders.append(folder)
         seen_entries += len(entries)
@@ -107,7 +113,9 @@ def list_folders(folders: list[str], root: str, budget: int, deadline: float | N
                     try:
                         info = entry.stat()
                     except OSError as error:
-                        listing.failures.append(Failure(entry.path, "scan", f"cannot stat: {error.strerror}"))
+                        listing.failures.append(Failure(entry.path, "scan", f"cannot stat: {error.strerror}",
+                                                        kind=PASSING))
+                        listing.unreadable_files.append(entry.path)
                         continue
                     listing.files.append(FoundFile(entry.path, folder, info.st_size, info.st_mtime))
                 else:
@@ -135,7 +143,9 @@ def _entry_kind(entry: os.DirEntry, root: str, listing: Listing) -> str | None:
             return "dir"
         return "file" if entry.is_file(follow_symlinks=False) else None
     except OSError as error:
-        listing.failures.append(Failure(entry.path, "scan", f"cannot read entry: {error.strerror or error}"))
+        listing.failures.append(Failure(entry.path, "scan", f"cannot read entry: {error.strerror or error}",
+                                        kind=PASSING))
+        listing.unreadable_files.append(entry.path)
         return None
 
 
@@ -161,8 +171,11 @@ def plan_batches(files: list[FoundFile], batch_size: int) -> list[list[FoundFile
     return batches
 
 
-def _scan_root(session, scan_id: int) -> str:
-    return session.execute(select(Scan.root).where(Scan.id == scan_id)).scalar_one()
+def _scan_root(session, scan_id: int) -> tuple[str, datetime]:
+    """The scan's root, and the database's clock now: the catalogue's rows older than this are the ones the
+    listing that follows may find gone (a row written later is another scan's, of a file this listing missed)."""
+    root, now = session.execute(select(Scan.root, func.now()).where(Scan.id == scan_id)).one()
+    return root, now
 
 
 class ScanChunkTask(UnitTask):
@@ -179,7 +192,7 @@ class ScanChunkTask(UnitTask):
         if not paths:
             return super().record_unit_failure(session, scan_id, key, paths, reason)
         reason = f"this folder and everything under it were not scanned: {reason}"
-        record_failures(session, scan_id, [Failure(folder, self.stage, reason) for folder in paths])
+        record_failures(session, scan_id, [Failure(folder, self.stage, reason, kind=PASSING) for folder in paths])
         session.execute(insert(ScanFolder).values(
             [{"scan_id": scan_id, "folder": db_path(folder)[0], "listed": False} for folder in paths]
         ).on_conflict_do_nothing())
@@ -193,44 +206,44 @@ class ScanFileTask(UnitTask):
         return [args[2] if len(args) > 2 else kwargs["path"]]
 
 
-@app.task(name="scan_directory_parallel", bind=True, acks_late=True,
+@app.task(name="scan_directory_parallel", base=PipelineTask, bind=True, acks_late=True,
           **SCAN.options)
 def scan_directory_parallel(self, scan_id: int) -> dict:
     """Start a scan: check its root against the library roots and send the first chunk (or the single file)."""
     settings = get_settings()
+    first: Unit | None = None
     with transaction() as session:
         scan = session.get(Scan, scan_id, with_for_update={"key_share": True})
         if scan is None:
             raise LookupError(f"there is no scan {scan_id}")
         status = scan.status
-        if status == "queued":
+        if status == "queued" and scan.after_scan_id is None:
             try:
                 real, _ = resolve_scan_path(scan.root, settings.library_roots)
             except PathRefused as refusal:
-                scan.status, scan.error = "failed", str(refusal)
+                scan.status, scan.error, scan.finished_at = "failed", str(refusal), func.now()
                 return {"scan_id": scan_id, "status": "failed", "error": str(refusal)}
-            scan.status = "running"
+            scan.status, scan.started_at = "running", func.now()
             if os.path.isfile(real):
                 first = Unit("c", "chunk", scan_single_file.name, [scan_id, "c", real])
             else:
                 first = Unit("c", "chunk", scan_directory_chunk.name, [scan_id, "c", [real]])
             register_units(session, scan_id, "", [first])
-    if status == "queued":
+    if first is not None:
         send_after_commit(scan_id, [first], False)
-    elif status == "running":
+        return {"scan_id": scan_id, "status": "running"}
+    if status == "running":
         # A redelivery: the scan is under way, but the first delivery may have died before sending its first unit.
-        resend_unstarted(scan_id, "")
-    return {"scan_id": scan_id, "status": "running" if status == "queued" else status}
+        resend_unsent(scan_id, "")
+    return {"scan_id": scan_id, "status": status}
 
 
 @app.task(name="scan_directory_chunk", base=ScanChunkTask, bind=True, acks_late=True,
           **SCAN.options)
 def scan_directory_chunk(self, scan_id: int, key: str, folders: list[str]) -> dict:
-    if not self.begin(scan_id, key):
-        return {"skipped": key}
     settings = get_settings()
     with transaction() as session:
-        root = _scan_root(session, scan_id)
+        root, listed_at = _scan_root(session, scan_id)
     deliveries, poison = take_poison(scan_id, key)
     # Redelivered: an earlier delivery may have died on a folder. List carefully, committing each folder before
     # opening it, so that the next delivery can leave that one folder out.
@@ -243,15 +256,15 @@ def scan_directory_chunk(self, scan_id: int, key: str, folders: list[str]) -> di
     )
     if careful:
         mark_current_path(scan_id, key, None)
-    return _commit_listing(scan_id, key, listing, settings.batch_size)
+    return _commit_listing(scan_id, key, listing, settings.batch_size, listed_at)
 
 
 @app.task(name="scan_single_file", base=ScanFileTask, bind=True, acks_late=True,
           **SCAN.options)
 def scan_single_file(self, scan_id: int, key: str, path: str) -> dict:
     """Re-index one file: catalogue it if it is new or changed, remove it from the catalogue if it is gone."""
-    if not self.begin(scan_id, key):
-        return {"skipped": key}
+    with transaction() as session:
+        _, listed_at = _scan_root(session, scan_id)
     listing = Listing()
     folder = os.path.dirname(path)
     try:
@@ -263,12 +276,17 @@ def scan_single_file(self, scan_id: int, key: str, path: str) -> dict:
     except FileNotFoundError:
         pass
     except OSError as error:
-        listing.failures.append(Failure(path, "scan", f"cannot stat: {error.strerror}"))
-    return _commit_listing(scan_id, key, listing, get_settings().batch_size, only_path=path)
+        listing.failures.append(Failure(path, "scan", f"cannot stat: {error.strerror}", kind=PASSING))
+        listing.unreadable_files.append(path)
+    return _commit_listing(scan_id, key, listing, get_settings().batch_size, listed_at, only_path=path)
 
 
-def _commit_listing(scan_id: int, key: str, listing: Listing, batch_size: int, only_path: str | None = None) -> dict:
-    """Compare what is on disk with the catalogue, register the follow-up units and close this one."""
+def _commit_listing(scan_id: int, key: str, listing: Listing, batch_size: int, listed_at: datetime,
+                    only_path: str | None = None) -> dict:
+    """Compare what is on disk with the catalogue, register the follow-up units and close this one.
+
+    A catalogued file is removed only if the listing did not find it, it was not merely unreadable, and its row is
+    older than the listing (a newer row is another scan's, of a file created after this listing)."""
     from worker_app.pipeline.deferred import cleanup_removed_files
     from worker_app.pipeline.extract import extract_metadata_batch
 
@@ -278,8 +296,12 @@ def _commit_listing(scan_id: int, key: str, listing: Listing, batch_size: int, o
         else:
             folders = [db_path(folder)[0] for folder in listing.listed_folders]
             in_scope = [Track.folder.in_(folders)], [FailedFile.folder.in_(folders)]
-        known = {row.path: (row.size_bytes, row.mtime) for row in session.execute(
-            select(Track.path, Track.size_bytes, Track.mtime).where(*in_scope[0]))}
+        known, written_since = {}, set()
+        for row in session.execute(select(Track.path, Track.size_bytes, Track.mtime, Track.updated_at)
+                                   .where(*in_scope[0])):
+            known[row.path] = (row.size_bytes, row.mtime)
+            if row.updated_at >= listed_at:
+                written_since.add(row.path)
         known_failed = {row.path: row for row in session.execute(
             select(FailedFile.path, FailedFile.size_bytes, FailedFile.mtime, FailedFile.stage, FailedFile.reason)
             .where(*in_scope[1]))}
@@ -292,14 +314,15 @@ def _commit_listing(scan_id: int, key: str, listing: Listing, batch_size: int, o
             if known.get(key_path) == state:
                 continue
             if failed_before is not None and (failed_before.size_bytes, failed_before.mtime) == state:
-                still_failing.append(Failure(found.path, failed_before.stage, failed_before.reason))
+                still_failing.append(Failure(found.path, failed_before.stage, failed_before.reason))  # a verdict
             else:
                 to_extract.append(found)
         listing.failures.extend(still_failing)
-        gone_failures = set(known_failed) - on_disk
+        present = on_disk | {db_path(path)[0] for path in listing.unreadable_files}
+        gone_failures = set(known_failed) - present
         if gone_failures:
             session.execute(delete(FailedFile).where(FailedFile.path.in_(sorted(gone_failures))))
-        removed = sorted(set(known) - on_disk)
+        removed = sorted(set(known) - present - written_since)
         if only_path is None:
             folder_rows = [{"scan_id": scan_id, "folder": db_path(f)[0], "listed": True}
                            for f in listing.listed_folders]
@@ -319,10 +342,12 @@ def _commit_listing(scan_id: int, key: str, listing: Listing, batch_size: int, o
             units.append(Unit(f"{key}/b{i}", "extract", extract_metadata_batch.name,
                               [scan_id, f"{key}/b{i}", files, covers]))
         if removed:
-            units.append(Unit(f"{key}/rm", "cleanup", cleanup_removed_files.name, [scan_id, f"{key}/rm", removed]))
+            units.append(Unit(f"{key}/rm", "cleanup", cleanup_removed_files.name,
+                              [scan_id, f"{key}/rm", removed, listed_at.isoformat()]))
         register_units(session, scan_id, key, units)
         record_failures(session, scan_id, listing.failures)
         file_failures = sum(1 for failure in listing.failures if failure.path not in listing.unreadable_folders)
+        # A file whose failure is remembered (a verdict) is counted once, as discovered and failed.
         finished = complete_unit(
             session, scan_id, key,
             discovered=len(listing.files) + file_failures - len(still_failing),
@@ -345,14 +370,64 @@ def _child_chunks(unvisited: list[str]) -> list[list[str]]:
     return [unvisited[i:i + size] for i in range(0, len(unvisited), size)]
 
 
-def start_scan(path: str) -> int:
-    """Record a scan of ``path`` and send it to the scan queue; returns the scan id. Refuses paths outside the
-    library roots before anything is queued."""
+@dataclass(frozen=True)
+class ScanStart:
+    """What `soniquebay scan` started: ``how`` is "started", "joined" (a queued scan of the same root, not yet
+    started, will do) or "queued" (a scan of the same root is running: this one starts when it ends, so that it
+    sees every change made meanwhile). ``beside`` lists running scans of overlapping roots, which run alongside:
+    neither removes what the other adds."""
+
+    scan_id: int
+    how: str
+    after_scan_id: int | None = None
+    beside: tuple[tuple[int, str], ...] = ()
+
+
+class StartFailed(Exception):
+    """The scan could not be handed to the broker; it is recorded as failed, and nothing will start it later."""
+
+
+def start_scan(path: str) -> ScanStart:
+    """Record a scan of ``path`` and send it to the scan queue. Refuses paths outside the library roots before
+    anything is queued. A scan whose message cannot be sent is marked failed, with the reason (StartFailed)."""
     real, _ = resolve_scan_path(path, get_settings().library_roots)
     with transaction() as session:
-        scan = Scan(root=real, status="queued")
+        # One start at a time per root: concurrent `soniquebay scan` of one root see each other's rows.
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtext(real))))
+        active = session.execute(
+            select(Scan.id, Scan.root, Scan.status, Scan.after_scan_id)
+            .where(Scan.status.in_(("queued", "running", "finalizing"))).order_by(Scan.id)
+        ).all()
+        same = [row for row in active if row.root == real]
+        waiting = [row for row in same if row.status == "queued"]
+        if waiting:
+            return ScanStart(waiting[-1].id, "joined", waiting[-1].after_scan_id)
+        running = [row for row in same if row.status in ("running", "finalizing")]
+        beside = tuple((row.id, row.root) for row in active
+                       if row.root != real and (is_within(real, row.root) or is_within(row.root, real)))
+        scan = Scan(root=real, status="queued", after_scan_id=running[-1].id if running else None)
         session.add(scan)
         session.flush()
-        scan_id = scan.id
-    scan_directory_parallel.delay(scan_id)
-    return scan_id
+        start = ScanStart(scan.id, "queued" if running else "started", scan.after_scan_id, beside)
+    if start.how == "started":
+        try:
+            publish(scan_directory_parallel.name, [start.scan_id])
+        except Exception as error:
+            reason = f"could not send the scan to the broker: {type(error).__name__}: {error}"
+            with transaction() as session:
+                session.execute(update(Scan).where(Scan.id == start.scan_id)
+                                .values(status="failed", error=reason, finished_at=func.now()))
+            raise StartFailed(reason) from error
+    return start
+
+
+def start_queued_after(scan_id: int) -> list[int]:
+    """A scan ended: the scans of the same root queued behind it start now. Returns their ids."""
+    with transaction() as session:
+        ids = session.execute(
+            update(Scan).where(Scan.after_scan_id == scan_id, Scan.status == "queued")
+            .values(after_scan_id=None).returning(Scan.id)
+        ).scalars().all()
+    for queued in sorted(ids):
+        publish(scan_directory_parallel.name, [queued])
+    return sorted(ids)

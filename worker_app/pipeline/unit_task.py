@@ -1,78 +1,147 @@
-"""The base of every task that does one unit of a scan: ``run(scan_id, unit_key, ...)``.
+"""The rules every task of the pipeline obeys, in Celery's ``Task.__call__`` hook rather than in each task.
 
-Two guarantees live here rather than in each task:
-- a message whose earlier deliveries killed their worker (the ledger counts deliveries; retries are not deaths)
-  is not run once more after ``max_deliveries`` deaths: its files are parked as failed and the scan goes on;
-- a task that fails for good (an error no retry cures, a time limit, a lost worker with the message acked) still
-  closes its unit with failure records, so the scan finishes and says what went wrong.
+``PipelineTask`` (every task of a scan, units or not): a *passing* error (the database unreachable or refusing a
+whole statement, the broker unreachable) is never the end of the work. The task is retried with a capped
+backoff, for as long as it takes, and nothing is recorded as failed or deleted meanwhile.
+
+``UnitTask`` (a task that does one unit of a scan: ``run(scan_id, unit_key, ...)``), in addition:
+- each delivery is counted at the unit's stage, committed before the work starts (``ledger.begin_delivery``);
+- a message whose earlier deliveries at this stage killed their worker (retries are not deaths) is not run once
+  more after ``max_deliveries`` deaths: its files are parked as failed, and the scan goes on;
+- a unit already done, or already at a later stage, is not done again (a duplicate delivery); a done unit's
+  children that were never sent are sent then;
+- a task that fails for good (an error no retry cures, a time limit) still closes its unit with failure records,
+  so the scan finishes and says what went wrong.
 """
 from __future__ import annotations
 
 import logging
+import random
 
+import kombu.exceptions
+import redis.exceptions
 from celery import Task
+from celery.exceptions import Retry
 from celery.signals import task_failure
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from worker_app.db.session import transaction
+from worker_app.pipeline.crash_hook import crash_if_planned
 from worker_app.pipeline.ledger import (
-    Failure, complete_unit, count_delivery, record_failures, resend_unstarted, send_after_commit, unit_is_done,
+    PASSING, Failure, begin_delivery, complete_unit, note_passing_error, record_failures, resend_unsent,
+    send_after_commit, unit_is_done,
 )
 from worker_app.settings import get_settings
 
 log = logging.getLogger(__name__)
 
+# SQLSTATE classes a single row can cause: data exceptions (a value out of range, bad encoding) and integrity
+# constraint violations. Every other error of a statement (a missing privilege or column, a read-only or full
+# database, a lost connection) would hit every row alike: it is passing, for the unit, and never a row's fault.
+ROW_SQLSTATE_CLASSES = ("22", "23")
+# Program limits a single value can exceed (a tsvector or an index row too large).
+ROW_SQLSTATES = ("54000",)
 
-class UnitTask(Task):
+
+def is_row_error(error: BaseException) -> bool:
+    """True for a database error that one row of a statement caused, and only that row would cause again."""
+    if not isinstance(error, DBAPIError) or isinstance(error, (OperationalError, InterfaceError)):
+        return False
+    code = getattr(error.orig, "pgcode", None) or ""
+    return code[:2] in ROW_SQLSTATE_CLASSES or code in ROW_SQLSTATES
+
+
+def is_passing_error(error: BaseException) -> bool:
+    """An error that says nothing about the work, only about the services it needs: retry, record nothing."""
+    if isinstance(error, DBAPIError):
+        return not is_row_error(error)
+    return isinstance(error, (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError,
+                              redis.exceptions.TimeoutError, ConnectionError, TimeoutError))
+
+
+class PipelineTask(Task):
     abstract = True
-    stage = "scan"
-    # A database that is restarting or a deadlock between two insert workers is worth waiting for.
-    autoretry_for = (OperationalError,)
-    retry_backoff = 2
-    retry_backoff_max = 60
-    retry_jitter = True
-    max_retries = 8
+    # Seconds before the first retry after a passing error, doubled each time up to the cap (times the
+    # SONIQUEBAY_TIME_LIMIT_SCALE setting), with jitter so that a fleet does not come back in step.
+    retry_first_delay = 2.0
+    retry_delay_cap = 60.0
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return self.run_delivery(*args, **kwargs)
+        except Retry:
+            raise
+        except Exception as error:
+            if not is_passing_error(error):
+                raise
+            self.on_passing_error(args, error)
+            scale = max(get_settings().time_limit_scale, 0.02)
+            cap = self.retry_delay_cap * scale
+            delay = min(cap, self.retry_first_delay * scale * 2 ** min(self.request.retries or 0, 10))
+            log.warning("%s %s: %s; retrying in %.0f s", self.name, _unit_of(args), _describe(error), delay)
+            raise self.retry(exc=error, countdown=delay * random.uniform(0.5, 1.0), max_retries=None) from None
+
+    def run_delivery(self, *args, **kwargs):
+        return self.run(*args, **kwargs)
+
+    def on_passing_error(self, args: tuple, error: BaseException) -> None:
+        """Called before a retry after a passing error."""
+
+
+class UnitTask(PipelineTask):
+    abstract = True
+    stage = "scan"  # the stage failure records name
+    # The unit's stage number in its chain (extract 1 -> batch 2 -> insert 3; a unit of one task is at 1), and the
+    # name of that step (scan_units.kind of its first step: chunk, extract, batch, insert, cleanup...).
+    unit_stage = 1
+    unit_kind = "chunk"
 
     def paths_of(self, args: tuple, kwargs: dict) -> list[str]:
         """The files this unit's message is about, to be recorded as failed if the unit cannot be done."""
         return []
 
-    def begin(self, scan_id: int, key: str) -> bool:
-        """Count this delivery; False when the unit must not run (already done, or parked as poison)."""
-        deliveries = count_delivery(scan_id, key)
-        if deliveries == 0:
+    def run_delivery(self, scan_id: int, key: str, *args, **kwargs):
+        delivery = begin_delivery(scan_id, key, self.unit_stage)
+        if delivery.action == "missing":
             log.warning("scan %s has no unit %s: dropping the message", scan_id, key)
-            return False
+            return {"skipped": key, "why": "no such unit"}
+        if delivery.action == "done":
+            resend_unsent(scan_id, key)  # the first delivery may have died before sending its children
+            return {"skipped": key, "why": "done"}
+        if delivery.action == "passed":
+            return {"skipped": key, "why": "a later stage has it"}
+        self.deliveries = delivery.deliveries
+        deaths = self.deaths(delivery.deliveries)
         max_deliveries = get_settings().max_deliveries
-        deaths = self.deaths(deliveries)
         if deaths >= max_deliveries:
             self.close_unit_as_failed(
-                scan_id, key, self.paths_of(self.request.args or (), self.request.kwargs or {}),
+                scan_id, key, self.paths_of((scan_id, key, *args), kwargs),
                 f"the worker died {deaths} times while handling this unit; parked after {deaths + 1} deliveries",
             )
-            return False
-        return not self.already_done(scan_id, key)
+            return {"skipped": key, "why": "parked"}
+        crash_if_planned(self.unit_kind)
+        return self.run(scan_id, key, *args, **kwargs)
 
-    def already_done(self, scan_id: int, key: str) -> bool:
-        """True when this unit is done: a duplicate delivery, which then only sends again the children that no
-        worker has started (the first delivery may have died before sending them)."""
-        with transaction() as session:
-            done = unit_is_done(session, scan_id, key)
-        if done:
-            resend_unstarted(scan_id, key)
-        return done
-
-    def record_unit_failure(self, session: Session, scan_id: int, key: str, paths: list[str], reason: str) -> int:
-        """Record why this unit's paths were not handled; returns how many files that makes failed."""
-        failures = [Failure(path, self.stage, reason) for path in paths] or [Failure(f"[{key}]", self.stage, reason)]
-        record_failures(session, scan_id, failures)
-        return len(paths)
+    def on_passing_error(self, args: tuple, error: BaseException) -> None:
+        if len(args) >= 2:
+            try:
+                note_passing_error(args[0], args[1], _describe(error))
+            except Exception:  # noqa: BLE001 - the database may be the passing error itself
+                pass
 
     def deaths(self, deliveries: int) -> int:
-        """How many earlier deliveries of this unit ended without an answer (their worker died). A Celery retry
-        (a database deadlock, a restarting database) is a new delivery too, but not a death."""
+        """How many earlier deliveries of this unit's message at this stage ended without an answer (their worker
+        died). A Celery retry (after a passing error) is a new delivery too, but not a death."""
         return max(deliveries - 1 - (self.request.retries or 0), 0)
+
+    def record_unit_failure(self, session: Session, scan_id: int, key: str, paths: list[str], reason: str) -> int:
+        """Record why this unit's paths were not handled (passing: the next scan reads them again); returns how
+        many files that makes failed."""
+        failures = ([Failure(path, self.stage, reason, kind=PASSING) for path in paths]
+                    or [Failure(f"[{key}]", self.stage, reason, kind=PASSING)])
+        record_failures(session, scan_id, failures)
+        return len(paths)
 
     def close_unit_as_failed(self, scan_id: int, key: str, paths: list[str], reason: str) -> None:
         with transaction() as session:
@@ -82,14 +151,23 @@ class UnitTask(Task):
                 finished = complete_unit(session, scan_id, key, failed=failed)
         if done:
             # It failed after its commit (a time limit while sending its children): send what it could not.
-            resend_unstarted(scan_id, key)
+            resend_unsent(scan_id, key)
         else:
             send_after_commit(scan_id, [], finished)
 
 
+def _unit_of(args: tuple) -> str:
+    return f"(scan {args[0]}, unit {args[1]})" if len(args) >= 2 and isinstance(args[1], str) else ""
+
+
+def _describe(error: BaseException) -> str:
+    detail = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return f"{type(error).__name__}: {detail[0] if detail else ''}"
+
+
 @task_failure.connect
 def close_failed_unit(sender=None, exception=None, args=None, kwargs=None, **_):
-    if not isinstance(sender, UnitTask) or not args or len(args) < 2:
+    if not isinstance(sender, UnitTask) or not args or len(args) < 2 or is_passing_error(exception):
         return
     scan_id, key = args[0], args[1]
     reason = f"{type(exception).__name__}: {exception}"
