@@ -74,6 +74,7 @@ from mutagen.id3 import (
 from mutagen.mp3 import MP3
 from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm
 from mutagen.oggopus import OggOpus
+from mutagen.oggspeex import OggSpeex
 from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 from PIL import Image, ImageDraw
@@ -147,6 +148,8 @@ _FORMAT_LIST = [
     AudioFormat("3g2-aac", ".3g2", "m4a", "aac", ("mp4",), 44100, 2, None, None, "ffmpeg",
                 ("-c:a", "aac", "-b:a", "96k", "-f", "3g2"), rare=True),
     AudioFormat("tak", ".tak", "tak", "tak", ("apev2",), 44100, 2, 16, None, "tak", synthetic=True, rare=True),
+    AudioFormat("speex", ".spx", "ogg", "speex", ("vorbis",), 16000, 1, None, None, "ffmpeg",
+                ("-c:a", "libspeex", "-ar", "16000", "-ac", "1", "-f", "ogg"), rare=True),
     AudioFormat("aac-adts", ".aac", "aac", "aac", ("id3v2.4",), 44100, 2, None, None, "ffmpeg",
                 ("-c:a", "aac", "-b:a", "96k", "-f", "adts"), rare=True),
     AudioFormat("ac3", ".ac3", "ac3", "ac3", ("apev2",), 48000, 2, None, 192000, "ffmpeg",
@@ -680,6 +683,7 @@ def _write_asf(tags, track: ExpectedTrack, pictures: list[tuple[CoverArt, int]])
 
 
 _ID3_CLASSES = {"mp3": MP3, "wav": WAVE, "aiff": AIFF, "dsf": DSF}
+_VORBIS_CLASSES = {"flac": FLAC, "vorbis": OggVorbis, "opus": OggOpus, "speex": OggSpeex}  # by codec
 
 
 def _tagged_bytes(template: Template, track: ExpectedTrack, covers: dict[str, CoverArt]) -> bytes:
@@ -715,7 +719,7 @@ def _tagged_bytes(template: Template, track: ExpectedTrack, covers: dict[str, Co
             audio.save(buffer, v2_version=3 if style == "id3v2.3" else 4, v23_sep=None,
                        **({"v1": 2} if style.endswith("+v1") else {}))
     elif style == "vorbis":
-        audio = {"flac": FLAC, "ogg": OggVorbis, "opus": OggOpus}[audio_format.container](buffer)
+        audio = _VORBIS_CLASSES[audio_format.codec](buffer)
         if audio.tags is None:
             audio.add_tags()
         _write_vorbis(audio.tags, track)
@@ -1386,7 +1390,7 @@ def with_raw_tags(template: Template, items: list[tuple[str, str]]) -> bytes:
         for key, value in items:
             audio.tags.add(TXXX(encoding=3, desc=key, text=[value]))
     elif style == "vorbis":
-        audio = {"flac": FLAC, "ogg": OggVorbis, "opus": OggOpus}[template.format.container](buffer)
+        audio = _VORBIS_CLASSES[template.format.codec](buffer)
         if audio.tags is None:
             audio.add_tags()
         audio.tags.extend(items)

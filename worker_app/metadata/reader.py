@@ -26,13 +26,13 @@ from typing import Any
 from mutagen.aac import AAC
 from mutagen.ac3 import AC3
 from mutagen.aiff import AIFF
-from mutagen.apev2 import APENoHeaderError, APEv2
+from mutagen.apev2 import APENoHeaderError, APEv2, _APEv2Data  # _APEv2Data: where a tag starts
 from mutagen.asf import ASF
 from mutagen.dsdiff import DSDIFF
 from mutagen.dsf import DSF
 from mutagen.flac import FLAC
 from mutagen.flac import StreamInfo as FLACStreamInfo
-from mutagen.id3 import ID3, ID3NoHeaderError
+from mutagen.id3 import ID3, BitPaddedInt, ID3NoHeaderError
 from mutagen.id3._id3v1 import find_id3v1
 from mutagen.monkeysaudio import MonkeysAudio
 from mutagen.mp3 import MP3, MPEGInfo
@@ -218,7 +218,7 @@ def _read_stream_info(context: ReadContext, path: str) -> dict[str, Any]:
             audio_class, info = _base_class(type(audio)), audio.info
             _check_has_audio(audio_class, info)
         return {"format": FORMATS[audio_class][0],
-                **_stream_fields(audio_class, info, file_stat.st_size, warnings)}
+                **_stream_fields(audio_class, info, file_stat.st_size, warnings, _audio_share(audio_class, view))}
 
 
 def _read_track(context: ReadContext, path: str, stat_result: os.stat_result | None) -> TrackRecord:
@@ -235,7 +235,7 @@ def _read_track(context: ReadContext, path: str, stat_result: os.stat_result | N
             mtime=file_stat.st_mtime,
             format=FORMATS[audio_class][0],
             warnings=warnings,
-            **_stream_fields(audio_class, audio.info, file_stat.st_size, warnings),
+            **_stream_fields(audio_class, audio.info, file_stat.st_size, warnings, _audio_share(audio_class, view)),
         )
         raw = RawTags(warnings)
         _read_tags(audio, view, raw)
@@ -553,7 +553,9 @@ MAX_BITS_PER_SAMPLE = 64
 _CODEC_NAME = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,15}$")
 
 
-def _stream_fields(audio_class: type, info, size_bytes: int, warnings: list[str]) -> dict[str, Any]:
+def _stream_fields(audio_class: type, info, size_bytes: int, warnings: list[str],
+                   audio_share: float = 1.0) -> dict[str, Any]:
+    """``audio_share``: the part of mutagen's length that is audio (see _audio_share)."""
     try:
         codec = _clean_codec(_codec(audio_class, info), warnings)
     except Exception:  # a property of a corrupt header
@@ -561,7 +563,7 @@ def _stream_fields(audio_class: type, info, size_bytes: int, warnings: list[str]
         codec = None
     duration = positive_number(_info(info, "length", "duration", warnings), "duration", warnings,
                                maximum=MAX_DURATION)
-    duration = float(duration) if duration is not None else None
+    duration = float(duration) * audio_share if duration is not None else None
     if duration is not None and size_bytes * 8 / duration < MIN_BITRATE:
         # The file is too small to hold that much audio in any codec: the header's sample count or rate is wrong.
         warnings.append(f"duration {duration:g} s ignored (a {size_bytes}-byte file cannot hold it)")
@@ -605,6 +607,28 @@ def _check_has_audio(audio_class: type, info) -> None:
     if silent:
         label = FORMATS[audio_class][1]
         raise UnreadableFileError(f"no audio stream in the {label} file (only metadata or other tracks)")
+
+
+def _audio_share(audio_class: type, view: SafeFile) -> float:
+    """ADTS AAC and AC-3 have no index: mutagen guesses their length from the bytes after the first frame, tags at
+    the end (APEv2 with its pictures, ID3v1) included. The share of those bytes that is audio, to correct it."""
+    if audio_class is not AAC and audio_class is not AC3:
+        return 1.0
+    view.seek(0)
+    header = view.read(10)
+    lead = 10 + BitPaddedInt(header[6:10]) if header[:3] == b"ID3" and len(header) == 10 else 0
+    try:
+        ape = _APEv2Data(view)
+    except Exception as error:
+        _raise_if_os_error(error)
+        ape = None
+    if ape is not None and ape.start is not None and not ape.is_at_start:
+        end = ape.start
+    else:
+        view.seek(max(view.size - 128, 0))
+        end = view.size - 128 if view.read(3) == b"TAG" else view.size
+    stream = view.size - lead
+    return (end - lead) / stream if stream > 0 and lead < end <= view.size else 1.0
 
 
 def _info(info, attribute: str, label: str, warnings: list[str]):
