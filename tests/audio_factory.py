@@ -1442,6 +1442,19 @@ def with_damaged_stream_header(template: Template, *, sample_rate: int | None = 
     return bytes(data)
 
 
+def wav_with_riff_info(duration: float, info: dict[str, str]) -> bytes:
+    """A 16-bit WAV whose only tags are a RIFF INFO list, written by libsndfile as audio editors write it; ``info``
+    holds soundfile's names (title, artist, album, date, genre, tracknumber, comment, copyright, software)."""
+    audio_format = FORMATS["wav"]
+    buffer = io.BytesIO()
+    with soundfile.SoundFile(buffer, "w", audio_format.sample_rate, audio_format.channels, format="WAV",
+                             subtype="PCM_16") as sound:
+        for name, value in info.items():
+            setattr(sound, name, value)
+        sound.write(_signal(audio_format, duration))
+    return buffer.getvalue()
+
+
 # ---------------------------------------------------------------- command line
 
 

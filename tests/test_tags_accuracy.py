@@ -18,6 +18,8 @@ import warnings
 import mutagen
 import pytest
 from mutagen.asf import ASF
+from mutagen.id3 import TIT2
+from mutagen.wave import WAVE
 
 from tests.audio_factory import (
     ALL_FORMATS,
@@ -28,6 +30,7 @@ from tests.audio_factory import (
     is_available,
     make_library,
     metadata_only_mp4,
+    wav_with_riff_info,
     with_damaged_stream_header,
     with_raw_tags,
 )
@@ -159,6 +162,40 @@ def test_aliases_that_disagree_keep_the_first_and_the_other_in_tags(tmp_path, te
     record = read_track(path)
     assert record.disc_number == 1 and record.tags == {"discnumber": ["2"]}
     assert record.warnings == ["discnumber has 2 values, the first is used"]
+
+
+INFO = {"title": "Take Five", "artist": "Quartet", "album": "Time Out", "date": "1959-12-14", "genre": "Jazz",
+        "tracknumber": "3", "comment": "Remastered"}
+
+
+def test_a_wav_tagged_only_in_riff_info(tmp_path):
+    path = tmp_path / "03 Take Five.wav"
+    path.write_bytes(wav_with_riff_info(0.3, INFO))
+    record = read_track(path)
+    assert (record.title, record.artists, record.album, record.genres) == ("Take Five", ["Quartet"], "Time Out",
+                                                                           ["Jazz"])
+    assert (record.date, record.year, record.track_number) == ("1959-12-14", 1959, 3)
+    assert record.tags == {"comment": ["Remastered"]} and record.warnings == []
+
+
+def test_the_id3_chunk_of_a_wav_wins_and_riff_info_fills_the_rest(tmp_path):
+    path = tmp_path / "03 Take Five.wav"
+    path.write_bytes(wav_with_riff_info(0.3, INFO))
+    audio = WAVE(path)
+    audio.add_tags()
+    audio.tags.add(TIT2(encoding=3, text=["Take Five (ID3)"]))
+    audio.save()
+    record = read_track(path)
+    assert (record.title, record.album, record.artists) == ("Take Five (ID3)", "Time Out", ["Quartet"])
+
+
+def test_riff_info_from_older_software_is_windows_1252(tmp_path):
+    path = tmp_path / "01 Cafe.wav"
+    data = wav_with_riff_info(0.3, {"title": "Cafe!"})
+    path.write_bytes(data.replace(b"Cafe!", b"Caf\xe9!"))
+    record = read_track(path)
+    assert record.title == "Café!"
+    assert record.warnings == ["RIFF INFO INAM is not UTF-8, read as Windows-1252"]
 
 
 # ---------------------------------------------------------------- every container mutagen reads, by every name

@@ -83,6 +83,7 @@ from worker_app.metadata.tagmaps import (
     read_asf,
     read_id3,
     read_mp4,
+    read_riff_info,
     read_vorbis_comments,
 )
 from worker_app.metadata.timelimit import FileTimeLimit, FileTimeLimitExceeded
@@ -714,6 +715,14 @@ def _read_tags(audio, view: SafeFile, raw: RawTags) -> None:
         read_apev2(tags, raw)
     elif tags is not None:  # AIFF, WAV, DSF, DSDIFF, TTA: ID3
         read_id3(tags, raw)
+    if isinstance(audio, WAVE):  # the RIFF INFO list fills what the ID3 chunk lacks
+        info = RawTags(raw.warnings)
+        try:
+            read_riff_info(view, info)
+        except Exception as error:
+            _raise_if_os_error(error)
+            raw.warnings.append(f"unreadable RIFF INFO list ignored ({error or type(error).__name__})")
+        merge_missing(raw, info)
 
 
 def _leading_id3(view: SafeFile, raw: RawTags):

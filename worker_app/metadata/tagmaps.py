@@ -11,6 +11,7 @@ import base64
 import struct
 from dataclasses import dataclass, field
 
+from mutagen._riff import RiffFile
 from mutagen.apev2 import APEBinaryValue, APEExtValue, APETextValue
 from mutagen.flac import Picture
 from mutagen.id3 import (
@@ -115,27 +116,28 @@ def merge_missing(primary: RawTags, secondary: RawTags) -> None:
 #     "UFID:owner" for an identifier);
 #   MP4 atoms (case-sensitive);
 #   ASF attributes;
-#   free-form names, compared without case: Vorbis comments, APEv2 items, and the descriptions of ID3 TXXX frames,
-#     MP4 "----:com.apple.iTunes:..." atoms and ASF "Group/Name" attributes (read "group name").
+#   free-form names, compared without case: Vorbis comments, APEv2 items, WAV's RIFF INFO chunks (INAM, IART...),
+#     and the descriptions of ID3 TXXX frames, MP4 "----:com.apple.iTunes:..." atoms and ASF "Group/Name"
+#     attributes (read "group name").
 # A key no line lists is kept under its own name, lower-cased: a free-form name needs no alias when it is the Picard
 # name itself (TXXX:ARTISTS, Vorbis REPLAYGAIN_TRACK_GAIN).
 # name                       | record field: kind          | ID3v2            | MP4  | ASF                        | free-form
 TAG_MAP_TABLE = """
-title                        | title: text                 | TIT2             | ©nam | Title                      | TITLE
-artist                       | artists: credit             | TPE1             | ©ART | Author                     | ARTIST
+title                        | title: text                 | TIT2             | ©nam | Title                      | TITLE, INAM
+artist                       | artists: credit             | TPE1             | ©ART | Author                     | ARTIST, IART
 artists                      | artists: list               |                  |      | WM/ARTISTS                 | ARTISTS
-album                        | album: text                 | TALB             | ©alb | WM/AlbumTitle              | ALBUM
+album                        | album: text                 | TALB             | ©alb | WM/AlbumTitle              | ALBUM, IPRD
 albumartist                  | album_artists: credit       | TPE2             | aART | WM/AlbumArtist             | ALBUMARTIST, ALBUM ARTIST
 albumartists                 | album_artists: list         |                  |      |                            | ALBUMARTISTS, ALBUM ARTISTS
 compilation                  | is_compilation: flag        | TCMP             | cpil | WM/IsCompilation           | COMPILATION
-tracknumber                  | track_number: position      | TRCK             |      | WM/TrackNumber             | TRACKNUMBER, TRACK
+tracknumber                  | track_number: position      | TRCK             |      | WM/TrackNumber             | TRACKNUMBER, TRACK, ITRK
 tracktotal                   | track_total: total          |                  |      |                            | TRACKTOTAL, TOTALTRACKS, TRACKC
 discnumber                   | disc_number: position       | TPOS             |      | WM/PartOfSet               | DISCNUMBER, DISC
 disctotal                    | disc_total: total           |                  |      |                            | DISCTOTAL, TOTALDISCS, DISCC
-date                         | date: date                  | TDRC             | ©day | WM/Year                    | DATE
+date                         | date: date                  | TDRC             | ©day | WM/Year                    | DATE, ICRD
 year                         | date: date                  |                  |      |                            | YEAR
-genre                        | genres: list                | TCON             | ©gen | WM/Genre                   | GENRE
-composer                     | composers: list             | TCOM             | ©wrt | WM/Composer                | COMPOSER
+genre                        | genres: list                | TCON             | ©gen | WM/Genre                   | GENRE, IGNR
+composer                     | composers: list             | TCOM             | ©wrt | WM/Composer                | COMPOSER, IMUS
 musicbrainz_trackid          | mb_track_id: mbid           | UFID:http://musicbrainz.org |      |                            | MUSICBRAINZ_TRACKID, MUSICBRAINZ TRACK ID
 musicbrainz_releasetrackid   | mb_release_track_id: mbid   |                  |      |                            | MUSICBRAINZ_RELEASETRACKID, MUSICBRAINZ RELEASE TRACK ID
 musicbrainz_albumid          | mb_album_id: mbid           |                  |      |                            | MUSICBRAINZ_ALBUMID, MUSICBRAINZ ALBUM ID
@@ -153,7 +155,7 @@ musicbrainz_originalalbumid  |                             |                  | 
 musicbrainz_originalartistid |                             |                  |      |                            | MUSICBRAINZ ORIGINAL ARTIST ID
 releasestatus                |                             |                  |      |                            | MUSICBRAINZ_ALBUMSTATUS, MUSICBRAINZ ALBUM STATUS
 releasetype                  |                             |                  |      |                            | MUSICBRAINZ_ALBUMTYPE, MUSICBRAINZ ALBUM TYPE
-releasecountry               |                             |                  |      |                            | MUSICBRAINZ ALBUM RELEASE COUNTRY
+releasecountry               |                             |                  |      |                            | MUSICBRAINZ ALBUM RELEASE COUNTRY, ICNT
 comment:musicbrainz album comment |                             |                  |      |                            | MUSICBRAINZ ALBUM COMMENT
 acoustid_id                  |                             |                  |      |                            | ACOUSTID ID
 acoustid_fingerprint         |                             |                  |      |                            | ACOUSTID FINGERPRINT
@@ -169,23 +171,23 @@ catalognumber                |                             |                  | 
 isrc                         |                             | TSRC             |      | WM/ISRC                    |
 barcode                      |                             |                  |      | WM/Barcode                 |
 bpm                          |                             | TBPM             | tmpo | WM/BeatsPerMinute          |
-copyright                    |                             | TCOP             | cprt | Copyright                  |
-encodedby                    |                             | TENC             | ©too | WM/EncodedBy               |
+copyright                    |                             | TCOP             | cprt | Copyright                  | ICOP
+encodedby                    |                             | TENC             | ©too | WM/EncodedBy               | IENC
 encodersettings              |                             | TSSE             |      | WM/EncodingSettings        |
 lyricist                     |                             | TEXT             |      | WM/Writer                  |
 conductor                    |                             | TPE3             |      | WM/Conductor               |
 remixer                      |                             | TPE4             |      | WM/ModifiedBy              | MIXARTIST
-producer                     |                             |                  |      | WM/Producer                |
-engineer                     |                             |                  |      | WM/Engineer                |
+producer                     |                             |                  |      | WM/Producer                | IPRO
+engineer                     |                             |                  |      | WM/Engineer                | IENG
 djmixer                      |                             | TIPL:dj-mix      |      | WM/DJMixer                 |
 mixer                        |                             | TIPL:mix         |      | WM/Mixer                   |
 grouping                     |                             | TIT1, GRP1       | ©grp | WM/ContentGroupDescription |
 subtitle                     |                             | TIT3             |      | WM/SubTitle                |
 discsubtitle                 |                             | TSST             |      | WM/SetSubTitle             |
 key                          |                             | TKEY             |      | WM/InitialKey              | INITIALKEY
-language                     |                             | TLAN             |      | WM/Language                |
+language                     |                             | TLAN             |      | WM/Language                | ILNG
 script                       |                             |                  |      | WM/Script                  |
-media                        |                             | TMED             |      | WM/Media                   |
+media                        |                             | TMED             |      | WM/Media                   | IMED
 mood                         |                             | TMOO             |      | WM/Mood                    |
 originaldate                 |                             | TDOR, XDOR       |      | WM/OriginalReleaseTime     |
 originalyear                 |                             |                  |      | WM/OriginalReleaseYear     |
@@ -200,7 +202,7 @@ movementtotal                |                             |                  | 
 showmovement                 |                             |                  | shwm |                            |
 website                      |                             | WOAR             |      | WM/AuthorURL               | WEBLINK
 license                      |                             | WCOP             |      |                            |
-comment                      |                             |                  | ©cmt | Description                |
+comment                      |                             |                  | ©cmt | Description                | ICMT
 lyrics                       |                             |                  | ©lyr | WM/Lyrics                  |
 rating                       |                             |                  |      | WM/SharedUserRating        |
 show                         |                             |                  | tvsh |                            |
@@ -310,6 +312,22 @@ def read_apev2(tags, raw: RawTags) -> None:
             suffix = file_name.decode("latin-1").rpartition(".")[2].lower()
             raw.pictures.append(EmbeddedPicture(data, MIME_BY_EXTENSION.get(suffix), APE_PICTURE_TYPES.get(lowered, 0)))
         # other binary items are opaque application data, not tags people read
+
+
+# ---------------------------------------------------------------- RIFF INFO (WAV)
+
+
+def read_riff_info(view, raw: RawTags) -> None:
+    """The INFO list of a WAV file (what Windows and most audio editors write; mutagen reads only WAV's ID3 chunk):
+    each sub-chunk a NUL-terminated string, UTF-8 or, from older software, Windows-1252."""
+    view.seek(0)
+    for chunk in RiffFile(view).root.subchunks():
+        if chunk.id == "LIST" and chunk.name == "INFO":
+            for item in chunk.subchunks():
+                text, repaired = decode_utf8_lenient(item.read().split(b"\x00", 1)[0])
+                if repaired:
+                    raw.warnings.append(f"RIFF INFO {item.id} is not UTF-8, read as Windows-1252")
+                raw.add(free_form_key(item.id), text)
 
 
 # ---------------------------------------------------------------- ID3v2 (MP3, AIFF, WAV, DSF) and ID3v1
