@@ -244,7 +244,11 @@ def test_containers_under_other_names_read_as_generated(tmp_path):
     mismatches = {}
     for expected in library.tracks:
         assert paths.is_audio_name(os.path.basename(expected.path))
-        problems = expected.mismatches(read_track(expected.path))
+        record = read_track(expected.path)
+        problems = expected.mismatches(record)
+        stream = read_stream_info(expected.path)
+        problems += [f"read_stream_info {name}: {value!r}, read_track {getattr(record, name)!r}"
+                     for name, value in stream.items() if value != getattr(record, name)]
         if problems:
             mismatches[f"{expected.format_name} {expected.path}"] = problems
     assert mismatches == {}
