@@ -76,6 +76,7 @@ from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm
 from mutagen.oggopus import OggOpus
 from mutagen.oggspeex import OggSpeex
 from mutagen.oggvorbis import OggVorbis
+from mutagen.trueaudio import TrueAudio
 from mutagen.wave import WAVE
 from PIL import Image, ImageDraw
 
@@ -148,6 +149,8 @@ _FORMAT_LIST = [
     AudioFormat("3g2-aac", ".3g2", "m4a", "aac", ("mp4",), 44100, 2, None, None, "ffmpeg",
                 ("-c:a", "aac", "-b:a", "96k", "-f", "3g2"), rare=True),
     AudioFormat("tak", ".tak", "tak", "tak", ("apev2",), 44100, 2, 16, None, "tak", synthetic=True, rare=True),
+    AudioFormat("tta", ".tta", "tta", "tta", ("id3v2.4",), 44100, 2, 16, None, "ffmpeg", ("-c:a", "tta", "-f", "tta"),
+                rare=True),
     AudioFormat("speex", ".spx", "ogg", "speex", ("vorbis",), 16000, 1, None, None, "ffmpeg",
                 ("-c:a", "libspeex", "-ar", "16000", "-ac", "1", "-f", "ogg"), rare=True),
     AudioFormat("aac-adts", ".aac", "aac", "aac", ("id3v2.4",), 44100, 2, None, None, "ffmpeg",
@@ -682,7 +685,7 @@ def _write_asf(tags, track: ExpectedTrack, pictures: list[tuple[CoverArt, int]])
         tags["WM/Picture"] = [_asf_picture(cover, picture_type) for cover, picture_type in pictures]
 
 
-_ID3_CLASSES = {"mp3": MP3, "wav": WAVE, "aiff": AIFF, "dsf": DSF}
+_ID3_CLASSES = {"mp3": MP3, "wav": WAVE, "aiff": AIFF, "dsf": DSF, "tta": TrueAudio}
 _VORBIS_CLASSES = {"flac": FLAC, "vorbis": OggVorbis, "opus": OggOpus, "speex": OggSpeex}  # by codec
 
 

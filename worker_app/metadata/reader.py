@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import stat
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,6 +219,7 @@ def _read_stream_info(context: ReadContext, path: str) -> dict[str, Any]:
             audio = _load(view, path, warnings)
             audio_class, info = _base_class(type(audio)), audio.info
             _check_has_audio(audio_class, info)
+            _add_true_audio_format(audio, view)
         return {"format": FORMATS[audio_class][0],
                 **_stream_fields(audio_class, info, file_stat.st_size, warnings, _audio_share(audio_class, view))}
 
@@ -230,6 +232,7 @@ def _read_track(context: ReadContext, path: str, stat_result: os.stat_result | N
         audio = _load(view, path, warnings)
         audio_class = _base_class(type(audio))
         _check_has_audio(audio_class, audio.info)
+        _add_true_audio_format(audio, view)
         record = TrackRecord(
             path=path,
             size_bytes=file_stat.st_size,
@@ -608,6 +611,17 @@ def _check_has_audio(audio_class: type, info) -> None:
     if silent:
         label = FORMATS[audio_class][1]
         raise UnreadableFileError(f"no audio stream in the {label} file (only metadata or other tracks)")
+
+
+def _add_true_audio_format(audio, view: SafeFile) -> None:
+    """mutagen's TrueAudioInfo keeps only the sample rate and length of the TTA header (after any ID3v2 tag):
+    "TTA1", format, channels, bits per sample, sample rate, samples, all little-endian."""
+    if not isinstance(audio, TrueAudio):
+        return
+    view.seek(audio.tags.size if audio.tags is not None else 0)
+    header = view.read(10)
+    if len(header) == 10 and header.startswith(b"TTA"):
+        audio.info.channels, audio.info.bits_per_sample = struct.unpack_from("<HH", header, 6)
 
 
 def _audio_share(audio_class: type, view: SafeFile) -> float:
