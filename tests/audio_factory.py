@@ -49,6 +49,7 @@ import soundfile
 from mutagen.aiff import AIFF
 from mutagen.apev2 import BINARY, APEv2, APEValue
 from mutagen.asf import ASF, ASFByteArrayAttribute, ASFUnicodeAttribute
+from mutagen.dsdiff import DSDIFF
 from mutagen.dsf import DSF
 from mutagen.flac import FLAC, Picture
 from mutagen.id3 import (
@@ -105,7 +106,7 @@ class AudioFormat:
     channels: int
     bits_per_sample: int | None  # lossless only, as TrackRecord reports it
     nominal_bitrate: int | None  # constant-bitrate encodes only
-    encoder: str  # "soundfile", "ffmpeg", "dsf", "ape", "musepack", "tak"
+    encoder: str  # "soundfile", "ffmpeg", "dsf", "ape", "musepack", "tak", "dff", "optimfrog"
     encoder_args: tuple[str, ...] = ()
     max_duration: float | None = None
     synthetic: bool = False
@@ -151,6 +152,10 @@ _FORMAT_LIST = [
     AudioFormat("tak", ".tak", "tak", "tak", ("apev2",), 44100, 2, 16, None, "tak", synthetic=True, rare=True),
     AudioFormat("tta", ".tta", "tta", "tta", ("id3v2.4",), 44100, 2, 16, None, "ffmpeg", ("-c:a", "tta", "-f", "tta"),
                 rare=True),
+    AudioFormat("dff", ".dff", "dff", "dsd", ("id3v2.4",), 2822400, 2, 1, 5644800, "dff", max_duration=0.25,
+                synthetic=True, rare=True),
+    AudioFormat("optimfrog", ".ofr", "optimfrog", "optimfrog", ("apev2",), 44100, 2, 16, None, "optimfrog",
+                synthetic=True, rare=True),
     AudioFormat("speex", ".spx", "ogg", "speex", ("vorbis",), 16000, 1, None, None, "ffmpeg",
                 ("-c:a", "libspeex", "-ar", "16000", "-ac", "1", "-f", "ogg"), rare=True),
     AudioFormat("aac-adts", ".aac", "aac", "aac", ("id3v2.4",), 44100, 2, None, None, "ffmpeg",
@@ -256,6 +261,10 @@ def _encode_template(audio_format: AudioFormat, duration: float, path: Path) -> 
             temporary.write_bytes(_musepack_bytes(audio_format, duration))
         elif audio_format.encoder == "tak":
             temporary.write_bytes(_tak_bytes(audio_format, duration))
+        elif audio_format.encoder == "dff":
+            temporary.write_bytes(_dsdiff_bytes(audio_format, duration))
+        elif audio_format.encoder == "optimfrog":
+            temporary.write_bytes(_optimfrog_bytes(audio_format, duration))
         else:
             raise ValueError(audio_format.encoder)
         encoded = mutagen.File(temporary)
@@ -343,6 +352,33 @@ def _tak_bytes(audio_format: AudioFormat, duration: float) -> bytes:
     block = bytes([1]) + len(stream_info).to_bytes(3, "little") + stream_info  # type 1: stream info
     end = bytes(4)  # type 0: end of metadata
     return b"tBaK" + block + end + random.Random(position).randbytes(2048)
+
+
+def _dsdiff_chunk(chunk_id: bytes, body: bytes) -> bytes:
+    return chunk_id + struct.pack(">Q", len(body)) + body + (b"\x00" if len(body) % 2 else b"")
+
+
+def _dsdiff_bytes(audio_format: AudioFormat, duration: float) -> bytes:
+    """A DSDIFF file: format version, sound properties (rate, channels, no compression), then filler as DSD data."""
+    channels = audio_format.channels
+    properties = b"SND " + b"".join([
+        _dsdiff_chunk(b"FS  ", struct.pack(">I", audio_format.sample_rate)),
+        _dsdiff_chunk(b"CHNL", struct.pack(">H", channels) + b"SLFTSRGT"[:4 * channels]),
+        _dsdiff_chunk(b"CMPR", b"DSD " + bytes([14]) + b"not compressed"),
+    ])
+    sound = random.Random(channels).randbytes(round(audio_format.sample_rate * duration / 8) * channels)
+    body = b"DSD " + b"".join([_dsdiff_chunk(b"FVER", struct.pack(">I", 0x01050000)),
+                               _dsdiff_chunk(b"PROP", properties), _dsdiff_chunk(b"DSD ", sound)])
+    return b"FRM8" + struct.pack(">Q", len(body)) + body
+
+
+def _optimfrog_bytes(audio_format: AudioFormat, duration: float) -> bytes:
+    """An OptimFROG header (samples of all channels, sample type, channels, rate, encoder 5.100), then filler."""
+    samples = round(audio_format.sample_rate * duration) * audio_format.channels
+    sample_type = {8: 0, 16: 2, 24: 4, 32: 6}[audio_format.bits_per_sample]
+    header = b"OFR " + struct.pack("<IIHBBIH", 15, samples & 0xFFFFFFFF, samples >> 32, sample_type,
+                                   audio_format.channels - 1, audio_format.sample_rate, 600 << 4)
+    return header.ljust(76, b"\x00") + random.Random(samples).randbytes(2048)
 
 
 # ---------------------------------------------------------------- the answer key
@@ -685,7 +721,7 @@ def _write_asf(tags, track: ExpectedTrack, pictures: list[tuple[CoverArt, int]])
         tags["WM/Picture"] = [_asf_picture(cover, picture_type) for cover, picture_type in pictures]
 
 
-_ID3_CLASSES = {"mp3": MP3, "wav": WAVE, "aiff": AIFF, "dsf": DSF, "tta": TrueAudio}
+_ID3_CLASSES = {"mp3": MP3, "wav": WAVE, "aiff": AIFF, "dsf": DSF, "dff": DSDIFF, "tta": TrueAudio}
 _VORBIS_CLASSES = {"flac": FLAC, "vorbis": OggVorbis, "opus": OggOpus, "speex": OggSpeex}  # by codec
 
 
