@@ -29,6 +29,7 @@ from mutagen.id3 import Frames as ID3_FRAMES
 from mutagen.mp4 import MP4, MP4Cover, MP4Tags
 from mutagen.ogg import OggPage
 from mutagen.oggopus import OggOpus, OggOpusVComment
+from mutagen.oggspeex import OggSpeex, OggSpeexVComment
 from mutagen.oggvorbis import OggVCommentDict, OggVorbis
 
 from worker_app.metadata.covers import APE_PICTURE_TYPES, MIME_BY_EXTENSION, MP4_COVER_MIME
@@ -679,12 +680,21 @@ class CappedOpusComments(_CappedComments, OggOpusVComment):
     _FRAMING = False
 
 
+class CappedSpeexComments(_CappedComments, OggSpeexVComment):
+    _PREFIX = b""  # Speex's comment packet has no magic: it is the stream's second packet
+    _FRAMING = False
+
+
 class CappedOggVorbis(OggVorbis):
     _Tags = CappedVorbisComments
+
+
+class CappedOggSpeex(OggSpeex):
+    _Tags = CappedSpeexComments
 
 
 class CappedOggOpus(OggOpus):
     _Tags = CappedOpusComments
 
 
-CAPPED_CLASSES = {MP4: CappedMP4, OggVorbis: CappedOggVorbis, OggOpus: CappedOggOpus}
+CAPPED_CLASSES = {MP4: CappedMP4, OggVorbis: CappedOggVorbis, OggOpus: CappedOggOpus, OggSpeex: CappedOggSpeex}
