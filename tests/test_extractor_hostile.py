@@ -485,7 +485,7 @@ def test_a_50_mb_picture_is_skipped_unread(templates, tmp_path, format_name):
     assert peak < 2 * MiB  # the picture was never read (mutagen alone: 100-150 MB)
 
 
-@pytest.mark.parametrize("format_name", ALL_FORMATS + tuple(name for name in RARE_FORMATS if name == "speex"))
+@pytest.mark.parametrize("format_name", ALL_FORMATS + tuple(name for name in RARE_FORMATS if name in ("speex", "dff")))
 def test_pictures_above_the_limit_are_skipped_in_every_format(templates, tmp_path, format_name):
     """``max_cover_bytes`` as a parameter: 1 MiB here, so a 2 MiB picture is enough (and quick) to cross it."""
     path = fresh(templates, format_name, tmp_path)

@@ -111,11 +111,13 @@ def plan_edits(fileobj, size: int, context: ReadContext) -> list[Edit]:
         attempt(_iff, ">I")
     elif head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         attempt(_iff, "<I")
+    elif head[:4] == b"FRM8" and head[12:16] == b"DSD ":
+        attempt(_iff, ">Q")
     elif head[:4] == b"DSD ":
         attempt(_dsf)
     elif head[:16] == HeaderObject.GUID:
         attempt(_asf)
-    if head[:4] not in (b"FORM", b"RIFF", b"DSD ") and head[:16] != HeaderObject.GUID:
+    if head[:4] not in (b"FORM", b"RIFF", b"DSD ", b"FRM8") and head[:16] != HeaderObject.GUID:
         attempt(_apev2)  # at the end of MP3, WavPack, Monkey's Audio, Musepack, TTA files
     for picture_size, mime, picture_type in plan.pictures:
         context.skip_picture(picture_size, mime, picture_type)
@@ -268,21 +270,25 @@ def _describe_id3_frame(reader: _Reader, plan: _Plan, name: bytes, frame_header:
 
 
 def _iff(reader: _Reader, plan: _Plan, limit: int, size_format: str) -> None:
-    """AIFF (big-endian sizes) and WAV (little-endian): the ID3 chunk, and the sizes of it and of the file."""
-    form_size, = struct.unpack(size_format, reader.exactly(4, 4))
-    position = 12
+    """AIFF (big-endian 32-bit sizes), WAV (little-endian) and DSDIFF (big-endian 64-bit): the ID3 chunk, and the
+    sizes of it and of the file. A chunk is an id, a size, the data, and a pad byte when the size is odd."""
+    width = struct.calcsize(size_format)
+    header = 4 + width
+    form_size, = struct.unpack(size_format, reader.exactly(4, width))
+    position = header + 4  # after the form type ("AIFF", "WAVE", "DSD ")
     for _ in range(_MAX_ITEMS):
-        chunk_header = reader.at(position, 8)
-        if len(chunk_header) < 8:
+        chunk_header = reader.at(position, header)
+        if len(chunk_header) < header:
             return
         chunk_size, = struct.unpack(size_format, chunk_header[4:])
         if chunk_header[:4] in (b"ID3 ", b"id3 "):
-            _, removed = _id3(reader, plan, limit, position + 8, True)
+            _, removed = _id3(reader, plan, limit, position + header, True)
             if removed:
-                plan.edits.append(Edit(position + 4, position + 8, struct.pack(size_format, chunk_size - removed)))
-                plan.edits.append(Edit(4, 8, struct.pack(size_format, form_size - removed)))
+                plan.edits.append(Edit(position + 4, position + header,
+                                       struct.pack(size_format, chunk_size - removed)))
+                plan.edits.append(Edit(4, header, struct.pack(size_format, form_size - removed)))
             return
-        position += 8 + chunk_size + (chunk_size & 1)
+        position += header + chunk_size + (chunk_size & 1)
     raise _GiveUp("too many chunks")
 
 
