@@ -254,6 +254,16 @@ def test_containers_under_other_names_read_as_generated(tmp_path):
     assert mismatches == {}
 
 
+@pytest.mark.parametrize("format_name", RARE_FORMATS)
+def test_containers_under_other_names_are_recognised_under_a_wrong_one(tmp_path, templates, format_name):
+    template = templates.get(format_name, 0.3)
+    path = tmp_path / "misnamed.flac"
+    path.write_bytes(template.data)
+    record = read_track(path)
+    assert (record.format, record.codec) == (template.format.container, template.format.codec)
+    assert len(record.warnings) == 1 and record.warnings[0].startswith("extension .flac but the content is ")
+
+
 @pytest.mark.parametrize("extension", sorted(AUDIO_EXTENSIONS))
 def test_every_extension_reads_its_container_without_a_warning(tmp_path, templates, extension):
     kind = CLASS_BY_EXTENSION[extension]

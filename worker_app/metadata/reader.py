@@ -406,12 +406,26 @@ def _sniff(view: SafeFile, path: str, candidates: list[type]):
     """mutagen.File's choice (best score, ties by class name), with this module's load options."""
     view.seek(0)
     header = view.read(128)
-    scored = sorted(((kind.score(path, view, header), kind.__name__), kind) for kind in candidates)
+    scored = sorted(((_score(kind, path, view, header), kind.__name__), kind) for kind in candidates)
     (score, _), kind = scored[-1]
     if score <= 0:
         return None
     view.seek(0)
     return _reader_class(kind, view)(view, **_LOAD_OPTIONS.get(kind, {}))
+
+
+def _score(kind: type, path: str, view: SafeFile, header: bytes) -> int:
+    """mutagen's score, and for ADTS AAC, which mutagen knows only by its extension, its frame sync: 12 bits set,
+    then a layer field of 0 (an MPEG audio frame, which MP3 scores, has a layer of 1 to 3). Above the 2 an ID3v2
+    tag gives MP3, as taggers put one in front of both."""
+    score = kind.score(path, view, header)
+    if kind is AAC:
+        start = 10 + BitPaddedInt(header[6:10]) if header[:3] == b"ID3" and len(header) >= 10 else 0
+        view.seek(start)
+        sync = view.read(2)
+        if len(sync) == 2 and sync[0] == 0xFF and sync[1] & 0xF6 == 0xF0:
+            score += 3
+    return score
 
 
 _TRUNCATION_HINTS = ("truncated", "unexpected", "eof", "end of file", "not enough", "too short", "ended", "said")
