@@ -1,4 +1,6 @@
-"""The audio formats the catalogue reads: mutagen's class for each, by file extension. The one list of extensions:
+"""The audio formats the catalogue reads, one line each: per mutagen class, what the catalogue calls the container,
+its codec when the container fixes it, and how its files start; and the class by file extension. The one list of
+extensions:
 the scanner (``worker_app.paths``) looks only at files the reader reads, and the reader reads every file mutagen
 knows as audio.
 
@@ -7,6 +9,8 @@ streams): ``NOT_AUDIO_EXTENSIONS`` says why for each, and tests/test_tags_accura
 mutagen's own.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from mutagen.aac import AAC
 from mutagen.ac3 import AC3
@@ -29,28 +33,37 @@ from mutagen.trueaudio import TrueAudio
 from mutagen.wave import WAVE
 from mutagen.wavpack import WavPack
 
-# TrackRecord.format (the container) and a label for messages, by mutagen class.
-FORMATS: dict[type, tuple[str, str]] = {
-    MP3: ("mp3", "MP3"),
-    FLAC: ("flac", "FLAC"),
-    OggVorbis: ("ogg", "Ogg Vorbis"),
-    OggFLAC: ("ogg", "Ogg FLAC"),
-    OggSpeex: ("ogg", "Ogg Speex"),
-    OggOpus: ("opus", "Opus"),
-    MP4: ("m4a", "MP4/M4A"),
-    ASF: ("wma", "WMA/ASF"),
-    MonkeysAudio: ("ape", "Monkey's Audio"),
-    WavPack: ("wavpack", "WavPack"),
-    AIFF: ("aiff", "AIFF"),
-    WAVE: ("wav", "WAV"),
-    DSF: ("dsf", "DSF"),
-    DSDIFF: ("dff", "DSDIFF"),
-    Musepack: ("musepack", "Musepack"),
-    TrueAudio: ("tta", "True Audio"),
-    OptimFROG: ("optimfrog", "OptimFROG"),
-    TAK: ("tak", "TAK"),
-    AAC: ("aac", "ADTS AAC"),
-    AC3: ("ac3", "AC-3"),
+
+@dataclass(frozen=True)
+class Container:
+    format: str  # TrackRecord.format
+    label: str  # for messages
+    codec: str | None  # TrackRecord.codec; None: the stream says (MP3's layer, MP4's sample entry, ASF, WAV)
+    signatures: tuple[bytes, ...] = ()  # how the file starts (ID3: a tag some writers put first); (): no check
+
+
+_OGG = (b"OggS",)
+CONTAINERS: dict[type, Container] = {
+    MP3: Container("mp3", "MP3", None),  # an ID3 tag or an MPEG frame sync: see reader._has_signature
+    FLAC: Container("flac", "FLAC", "flac", (b"fLaC", b"ID3")),
+    OggVorbis: Container("ogg", "Ogg Vorbis", "vorbis", _OGG),
+    OggFLAC: Container("ogg", "Ogg FLAC", "flac", _OGG),
+    OggSpeex: Container("ogg", "Ogg Speex", "speex", _OGG),
+    OggOpus: Container("opus", "Opus", "opus", _OGG),
+    MP4: Container("m4a", "MP4/M4A", None),  # a box name at offset 4: see reader._has_signature
+    ASF: Container("wma", "WMA/ASF", None, (bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c"),)),
+    MonkeysAudio: Container("ape", "Monkey's Audio", "ape", (b"MAC ", b"ID3")),
+    WavPack: Container("wavpack", "WavPack", "wavpack", (b"wvpk", b"ID3")),
+    AIFF: Container("aiff", "AIFF", "pcm", (b"FORM",)),
+    WAVE: Container("wav", "WAV", None, (b"RIFF", b"RF64")),
+    DSF: Container("dsf", "DSF", "dsd", (b"DSD ",)),
+    DSDIFF: Container("dff", "DSDIFF", "dsd", (b"FRM8",)),
+    Musepack: Container("musepack", "Musepack", "musepack", (b"MPCK", b"MP+", b"ID3")),
+    TrueAudio: Container("tta", "True Audio", "tta", (b"TTA1", b"ID3")),
+    OptimFROG: Container("optimfrog", "OptimFROG", "optimfrog", (b"OFR ",)),
+    TAK: Container("tak", "TAK", "tak", (b"tBaK", b"ID3")),
+    AAC: Container("aac", "ADTS AAC", "aac", (b"ADIF", b"ID3")),
+    AC3: Container("ac3", "AC-3", "ac3", (b"\x0b\x77",)),
 }
 
 CLASS_BY_EXTENSION: dict[str, type] = {

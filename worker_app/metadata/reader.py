@@ -29,25 +29,19 @@ from mutagen.ac3 import AC3
 from mutagen.aiff import AIFF
 from mutagen.apev2 import APENoHeaderError, APEv2, _APEv2Data  # _APEv2Data: where a tag starts
 from mutagen.asf import ASF
-from mutagen.dsdiff import DSDIFF
 from mutagen.dsf import DSF
 from mutagen.flac import FLAC
 from mutagen.flac import StreamInfo as FLACStreamInfo
 from mutagen.id3 import ID3, BitPaddedInt, ID3NoHeaderError
 from mutagen.id3._id3v1 import find_id3v1
-from mutagen.monkeysaudio import MonkeysAudio
 from mutagen.mp3 import MP3, MPEGInfo
 from mutagen.mp4 import MP4
-from mutagen.musepack import Musepack
 from mutagen.oggflac import OggFLAC
 from mutagen.oggopus import OggOpus
 from mutagen.oggspeex import OggSpeex
 from mutagen.oggvorbis import OggVorbis
-from mutagen.optimfrog import OptimFROG
-from mutagen.tak import TAK
 from mutagen.trueaudio import TrueAudio
 from mutagen.wave import WAVE
-from mutagen.wavpack import WavPack
 
 from worker_app.metadata import lenient
 from worker_app.metadata.cleaning import (
@@ -71,7 +65,7 @@ from worker_app.metadata.covers import (
     find_folder_cover,
     read_folder_cover,
 )
-from worker_app.metadata.formats import AUDIO_EXTENSIONS, CLASS_BY_EXTENSION, FORMATS
+from worker_app.metadata.formats import AUDIO_EXTENSIONS, CLASS_BY_EXTENSION, CONTAINERS
 from worker_app.metadata.lenient import ReadContext, picture_skipped_warning
 from worker_app.metadata.oversize import CAPPED_CLASSES, plan_edits
 from worker_app.metadata.record import TrackRecord, UnreadableFileError
@@ -106,7 +100,7 @@ except ImportError:  # pragma: no cover - billiard comes with celery
 
 # Sniffing candidates: the catalogue's formats. Not mutagen.File's whole default list: its ID3FileType accepts any junk
 # behind an ID3 tag, and MIDI or video-only Ogg are not catalogue audio.
-_SNIFFABLE_CLASSES = tuple(FORMATS)
+_SNIFFABLE_CLASSES = tuple(CONTAINERS)
 
 _LOSSLESS_CODECS = frozenset({"flac", "alac", "wavpack", "ape", "tta", "optimfrog", "tak", "pcm", "pcm_float", "dsd"})
 _WAVE_CODECS = {1: "pcm", 3: "pcm_float", 0xFFFE: "pcm", 6: "alaw", 7: "mulaw", 0x55: "mp3", 2: "adpcm"}
@@ -220,7 +214,7 @@ def _read_stream_info(context: ReadContext, path: str) -> dict[str, Any]:
             audio_class, info = _base_class(type(audio)), audio.info
             _check_has_audio(audio_class, info)
             _add_true_audio_format(audio, view)
-        return {"format": FORMATS[audio_class][0],
+        return {"format": CONTAINERS[audio_class].format,
                 **_stream_fields(audio_class, info, file_stat.st_size, warnings, _audio_share(audio_class, view))}
 
 
@@ -237,7 +231,7 @@ def _read_track(context: ReadContext, path: str, stat_result: os.stat_result | N
             path=path,
             size_bytes=file_stat.st_size,
             mtime=file_stat.st_mtime,
-            format=FORMATS[audio_class][0],
+            format=CONTAINERS[audio_class].format,
             warnings=warnings,
             **_stream_fields(audio_class, audio.info, file_stat.st_size, warnings, _audio_share(audio_class, view)),
         )
@@ -387,7 +381,7 @@ def _load(view: SafeFile, path: str, warnings: list[str]):
             raise UnreadableFileError(_corrupt_reason(view, path, expected_class, first_error)) from None
         raise UnreadableFileError("not an audio file mutagen can read")
     if expected_class is not None:
-        warnings.append(f"extension {extension} but the content is {FORMATS[_base_class(type(audio))][1]}")
+        warnings.append(f"extension {extension} but the content is {CONTAINERS[_base_class(type(audio))].label}")
     return audio
 
 
@@ -397,7 +391,7 @@ def _raise_if_looping(error: BaseException, audio_class: type | None) -> None:
         if seen is None:
             return
         if isinstance(seen, ReadBudgetExceeded):
-            label = FORMATS[audio_class][1] if audio_class is not None else "file"
+            label = CONTAINERS[audio_class].label if audio_class is not None else "file"
             raise UnreadableFileError(f"corrupt {label}: {seen}") from None
         seen = seen.__cause__ or seen.__context__
 
@@ -429,29 +423,9 @@ def _score(kind: type, path: str, view: SafeFile, header: bytes) -> int:
 
 
 _TRUNCATION_HINTS = ("truncated", "unexpected", "eof", "end of file", "not enough", "too short", "ended", "said")
-_OGG_SIGNATURE = (b"OggS",)
-_SIGNATURES: dict[type, tuple[bytes, ...]] = {
-    FLAC: (b"fLaC", b"ID3"),
-    OggVorbis: _OGG_SIGNATURE, OggOpus: _OGG_SIGNATURE, OggFLAC: _OGG_SIGNATURE, OggSpeex: _OGG_SIGNATURE,
-    ASF: (bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c"),),
-    MonkeysAudio: (b"MAC ", b"ID3"),
-    WavPack: (b"wvpk", b"ID3"),
-    AIFF: (b"FORM",),
-    WAVE: (b"RIFF", b"RF64"),
-    DSF: (b"DSD ",),
-    DSDIFF: (b"FRM8",),
-    Musepack: (b"MPCK", b"MP+", b"ID3"),
-    TrueAudio: (b"TTA1", b"ID3"),
-    OptimFROG: (b"OFR ",),
-    TAK: (b"tBaK", b"ID3"),
-    AAC: (b"ADIF", b"ID3"),
-    AC3: (b"\x0b\x77",),
-}
-
-
 def _corrupt_reason(view: SafeFile, path: str, audio_class: type, error: Exception) -> str:
     """Why a file whose extension promised ``audio_class`` could not be parsed as it, nor sniffed as anything."""
-    label = FORMATS[audio_class][1]
+    label = CONTAINERS[audio_class].label
     view.seek(0)
     head = view.read(512)
     header = head[:16]
@@ -519,7 +493,7 @@ def _has_signature(audio_class: type, header: bytes) -> bool:
         return header.startswith(b"ID3") or (len(header) > 1 and header[0] == 0xFF and header[1] & 0xE0 == 0xE0)
     if audio_class is MP4:
         return header[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
-    return header.startswith(_SIGNATURES.get(audio_class, (b"",)))
+    return header.startswith(CONTAINERS[audio_class].signatures or (b"",))
 
 
 def _read_bare_stream_info(view: SafeFile, audio_class: type):
@@ -623,7 +597,7 @@ def _check_has_audio(audio_class: type, info) -> None:
     else:
         return
     if silent:
-        label = FORMATS[audio_class][1]
+        label = CONTAINERS[audio_class].label
         raise UnreadableFileError(f"no audio stream in the {label} file (only metadata or other tracks)")
 
 
@@ -700,14 +674,9 @@ def _codec(audio_class: type, info) -> str:
     if audio_class is WAVE:
         audio_format = getattr(info, "audio_format", 1)
         return _WAVE_CODECS.get(audio_format, f"wav_0x{audio_format:04x}")
-    return _FIXED_CODECS[audio_class]
+    return CONTAINERS[audio_class].codec or ""
 
 
-_FIXED_CODECS = {
-    FLAC: "flac", OggVorbis: "vorbis", OggFLAC: "flac", OggSpeex: "speex", OggOpus: "opus",
-    MonkeysAudio: "ape", WavPack: "wavpack", AIFF: "pcm", DSF: "dsd", DSDIFF: "dsd", Musepack: "musepack",
-    TrueAudio: "tta", OptimFROG: "optimfrog", TAK: "tak", AAC: "aac", AC3: "ac3",
-}
 
 
 def _mp4_codec(codec: str) -> str:
