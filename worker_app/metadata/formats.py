@@ -1,8 +1,7 @@
 """The audio formats the catalogue reads, one line each: per mutagen class, what the catalogue calls the container,
-its codec when the container fixes it, and how its files start; and the class by file extension. The one list of
-extensions:
-the scanner (``worker_app.paths``) looks only at files the reader reads, and the reader reads every file mutagen
-knows as audio.
+its codec when the container fixes it, and how its files start; and the class by file extension, the one list of
+extensions: the scanner (``worker_app.paths``) looks only at files the reader reads, and the reader reads every
+file mutagen knows as audio.
 
 Extensions mutagen recognises that are not here hold no recorded sound (MIDI) or are video (MPEG program
 streams): ``NOT_AUDIO_EXTENSIONS`` says why for each, and tests/test_tags_accuracy.py checks both lists against
