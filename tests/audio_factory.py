@@ -46,19 +46,39 @@ from pathlib import Path
 import mutagen
 import numpy
 import soundfile
-from mutagen.apev2 import APEv2, APEValue, BINARY
-from mutagen.asf import ASF, ASFByteArrayAttribute
+from mutagen.aiff import AIFF
+from mutagen.apev2 import BINARY, APEv2, APEValue
+from mutagen.asf import ASF, ASFByteArrayAttribute, ASFUnicodeAttribute
+from mutagen.dsdiff import DSDIFF
+from mutagen.dsf import DSF
 from mutagen.flac import FLAC, Picture
 from mutagen.id3 import (
-    APIC, COMM, ID3, TALB, TCMP, TCOM, TCON, TDRC, TIT2, TPE1, TPE2, TPOS, TPUB, TRCK, TSRC, TXXX, UFID,
+    APIC,
+    COMM,
+    ID3,
+    TALB,
+    TCMP,
+    TCOM,
+    TCON,
+    TDRC,
+    TIT2,
+    TPE1,
+    TPE2,
+    TPOS,
+    TPUB,
+    TRCK,
+    TSRC,
+    TXXX,
+    UFID,
+    BitPaddedInt,
 )
-from mutagen.aiff import AIFF
-from mutagen.dsf import DSF
 from mutagen.mp3 import MP3
 from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm
-from mutagen.wave import WAVE
 from mutagen.oggopus import OggOpus
+from mutagen.oggspeex import OggSpeex
 from mutagen.oggvorbis import OggVorbis
+from mutagen.trueaudio import TrueAudio
+from mutagen.wave import WAVE
 from PIL import Image, ImageDraw
 
 from worker_app.metadata.covers import find_folder_cover  # the rule the answer key must agree with
@@ -86,11 +106,12 @@ class AudioFormat:
     channels: int
     bits_per_sample: int | None  # lossless only, as TrackRecord reports it
     nominal_bitrate: int | None  # constant-bitrate encodes only
-    encoder: str  # "soundfile", "ffmpeg", "dsf", "ape", "musepack"
+    encoder: str  # "soundfile", "ffmpeg", "dsf", "ape", "musepack", "tak", "dff", "optimfrog"
     encoder_args: tuple[str, ...] = ()
     max_duration: float | None = None
     synthetic: bool = False
     weight: int = 1  # share in a default library
+    rare: bool = False  # in no default list (RARE_FORMATS): the reader must read it, libraries seldom hold it
 
 
 _FORMAT_LIST = [
@@ -123,6 +144,24 @@ _FORMAT_LIST = [
     AudioFormat("ape", ".ape", "ape", "ape", ("apev2",), 44100, 2, 16, None, "ape", synthetic=True, weight=1),
     AudioFormat("musepack", ".mpc", "musepack", "musepack", ("apev2",), 44100, 2, None, None, "musepack",
                 synthetic=True, weight=1),
+    # Containers mutagen reads under other names than the usual ones.
+    AudioFormat("3gp-aac", ".3gp", "m4a", "aac", ("mp4",), 44100, 2, None, None, "ffmpeg",
+                ("-c:a", "aac", "-b:a", "96k", "-f", "3gp"), rare=True),
+    AudioFormat("3g2-aac", ".3g2", "m4a", "aac", ("mp4",), 44100, 2, None, None, "ffmpeg",
+                ("-c:a", "aac", "-b:a", "96k", "-f", "3g2"), rare=True),
+    AudioFormat("tak", ".tak", "tak", "tak", ("apev2",), 44100, 2, 16, None, "tak", synthetic=True, rare=True),
+    AudioFormat("tta", ".tta", "tta", "tta", ("id3v2.4",), 44100, 2, 16, None, "ffmpeg", ("-c:a", "tta", "-f", "tta"),
+                rare=True),
+    AudioFormat("dff", ".dff", "dff", "dsd", ("id3v2.4",), 2822400, 2, 1, 5644800, "dff", max_duration=0.25,
+                synthetic=True, rare=True),
+    AudioFormat("optimfrog", ".ofr", "optimfrog", "optimfrog", ("apev2",), 44100, 2, 16, None, "optimfrog",
+                synthetic=True, rare=True),
+    AudioFormat("speex", ".spx", "ogg", "speex", ("vorbis",), 16000, 1, None, None, "ffmpeg",
+                ("-c:a", "libspeex", "-ar", "16000", "-ac", "1", "-f", "ogg"), rare=True),
+    AudioFormat("aac-adts", ".aac", "aac", "aac", ("id3v2.4",), 44100, 2, None, None, "ffmpeg",
+                ("-c:a", "aac", "-b:a", "96k", "-f", "adts"), rare=True),
+    AudioFormat("ac3", ".ac3", "ac3", "ac3", ("apev2",), 48000, 2, None, 192000, "ffmpeg",
+                ("-c:a", "ac3", "-b:a", "192k", "-f", "ac3"), rare=True),
 ]
 FORMATS: dict[str, AudioFormat] = {audio_format.name: audio_format for audio_format in _FORMAT_LIST}
 
@@ -143,8 +182,10 @@ def is_available(format_name: str) -> bool:
     return audio_format.encoder_args[1] in _ffmpeg_encoders()
 
 
-REAL_FORMATS = tuple(name for name, spec in FORMATS.items() if not spec.synthetic and is_available(name))
-SYNTHETIC_FORMATS = tuple(name for name, spec in FORMATS.items() if spec.synthetic)
+REAL_FORMATS = tuple(name for name, spec in FORMATS.items()
+                     if not spec.synthetic and not spec.rare and is_available(name))
+SYNTHETIC_FORMATS = tuple(name for name, spec in FORMATS.items() if spec.synthetic and not spec.rare)
+RARE_FORMATS = tuple(name for name, spec in FORMATS.items() if spec.rare and (spec.synthetic or is_available(name)))
 ALL_FORMATS = REAL_FORMATS + SYNTHETIC_FORMATS
 
 
@@ -172,7 +213,8 @@ class TemplateCache:
         key = (format_name, duration)
         template = self._templates.get(key)
         if template is None:
-            path = self.directory / f"v{FACTORY_VERSION}-{format_name}-{round(duration * 1000)}ms{audio_format.extension}"
+            name = f"v{FACTORY_VERSION}-{format_name}-{round(duration * 1000)}ms{audio_format.extension}"
+            path = self.directory / name
             if not path.exists():
                 self.directory.mkdir(parents=True, exist_ok=True)
                 _encode_template(audio_format, duration, path)
@@ -217,6 +259,12 @@ def _encode_template(audio_format: AudioFormat, duration: float, path: Path) -> 
             temporary.write_bytes(_monkeys_audio_bytes(audio_format, duration))
         elif audio_format.encoder == "musepack":
             temporary.write_bytes(_musepack_bytes(audio_format, duration))
+        elif audio_format.encoder == "tak":
+            temporary.write_bytes(_tak_bytes(audio_format, duration))
+        elif audio_format.encoder == "dff":
+            temporary.write_bytes(_dsdiff_bytes(audio_format, duration))
+        elif audio_format.encoder == "optimfrog":
+            temporary.write_bytes(_optimfrog_bytes(audio_format, duration))
         else:
             raise ValueError(audio_format.encoder)
         encoded = mutagen.File(temporary)
@@ -288,6 +336,49 @@ def _musepack_bytes(audio_format: AudioFormat, duration: float) -> bytes:
     replay_gain = _sv8_packet(b"RG", bytes([1]) + bytes(8))
     audio = _sv8_packet(b"AP", random.Random(samples).randbytes(2048))
     return b"MPCK" + stream_header + replay_gain + audio + _sv8_packet(b"SE", b"")
+
+
+def _tak_bytes(audio_format: AudioFormat, duration: float) -> bytes:
+    """A TAK stream info block (fields packed least significant bit first, as TAK does) and an end block, then
+    filler instead of frames."""
+    fields = [(0, 6), (0, 4), (0, 4), (round(audio_format.sample_rate * duration), 35), (0, 3),  # codec .. data type
+              (audio_format.sample_rate - 6000, 18), (audio_format.bits_per_sample - 8, 5),
+              (audio_format.channels - 1, 4), (0, 1)]
+    bits = position = 0
+    for value, width in fields:
+        bits |= value << position
+        position += width
+    stream_info = bits.to_bytes((position + 7) // 8, "little") + bytes(3)  # then a CRC-24 mutagen does not check
+    block = bytes([1]) + len(stream_info).to_bytes(3, "little") + stream_info  # type 1: stream info
+    end = bytes(4)  # type 0: end of metadata
+    return b"tBaK" + block + end + random.Random(position).randbytes(2048)
+
+
+def _dsdiff_chunk(chunk_id: bytes, body: bytes) -> bytes:
+    return chunk_id + struct.pack(">Q", len(body)) + body + (b"\x00" if len(body) % 2 else b"")
+
+
+def _dsdiff_bytes(audio_format: AudioFormat, duration: float) -> bytes:
+    """A DSDIFF file: format version, sound properties (rate, channels, no compression), then filler as DSD data."""
+    channels = audio_format.channels
+    properties = b"SND " + b"".join([
+        _dsdiff_chunk(b"FS  ", struct.pack(">I", audio_format.sample_rate)),
+        _dsdiff_chunk(b"CHNL", struct.pack(">H", channels) + b"SLFTSRGT"[:4 * channels]),
+        _dsdiff_chunk(b"CMPR", b"DSD " + bytes([14]) + b"not compressed"),
+    ])
+    sound = random.Random(channels).randbytes(round(audio_format.sample_rate * duration / 8) * channels)
+    body = b"DSD " + b"".join([_dsdiff_chunk(b"FVER", struct.pack(">I", 0x01050000)),
+                               _dsdiff_chunk(b"PROP", properties), _dsdiff_chunk(b"DSD ", sound)])
+    return b"FRM8" + struct.pack(">Q", len(body)) + body
+
+
+def _optimfrog_bytes(audio_format: AudioFormat, duration: float) -> bytes:
+    """An OptimFROG header (samples of all channels, sample type, channels, rate, encoder 5.100), then filler."""
+    samples = round(audio_format.sample_rate * duration) * audio_format.channels
+    sample_type = {8: 0, 16: 2, 24: 4, 32: 6}[audio_format.bits_per_sample]
+    header = b"OFR " + struct.pack("<IIHBBIH", 15, samples & 0xFFFFFFFF, samples >> 32, sample_type,
+                                   audio_format.channels - 1, audio_format.sample_rate, 600 << 4)
+    return header.ljust(76, b"\x00") + random.Random(samples).randbytes(2048)
 
 
 # ---------------------------------------------------------------- the answer key
@@ -630,7 +721,8 @@ def _write_asf(tags, track: ExpectedTrack, pictures: list[tuple[CoverArt, int]])
         tags["WM/Picture"] = [_asf_picture(cover, picture_type) for cover, picture_type in pictures]
 
 
-_ID3_CLASSES = {"mp3": MP3, "wav": WAVE, "aiff": AIFF, "dsf": DSF}
+_ID3_CLASSES = {"mp3": MP3, "wav": WAVE, "aiff": AIFF, "dsf": DSF, "dff": DSDIFF, "tta": TrueAudio}
+_VORBIS_CLASSES = {"flac": FLAC, "vorbis": OggVorbis, "opus": OggOpus, "speex": OggSpeex}  # by codec
 
 
 def _tagged_bytes(template: Template, track: ExpectedTrack, covers: dict[str, CoverArt]) -> bytes:
@@ -645,7 +737,12 @@ def _tagged_bytes(template: Template, track: ExpectedTrack, covers: dict[str, Co
     if track.cover_sha256:
         pictures.append((covers[track.cover_sha256], 3))
     audio_format = template.format
-    if style.startswith("id3"):
+    if style.startswith("id3") and audio_format.container not in _ID3_CLASSES:
+        # ADTS AAC: mutagen reads its stream only; taggers put an ID3v2 tag in front, as in an MP3
+        tags = ID3()
+        _write_id3(tags, track, pictures)
+        tags.save(buffer, v2_version=4)
+    elif style.startswith("id3"):
         audio = _ID3_CLASSES[audio_format.container](buffer)
         if audio.tags is None:
             audio.add_tags()
@@ -661,7 +758,7 @@ def _tagged_bytes(template: Template, track: ExpectedTrack, covers: dict[str, Co
             audio.save(buffer, v2_version=3 if style == "id3v2.3" else 4, v23_sep=None,
                        **({"v1": 2} if style.endswith("+v1") else {}))
     elif style == "vorbis":
-        audio = {"flac": FLAC, "ogg": OggVorbis, "opus": OggOpus}[audio_format.container](buffer)
+        audio = _VORBIS_CLASSES[audio_format.codec](buffer)
         if audio.tags is None:
             audio.add_tags()
         _write_vorbis(audio.tags, track)
@@ -1110,7 +1207,8 @@ def _write_album(library: Library, rng, names: _Names, album: _AlbumPlan, album_
             template = library.templates.get(album.format_name, rng.choice(TEMPLATE_DURATIONS))
             extra: dict[str, list[str]] = {"label": [label], "catalognumber": [catalog_number],
                                            "isrc": [f"QZ{rng.randint(10, 99)}{rng.randint(10**6, 10**7 - 1)}"],
-                                           "sbay_fixture": [f"{library.seed}:{album_index}:{disc_index}:{track_number}"]}
+                                           "sbay_fixture": [
+                                               f"{library.seed}:{album_index}:{disc_index}:{track_number}"]}
             if rng.random() < 0.3:
                 extra["comment"] = [rng.choice(["Remastered", "Bonus track", "Recorded live — 🎤", "Demo"])]
             if len(artists) > 1 and rng.random() < 0.5:
@@ -1262,6 +1360,138 @@ def _truncated_bytes(library: Library, rng, extension: str) -> bytes:
         return data[:data.find(cover.data) + len(cover.data) // 2]
     moov = data.find(b"moov")
     return data[:moov - 4] if moov > 4 else data[:len(data) // 2]
+
+
+# ---------------------------------------------------------------- files for one reader rule each
+
+
+def syncsafe(number: int) -> bytes:
+    """An ID3v2 size: 28 bits in four bytes of seven."""
+    return BitPaddedInt.to_str(number, width=4)
+
+
+def _atom(name: bytes, body: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(body), name) + body
+
+
+def metadata_only_mp4(tags: dict[str, list]) -> bytes:
+    """An M4A made only of metadata boxes (ftyp, then moov/udta/meta/ilst, no track, no media data), with
+    ``tags`` (MP4 atom name -> values) written by mutagen: what an aborted download or a tagger's template leaves.
+    It holds no audio, so the reader must refuse it."""
+    handler = _atom(b"hdlr", bytes(8) + b"mdirappl" + bytes(9))
+    skeleton = (_atom(b"ftyp", b"M4A " + struct.pack(">I", 0x200) + b"M4A isomiso2")
+                + _atom(b"moov", _atom(b"udta", _atom(b"meta", bytes(4) + handler + _atom(b"ilst", b"")))))
+    buffer = io.BytesIO(skeleton)
+    audio = MP4(buffer)
+    for key, values in tags.items():
+        audio[key] = values
+    buffer.seek(0)
+    audio.save(buffer)
+    return buffer.getvalue()
+
+
+_ASF_HEADER_LENGTH = 30  # GUID, object size (u64), number of objects (u32), two reserved bytes
+_ASF_STREAM_OBJECTS = {uuid.UUID("B7DC0791-A9B7-11CF-8EE6-00C00C205365").bytes_le,  # stream properties
+                       uuid.UUID("86D15240-311D-11D0-A3A4-00A0C90348F6").bytes_le}  # codec list
+
+
+def asf_without_audio_stream(wma: bytes) -> bytes:
+    """A WMA file (tags included) cut down to its header without the stream properties and codec list objects,
+    and without its data object: tags, no audio stream."""
+    header_size, count = struct.unpack_from("<QI", wma, 16)
+    kept, position = [], _ASF_HEADER_LENGTH
+    for _ in range(count):
+        size = struct.unpack_from("<Q", wma, position + 16)[0]
+        if wma[position:position + 16] not in _ASF_STREAM_OBJECTS:
+            kept.append(wma[position:position + size])
+        position += size
+    body = b"".join(kept)
+    return (wma[:16] + struct.pack("<QI", _ASF_HEADER_LENGTH + len(body), len(kept))
+            + wma[28:_ASF_HEADER_LENGTH] + body)
+
+
+def with_raw_tags(template: Template, items: list[tuple[str, str]]) -> bytes:
+    """The template's bytes with exactly ``items`` (key, value) as its format's free-form tags, spelt as given: Vorbis
+    comments, APEv2 items, ID3v2.4 TXXX descriptions, MP4 "----:com.apple.iTunes:" names, ASF attribute names.
+    What other taggers write, for the reader's alias rules; no answer key (the test states what it expects)."""
+    buffer = io.BytesIO(template.data)
+    style = template.format.tag_styles[0]
+    if style == "apev2":
+        tags = APEv2()
+        for key, value in items:
+            tags[key] = tags[key] + [value] if key in tags else value
+        tags.save(buffer)
+        return buffer.getvalue()
+    if style.startswith("id3"):
+        audio = _ID3_CLASSES[template.format.container](buffer)
+        if audio.tags is None:
+            audio.add_tags()
+        for key, value in items:
+            audio.tags.add(TXXX(encoding=3, desc=key, text=[value]))
+    elif style == "vorbis":
+        audio = _VORBIS_CLASSES[template.format.codec](buffer)
+        if audio.tags is None:
+            audio.add_tags()
+        audio.tags.extend(items)
+    elif style == "mp4":
+        audio = MP4(buffer)
+        if audio.tags is None:
+            audio.add_tags()
+        for key, value in items:
+            audio.tags.setdefault(f"----:com.apple.iTunes:{key}", []).append(MP4FreeForm(value.encode()))
+    elif style == "asf":
+        audio = ASF(buffer)
+        for key, value in items:
+            audio.tags.append((key, ASFUnicodeAttribute(value)))
+    else:
+        raise ValueError(f"unknown tag style {style!r}")
+    buffer.seek(0)
+    audio.save(buffer)
+    return buffer.getvalue()
+
+
+def with_damaged_stream_header(template: Template, *, sample_rate: int | None = None, channels: int | None = None,
+                               total_samples: int | None = None, mp4_duration: tuple[int, int] | None = None) -> bytes:
+    """The template's bytes with stream header fields overwritten, as a damaged header gives them: FLAC's STREAMINFO
+    (sample rate, channels, total samples), WAV's fmt chunk (sample rate, channels), MP4's mdhd (timescale,
+    duration)."""
+    data = bytearray(template.data)
+    container = template.format.container
+    if container == "flac":
+        assert data[:4] == b"fLaC" and data[4] & 0x7F == 0, "STREAMINFO must be the first block"
+        packed = int.from_bytes(data[18:26], "big")  # rate 20 bits, channels-1 3, bits-1 5, total samples 36
+        rate, channel_code = packed >> 44, (packed >> 41) & 0x7
+        bits_code, samples = (packed >> 36) & 0x1F, packed & (2**36 - 1)
+        rate = rate if sample_rate is None else sample_rate
+        channel_code = channel_code if channels is None else channels - 1
+        samples = samples if total_samples is None else total_samples
+        data[18:26] = ((rate << 44) | (channel_code << 41) | (bits_code << 36) | samples).to_bytes(8, "big")
+    elif container == "wav":
+        fmt = data.index(b"fmt ")
+        if channels is not None:
+            data[fmt + 10:fmt + 12] = struct.pack("<H", channels)
+        if sample_rate is not None:
+            data[fmt + 12:fmt + 16] = struct.pack("<I", sample_rate)
+    elif container == "m4a" and mp4_duration is not None:
+        header = data.index(b"mdhd")
+        assert data[header + 4] == 0, "version 0 mdhd: 32-bit times"
+        data[header + 16:header + 24] = struct.pack(">II", *mp4_duration)  # timescale, duration
+    else:
+        raise ValueError(f"no stream header fields to damage in {template.format.name}")
+    return bytes(data)
+
+
+def wav_with_riff_info(duration: float, info: dict[str, str]) -> bytes:
+    """A 16-bit WAV whose only tags are a RIFF INFO list, written by libsndfile as audio editors write it; ``info``
+    holds soundfile's names (title, artist, album, date, genre, tracknumber, comment, copyright, software)."""
+    audio_format = FORMATS["wav"]
+    buffer = io.BytesIO()
+    with soundfile.SoundFile(buffer, "w", audio_format.sample_rate, audio_format.channels, format="WAV",
+                             subtype="PCM_16") as sound:
+        for name, value in info.items():
+            setattr(sound, name, value)
+        sound.write(_signal(audio_format, duration))
+    return buffer.getvalue()
 
 
 # ---------------------------------------------------------------- command line

@@ -14,8 +14,8 @@ from tests.audio_factory import (
     REAL_FORMATS,
     SYNTHETIC_FORMATS,
     VARIOUS_ARTISTS,
-    make_library,
     main,
+    make_library,
 )
 from worker_app.metadata.covers import find_folder_cover
 from worker_app.metadata.reader import read_track

@@ -101,6 +101,7 @@ def test_folder_covers_are_found_and_read(library):
     assert library.folder_covers
     for directory, cover_path in library.folder_covers.items():
         name = find_folder_cover(os.listdir(directory))
+        assert os.path.join(directory, name) == os.fspath(cover_path)  # the image the generator meant
         cover = read_folder_cover(os.path.join(directory, name))
         assert cover.source == "folder"
         assert cover.width and cover.height and cover.mime in ("image/jpeg", "image/png")
@@ -208,6 +209,19 @@ def test_lone_surrogates_are_replaced():
     warnings = []
     assert cleaning.clean_text("caf\udce9", "album", warnings) == "caf\ufffd"
     assert warnings == ["invalid UTF-8 replaced in album"]
+
+
+def test_one_storable_guard_for_the_extractor_and_the_batch_stage():
+    from worker_app.pipeline import batch
+
+    assert batch.storable is cleaning.storable
+    warnings = []
+    record = {"title": "caf\udce9\x00", "tags": {"k\x00": ["ok", "bad\ud800"]}}
+    assert cleaning.storable(record, warnings, "record") == {"title": "caf\ufffd", "tags": {"k": ["ok", "bad\ufffd"]}}
+    assert warnings == ["record.title: NUL removed or invalid characters replaced",
+                        "record.tags: NUL removed or invalid characters replaced",
+                        "record.tags.k: NUL removed or invalid characters replaced"]
+    assert cleaning.storable("fine") == "fine"
 
 
 def test_numbers_are_parsed_and_absurd_ones_dropped(tmp_path, templates):
@@ -361,6 +375,7 @@ def test_mp4_flags_and_numbers_become_text(tmp_path, templates):
 
 def test_asf_zero_based_track_and_picture(tmp_path, templates):
     import random
+
     from tests.audio_factory import _asf_picture
 
     path = copy_template(templates, "wma", tmp_path / "old.wma")

@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from mutagen.apev2 import APEv2
 from mutagen.id3 import ID3, TALB, TCON, TIT2
 
-from tests.audio_factory import ALL_FORMATS, FORMATS, make_cover_art, make_library
+from tests.audio_factory import ALL_FORMATS, FORMATS, make_cover_art, make_library, syncsafe
 from worker_app.metadata import cleaning
 from worker_app.metadata.reader import (
     MAX_BITRATE,
@@ -79,7 +79,7 @@ def _id3v22() -> bytes:
     frames = [(b"TT2", b"\x01" + "Vingt-deux".encode("utf-16")), (b"TP1", b"\x00Artiste"),
               (b"COM", b"\x00eng\x00Old comment"), (b"PIC", b"\x00JPG\x03\x00" + cover)]
     body = b"".join(name + len(data).to_bytes(3, "big") + data for name, data in frames)
-    return b"ID3\x02\x00\x00" + _syncsafe(len(body)) + body
+    return b"ID3\x02\x00\x00" + syncsafe(len(body)) + body
 
 
 def _id3v24_compressed() -> bytes:
@@ -87,14 +87,10 @@ def _id3v24_compressed() -> bytes:
     frames = []
     for name, text in ((b"TIT2", "compressed title"), (b"TPE1", "compressed artist")):
         raw = b"\x03" + text.encode()
-        frames.append((name, 0x0009, _syncsafe(len(raw)) + zlib.compress(raw)))
+        frames.append((name, 0x0009, syncsafe(len(raw)) + zlib.compress(raw)))
     frames.append((b"TALB", 0, b"\x03Album"))
-    body = b"".join(name + _syncsafe(len(data)) + flags.to_bytes(2, "big") + data for name, flags, data in frames)
-    return b"ID3\x04\x00\x00" + _syncsafe(len(body)) + body
-
-
-def _syncsafe(number: int) -> bytes:
-    return bytes(((number >> 21) & 0x7F, (number >> 14) & 0x7F, (number >> 7) & 0x7F, number & 0x7F))
+    body = b"".join(name + syncsafe(len(data)) + flags.to_bytes(2, "big") + data for name, flags, data in frames)
+    return b"ID3\x04\x00\x00" + syncsafe(len(body)) + body
 
 
 def _three_tag_formats(source: Path, directory: Path) -> bytes:

@@ -3,12 +3,8 @@ from __future__ import annotations
 
 import os
 
-AUDIO_EXTENSIONS = frozenset(
-    {
-        ".mp3", ".mp2", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".m4b", ".mp4", ".aac", ".alac", ".wma", ".asf",
-        ".ape", ".wv", ".aif", ".aiff", ".aifc", ".wav", ".dsf", ".dff", ".mpc", ".mp+", ".spx", ".tta", ".ofr",
-    }
-)
+# The extensions the extractor reads, so the scanner never skips a file the reader could catalogue.
+from worker_app.metadata.formats import AUDIO_EXTENSIONS
 
 
 class PathRefused(Exception):

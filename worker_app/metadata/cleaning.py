@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import math
 import re
+from typing import Any
 
 # Positions (track, disc) above this are typos or garbage (e.g. a year typed into the track field).
 MAX_POSITION = 9999
@@ -52,11 +53,25 @@ def format_size(size: int) -> str:
     return f"{size} bytes"
 
 
-def storable(text: str) -> str:
-    """The last guard before a string leaves the extractor: no NUL, no lone surrogate (PostgreSQL takes neither)."""
-    if _UNSTORABLE.search(text):
-        return _SURROGATES.sub("\ufffd", text.replace("\x00", ""))
-    return text
+def storable(value: Any, warnings: list[str] | None = None, field: str = "value") -> Any:
+    """The last guard before a value reaches PostgreSQL, which takes neither NUL nor lone surrogates: in a string, or
+    in every string of a list or dict (keys too). NUL is dropped; a lone surrogate becomes U+FFFD (a character was
+    lost there). With ``warnings``, each changed string is told there under ``field``."""
+    if isinstance(value, str):
+        if _UNSTORABLE.search(value):
+            if warnings is not None:
+                warnings.append(f"{field}: NUL removed or invalid characters replaced")
+            return _SURROGATES.sub("\ufffd", value.replace("\x00", ""))
+        return value
+    if isinstance(value, list):
+        return [storable(item, warnings, field) for item in value]
+    if isinstance(value, dict):
+        cleaned = {}
+        for key, item in value.items():
+            key = storable(key, warnings, field)  # before it names the field of a warning
+            cleaned[key] = storable(item, warnings, f"{field}.{key}")
+        return cleaned
+    return value
 
 
 def cut_utf8(text: str, max_bytes: int) -> str:
@@ -276,7 +291,8 @@ def parse_mbid(text: str, key: str, warnings: list[str]) -> str | None:
     return None
 
 
-def positive_number(value, key: str, warnings: list[str], *, warn_negative: bool = True, maximum=None):
+def positive_number(value, key: str, warnings: list[str], *, warn_negative: bool = True, maximum=None,
+                    minimum=None):
     """Stream numbers: zero means "unknown" to mutagen; negative, non-finite or absurd values are nonsense."""
     if value is None:
         return None
@@ -291,6 +307,9 @@ def positive_number(value, key: str, warnings: list[str], *, warn_negative: bool
         return None
     if maximum is not None and value > maximum:
         warnings.append(f"{key} {value} ignored (above {maximum})")
+        return None
+    if minimum is not None and value < minimum:
+        warnings.append(f"{key} {value} ignored (below {minimum})")
         return None
     return value
 

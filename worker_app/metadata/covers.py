@@ -6,6 +6,7 @@ import io
 import os
 from dataclasses import dataclass
 
+from mutagen.mp4 import MP4Cover
 from PIL import Image
 
 from worker_app.metadata.cleaning import format_size, storable
@@ -19,13 +20,12 @@ FRONT_COVER = 3  # the ID3/FLAC/ASF picture type "Cover (front)"
 FOLDER_COVER_STEMS = ("cover", "folder", "front")
 FOLDER_COVER_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif")
 
-_MIME_BY_EXTENSION = {
-    "jpg": "image/jpeg",
-    "jpeg": "image/jpeg",
-    "png": "image/png",
-    "webp": "image/webp",
-    "gif": "image/gif",
-}
+# Image MIME types by file name extension: folder images, and APEv2 cover items ("<file name>\0<image bytes>").
+MIME_BY_EXTENSION = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
+                     "gif": "image/gif", "bmp": "image/bmp"}
+# APEv2 names its picture items by type (foobar2000, Mp3tag, Picard); others are type 0, "other".
+APE_PICTURE_TYPES = {"cover art (front)": FRONT_COVER, "cover art (back)": 4}
+MP4_COVER_MIME = {MP4Cover.FORMAT_JPEG: "image/jpeg", MP4Cover.FORMAT_PNG: "image/png"}
 
 
 @dataclass
@@ -122,7 +122,7 @@ def read_folder_cover(path: str | os.PathLike, max_bytes: int | None = None) -> 
         raise UnreadableFileError(folder_cover_too_big(len(data), max_bytes))
     extension = os.fsdecode(path).rpartition(".")[2].lower()
     warnings: list[str] = []
-    return cover_from_bytes(data, _MIME_BY_EXTENSION.get(extension), "folder", warnings)
+    return cover_from_bytes(data, MIME_BY_EXTENSION.get(extension), "folder", warnings)
 
 
 def folder_cover_too_big(size: int, limit: int) -> str:

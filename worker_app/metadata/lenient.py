@@ -23,8 +23,10 @@ import zlib
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+import mutagen
 import mutagen.id3._frames as id3_frames
-from mutagen.apev2 import APEv2, _get_value_type, error as APEError, is_valid_apev2_key
+from mutagen.apev2 import APEv2, _get_value_type, is_valid_apev2_key
+from mutagen.apev2 import error as APEError
 from mutagen.asf._attrs import ASFBaseAttribute, ASFUnicodeAttribute
 from mutagen.asf._objects import (
     BaseObject,
@@ -39,6 +41,20 @@ from mutagen.id3._specs import EncodedTextSpec, EncodingSpec, SpecError
 
 from worker_app.metadata.cleaning import decode_utf8_lenient, format_size, shown
 from worker_app.metadata.covers import EmbeddedPicture
+
+# The mutagen releases whose internals the patches below were written against and tested with (requirements.txt
+# pins one). Another release may have moved or changed what they replace: a patch that no longer applies would
+# lose tags without a word, so the extractor refuses to start instead, until the patches are checked against it.
+MUTAGEN_VERSIONS = ("1.48.1",)
+
+
+def check_mutagen_version(version: str) -> None:
+    if version not in MUTAGEN_VERSIONS:
+        raise ImportError(f"worker_app.metadata.lenient was written for mutagen {', '.join(MUTAGEN_VERSIONS)}, "
+                          f"not {version}: check its patches against this release, then add it to MUTAGEN_VERSIONS")
+
+
+check_mutagen_version(mutagen.version_string)
 
 
 @dataclass
@@ -298,7 +314,7 @@ def _asf_content_description_leniently(obj, asf, data: bytes, context: ReadConte
         return
     lengths = struct.unpack_from("<HHHHH", data)
     position = 10
-    for name, length in zip(obj.NAMES, lengths):
+    for name, length in zip(obj.NAMES, lengths, strict=True):  # five names, five lengths
         raw = data[position:position + length]
         position += length
         if length:

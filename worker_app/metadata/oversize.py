@@ -22,24 +22,23 @@ import binascii
 import struct
 from dataclasses import dataclass, field
 
+from mutagen._vorbis import VCommentDict
 from mutagen.asf._objects import HeaderExtensionObject, HeaderObject, MetadataLibraryObject, MetadataObject
+from mutagen.id3 import BitPaddedInt
 from mutagen.id3 import Frames as ID3_FRAMES
 from mutagen.mp4 import MP4, MP4Cover, MP4Tags
 from mutagen.ogg import OggPage
 from mutagen.oggopus import OggOpus, OggOpusVComment
+from mutagen.oggspeex import OggSpeex, OggSpeexVComment
 from mutagen.oggvorbis import OggVCommentDict, OggVorbis
-from mutagen._vorbis import VCommentDict
 
+from worker_app.metadata.covers import APE_PICTURE_TYPES, MIME_BY_EXTENSION, MP4_COVER_MIME
 from worker_app.metadata.lenient import ReadContext, current
 from worker_app.metadata.safefile import Edit
 
 _MAX_ITEMS = 100_000  # frames, blocks, comments walked before a scanner gives up
 _HEAD = 4096  # bytes read at the start of a skipped item to describe it
 _ID3_PICTURE_MIME = {b"JPG": "image/jpeg", b"PNG": "image/png", b"GIF": "image/gif", b"BMP": "image/bmp"}
-_APE_PICTURE_TYPES = {"cover art (front)": 3, "cover art (back)": 4}
-_MIME_BY_SUFFIX = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif",
-                   "webp": "image/webp", "bmp": "image/bmp"}
-_MP4_COVER_MIME = {MP4Cover.FORMAT_JPEG: "image/jpeg", MP4Cover.FORMAT_PNG: "image/png"}
 
 
 class _GiveUp(Exception):
@@ -59,7 +58,7 @@ class _Plan:
     pictures: list[tuple[int, str | None, int | None]] = field(default_factory=list)
     items: list[tuple[str, int]] = field(default_factory=list)
 
-    def absorb(self, other: "_Plan") -> None:
+    def absorb(self, other: _Plan) -> None:
         self.edits += other.edits
         self.pictures += other.pictures
         self.items += other.items
@@ -112,11 +111,13 @@ def plan_edits(fileobj, size: int, context: ReadContext) -> list[Edit]:
         attempt(_iff, ">I")
     elif head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         attempt(_iff, "<I")
+    elif head[:4] == b"FRM8" and head[12:16] == b"DSD ":
+        attempt(_iff, ">Q")
     elif head[:4] == b"DSD ":
         attempt(_dsf)
     elif head[:16] == HeaderObject.GUID:
         attempt(_asf)
-    if head[:4] not in (b"FORM", b"RIFF", b"DSD ") and head[:16] != HeaderObject.GUID:
+    if head[:4] not in (b"FORM", b"RIFF", b"DSD ", b"FRM8") and head[:16] != HeaderObject.GUID:
         attempt(_apev2)  # at the end of MP3, WavPack, Monkey's Audio, Musepack, TTA files
     for picture_size, mime, picture_type in plan.pictures:
         context.skip_picture(picture_size, mime, picture_type)
@@ -129,16 +130,13 @@ def plan_edits(fileobj, size: int, context: ReadContext) -> list[Edit]:
 
 
 def _syncsafe(data: bytes) -> int:
-    value = 0
-    for byte in data:
-        value = (value << 7) | (byte & 0x7F)
-    return value
+    return int(BitPaddedInt(data))
 
 
 def _to_syncsafe(value: int) -> bytes:
     if value >= 1 << 28:
         raise _GiveUp("tag too big")
-    return bytes(((value >> 21) & 0x7F, (value >> 14) & 0x7F, (value >> 7) & 0x7F, value & 0x7F))
+    return BitPaddedInt.to_str(value, width=4)
 
 
 def _id3v24_uses_syncsafe_sizes(reader: _Reader, base: int, length: int) -> bool:
@@ -272,21 +270,25 @@ def _describe_id3_frame(reader: _Reader, plan: _Plan, name: bytes, frame_header:
 
 
 def _iff(reader: _Reader, plan: _Plan, limit: int, size_format: str) -> None:
-    """AIFF (big-endian sizes) and WAV (little-endian): the ID3 chunk, and the sizes of it and of the file."""
-    form_size, = struct.unpack(size_format, reader.exactly(4, 4))
-    position = 12
+    """AIFF (big-endian 32-bit sizes), WAV (little-endian) and DSDIFF (big-endian 64-bit): the ID3 chunk, and the
+    sizes of it and of the file. A chunk is an id, a size, the data, and a pad byte when the size is odd."""
+    width = struct.calcsize(size_format)
+    header = 4 + width
+    form_size, = struct.unpack(size_format, reader.exactly(4, width))
+    position = header + 4  # after the form type ("AIFF", "WAVE", "DSD ")
     for _ in range(_MAX_ITEMS):
-        chunk_header = reader.at(position, 8)
-        if len(chunk_header) < 8:
+        chunk_header = reader.at(position, header)
+        if len(chunk_header) < header:
             return
         chunk_size, = struct.unpack(size_format, chunk_header[4:])
         if chunk_header[:4] in (b"ID3 ", b"id3 "):
-            _, removed = _id3(reader, plan, limit, position + 8, True)
+            _, removed = _id3(reader, plan, limit, position + header, True)
             if removed:
-                plan.edits.append(Edit(position + 4, position + 8, struct.pack(size_format, chunk_size - removed)))
-                plan.edits.append(Edit(4, 8, struct.pack(size_format, form_size - removed)))
+                plan.edits.append(Edit(position + 4, position + header,
+                                       struct.pack(size_format, chunk_size - removed)))
+                plan.edits.append(Edit(4, header, struct.pack(size_format, form_size - removed)))
             return
-        position += 8 + chunk_size + (chunk_size & 1)
+        position += header + chunk_size + (chunk_size & 1)
     raise _GiveUp("too many chunks")
 
 
@@ -429,8 +431,8 @@ def _apev2(reader: _Reader, plan: _Plan, limit: int) -> None:
                     file_name = b""
                 suffix = file_name.decode("latin-1").rpartition(".")[2].lower()
                 picture_size = value_size - (len(file_name) + 1 if separator else 0)
-                picture_type = _APE_PICTURE_TYPES.get(key.lower(), 0)
-                plan.pictures.append((picture_size, _MIME_BY_SUFFIX.get(suffix), picture_type))
+                picture_type = APE_PICTURE_TYPES.get(key.lower(), 0)
+                plan.pictures.append((picture_size, MIME_BY_EXTENSION.get(suffix), picture_type))
             else:
                 plan.items.append((f"APEv2 item {key}", value_size))
         position = value_end
@@ -551,10 +553,10 @@ class CappedMP4Tags(MP4Tags):
             if name == b"data":
                 image_format = data_type & 0xFFFFFF
                 if length - 16 > context.max_cover_bytes:
-                    context.skip_picture(length - 16, _MP4_COVER_MIME.get(image_format), None)
+                    context.skip_picture(length - 16, MP4_COVER_MIME.get(image_format), None)
                 else:
                     data = fileobj.read(length - 16)
-                    if image_format not in _MP4_COVER_MIME:
+                    if image_format not in MP4_COVER_MIME:
                         image_format = MP4Cover.FORMAT_JPEG
                     covers.append(MP4Cover(data, image_format))
             position += length
@@ -684,12 +686,21 @@ class CappedOpusComments(_CappedComments, OggOpusVComment):
     _FRAMING = False
 
 
+class CappedSpeexComments(_CappedComments, OggSpeexVComment):
+    _PREFIX = b""  # Speex's comment packet has no magic: it is the stream's second packet
+    _FRAMING = False
+
+
 class CappedOggVorbis(OggVorbis):
     _Tags = CappedVorbisComments
+
+
+class CappedOggSpeex(OggSpeex):
+    _Tags = CappedSpeexComments
 
 
 class CappedOggOpus(OggOpus):
     _Tags = CappedOpusComments
 
 
-CAPPED_CLASSES = {MP4: CappedMP4, OggVorbis: CappedOggVorbis, OggOpus: CappedOggOpus}
+CAPPED_CLASSES = {MP4: CappedMP4, OggVorbis: CappedOggVorbis, OggOpus: CappedOggOpus, OggSpeex: CappedOggSpeex}

@@ -20,31 +20,28 @@ import logging
 import os
 import re
 import stat
+import struct
 from dataclasses import dataclass
 from typing import Any
 
 from mutagen.aac import AAC
 from mutagen.ac3 import AC3
 from mutagen.aiff import AIFF
-from mutagen.apev2 import APENoHeaderError, APEv2
+from mutagen.apev2 import APENoHeaderError, APEv2, _APEv2Data  # _APEv2Data: where a tag starts
 from mutagen.asf import ASF
-from mutagen.dsdiff import DSDIFF
 from mutagen.dsf import DSF
-from mutagen.flac import FLAC, StreamInfo as FLACStreamInfo
-from mutagen.id3 import ID3
+from mutagen.flac import FLAC
+from mutagen.flac import StreamInfo as FLACStreamInfo
+from mutagen.id3 import ID3, BitPaddedInt, ID3NoHeaderError
 from mutagen.id3._id3v1 import find_id3v1
-from mutagen.monkeysaudio import MonkeysAudio
 from mutagen.mp3 import MP3, MPEGInfo
 from mutagen.mp4 import MP4
-from mutagen.musepack import Musepack
 from mutagen.oggflac import OggFLAC
 from mutagen.oggopus import OggOpus
 from mutagen.oggspeex import OggSpeex
 from mutagen.oggvorbis import OggVorbis
-from mutagen.optimfrog import OptimFROG
 from mutagen.trueaudio import TrueAudio
 from mutagen.wave import WAVE
-from mutagen.wavpack import WavPack
 
 from worker_app.metadata import lenient
 from worker_app.metadata.cleaning import (
@@ -68,17 +65,20 @@ from worker_app.metadata.covers import (
     find_folder_cover,
     read_folder_cover,
 )
+from worker_app.metadata.formats import AUDIO_EXTENSIONS, CLASS_BY_EXTENSION, CONTAINERS
 from worker_app.metadata.lenient import ReadContext, picture_skipped_warning
 from worker_app.metadata.oversize import CAPPED_CLASSES, plan_edits
 from worker_app.metadata.record import TrackRecord, UnreadableFileError
 from worker_app.metadata.safefile import ReadBudgetExceeded, SafeFile
 from worker_app.metadata.tagmaps import (
+    FIELD_KEYS,
     RawTags,
     merge_missing,
     read_apev2,
     read_asf,
     read_id3,
     read_mp4,
+    read_riff_info,
     read_vorbis_comments,
 )
 from worker_app.metadata.timelimit import FileTimeLimit, FileTimeLimitExceeded
@@ -98,56 +98,11 @@ except ImportError:  # pragma: no cover - billiard comes with celery
         pass
 
 
-# TrackRecord.format (the container) and a label for messages, by mutagen class.
-_FORMATS: dict[type, tuple[str, str]] = {
-    MP3: ("mp3", "MP3"),
-    FLAC: ("flac", "FLAC"),
-    OggVorbis: ("ogg", "Ogg Vorbis"),
-    OggFLAC: ("ogg", "Ogg FLAC"),
-    OggSpeex: ("ogg", "Ogg Speex"),
-    OggOpus: ("opus", "Opus"),
-    MP4: ("m4a", "MP4/M4A"),
-    ASF: ("wma", "WMA/ASF"),
-    MonkeysAudio: ("ape", "Monkey's Audio"),
-    WavPack: ("wavpack", "WavPack"),
-    AIFF: ("aiff", "AIFF"),
-    WAVE: ("wav", "WAV"),
-    DSF: ("dsf", "DSF"),
-    DSDIFF: ("dff", "DSDIFF"),
-    Musepack: ("musepack", "Musepack"),
-    TrueAudio: ("tta", "True Audio"),
-    OptimFROG: ("optimfrog", "OptimFROG"),
-    AAC: ("aac", "ADTS AAC"),
-    AC3: ("ac3", "AC-3"),
-}
-
-_CLASS_BY_EXTENSION: dict[str, type] = {
-    ".mp3": MP3, ".mp2": MP3, ".mpga": MP3,
-    ".flac": FLAC,
-    ".ogg": OggVorbis, ".oga": OggVorbis,
-    ".opus": OggOpus,
-    ".spx": OggSpeex,
-    ".m4a": MP4, ".m4b": MP4, ".mp4": MP4, ".m4p": MP4, ".alac": MP4,
-    ".wma": ASF, ".asf": ASF,
-    ".ape": MonkeysAudio,
-    ".wv": WavPack,
-    ".aif": AIFF, ".aiff": AIFF, ".aifc": AIFF,
-    ".wav": WAVE,
-    ".dsf": DSF,
-    ".dff": DSDIFF,
-    ".mpc": Musepack, ".mp+": Musepack, ".mpp": Musepack,
-    ".tta": TrueAudio,
-    ".ofr": OptimFROG, ".ofs": OptimFROG,
-    ".aac": AAC,
-    ".ac3": AC3,
-}
-AUDIO_EXTENSIONS = frozenset(_CLASS_BY_EXTENSION)
-
-# Sniffing candidates: the formats above. Not mutagen.File's whole default list: its ID3FileType accepts any junk
+# Sniffing candidates: the catalogue's formats. Not mutagen.File's whole default list: its ID3FileType accepts any junk
 # behind an ID3 tag, and MIDI or video-only Ogg are not catalogue audio.
-_SNIFFABLE_CLASSES = tuple(_FORMATS)
+_SNIFFABLE_CLASSES = tuple(CONTAINERS)
 
-_LOSSLESS_CODECS = frozenset({"flac", "alac", "wavpack", "ape", "tta", "optimfrog", "pcm", "pcm_float", "dsd"})
+_LOSSLESS_CODECS = frozenset({"flac", "alac", "wavpack", "ape", "tta", "optimfrog", "tak", "pcm", "pcm_float", "dsd"})
 _WAVE_CODECS = {1: "pcm", 3: "pcm_float", 0xFFFE: "pcm", 6: "alaw", 7: "mulaw", 0x55: "mp3", 2: "adpcm"}
 _MPEG_LAYER_CODECS = {1: "mp1", 2: "mp2", 3: "mp3"}
 _OPUS_OUTPUT_RATE = 48000  # Opus always decodes at 48 kHz; mutagen does not expose the (informative) input rate
@@ -251,14 +206,16 @@ def _read_stream_info(context: ReadContext, path: str) -> dict[str, Any]:
     extension = os.path.splitext(path)[1].lower()
     with _opened(path, file_stat.st_size, context) as view:
         info = None
-        audio_class = _CLASS_BY_EXTENSION.get(extension)
+        audio_class = CLASS_BY_EXTENSION.get(extension)
         if (audio_class is MP3 or audio_class is FLAC) and not view.spliced:
             info = _read_bare_stream_info(view, audio_class)
         if info is None:
             audio = _load(view, path, warnings)
             audio_class, info = _base_class(type(audio)), audio.info
-        return {"format": _FORMATS[audio_class][0],
-                **_stream_fields(audio_class, info, file_stat.st_size, warnings)}
+            _check_has_audio(audio_class, info)
+            _add_true_audio_format(audio, view)
+        return {"format": CONTAINERS[audio_class].format,
+                **_stream_fields(audio_class, info, file_stat.st_size, warnings, _audio_share(audio_class, view))}
 
 
 def _read_track(context: ReadContext, path: str, stat_result: os.stat_result | None) -> TrackRecord:
@@ -268,13 +225,15 @@ def _read_track(context: ReadContext, path: str, stat_result: os.stat_result | N
     with _opened(path, file_stat.st_size, context) as view:
         audio = _load(view, path, warnings)
         audio_class = _base_class(type(audio))
+        _check_has_audio(audio_class, audio.info)
+        _add_true_audio_format(audio, view)
         record = TrackRecord(
             path=path,
             size_bytes=file_stat.st_size,
             mtime=file_stat.st_mtime,
-            format=_FORMATS[audio_class][0],
+            format=CONTAINERS[audio_class].format,
             warnings=warnings,
-            **_stream_fields(audio_class, audio.info, file_stat.st_size, warnings),
+            **_stream_fields(audio_class, audio.info, file_stat.st_size, warnings, _audio_share(audio_class, view)),
         )
         raw = RawTags(warnings)
         _read_tags(audio, view, raw)
@@ -401,7 +360,7 @@ def _reader_class(audio_class: type, view: SafeFile) -> type:
 
 def _load(view: SafeFile, path: str, warnings: list[str]):
     extension = os.path.splitext(path)[1].lower()
-    expected_class = _CLASS_BY_EXTENSION.get(extension)
+    expected_class = CLASS_BY_EXTENSION.get(extension)
     first_error: Exception | None = None
     if expected_class is not None:
         try:
@@ -422,7 +381,7 @@ def _load(view: SafeFile, path: str, warnings: list[str]):
             raise UnreadableFileError(_corrupt_reason(view, path, expected_class, first_error)) from None
         raise UnreadableFileError("not an audio file mutagen can read")
     if expected_class is not None:
-        warnings.append(f"extension {extension} but the content is {_FORMATS[_base_class(type(audio))][1]}")
+        warnings.append(f"extension {extension} but the content is {CONTAINERS[_base_class(type(audio))].label}")
     return audio
 
 
@@ -432,7 +391,7 @@ def _raise_if_looping(error: BaseException, audio_class: type | None) -> None:
         if seen is None:
             return
         if isinstance(seen, ReadBudgetExceeded):
-            label = _FORMATS[audio_class][1] if audio_class is not None else "file"
+            label = CONTAINERS[audio_class].label if audio_class is not None else "file"
             raise UnreadableFileError(f"corrupt {label}: {seen}") from None
         seen = seen.__cause__ or seen.__context__
 
@@ -441,7 +400,7 @@ def _sniff(view: SafeFile, path: str, candidates: list[type]):
     """mutagen.File's choice (best score, ties by class name), with this module's load options."""
     view.seek(0)
     header = view.read(128)
-    scored = sorted(((kind.score(path, view, header), kind.__name__), kind) for kind in candidates)
+    scored = sorted(((_score(kind, path, view, header), kind.__name__), kind) for kind in candidates)
     (score, _), kind = scored[-1]
     if score <= 0:
         return None
@@ -449,29 +408,24 @@ def _sniff(view: SafeFile, path: str, candidates: list[type]):
     return _reader_class(kind, view)(view, **_LOAD_OPTIONS.get(kind, {}))
 
 
+def _score(kind: type, path: str, view: SafeFile, header: bytes) -> int:
+    """mutagen's score, and for ADTS AAC, which mutagen knows only by its extension, its frame sync: 12 bits set,
+    then a layer field of 0 (an MPEG audio frame, which MP3 scores, has a layer of 1 to 3). Above the 2 an ID3v2
+    tag gives MP3, as taggers put one in front of both."""
+    score = kind.score(path, view, header)
+    if kind is AAC:
+        start = 10 + BitPaddedInt(header[6:10]) if header[:3] == b"ID3" and len(header) >= 10 else 0
+        view.seek(start)
+        sync = view.read(2)
+        if len(sync) == 2 and sync[0] == 0xFF and sync[1] & 0xF6 == 0xF0:
+            score += 3
+    return score
+
+
 _TRUNCATION_HINTS = ("truncated", "unexpected", "eof", "end of file", "not enough", "too short", "ended", "said")
-_OGG_SIGNATURE = (b"OggS",)
-_SIGNATURES: dict[type, tuple[bytes, ...]] = {
-    FLAC: (b"fLaC", b"ID3"),
-    OggVorbis: _OGG_SIGNATURE, OggOpus: _OGG_SIGNATURE, OggFLAC: _OGG_SIGNATURE, OggSpeex: _OGG_SIGNATURE,
-    ASF: (bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c"),),
-    MonkeysAudio: (b"MAC ", b"ID3"),
-    WavPack: (b"wvpk", b"ID3"),
-    AIFF: (b"FORM",),
-    WAVE: (b"RIFF", b"RF64"),
-    DSF: (b"DSD ",),
-    DSDIFF: (b"FRM8",),
-    Musepack: (b"MPCK", b"MP+", b"ID3"),
-    TrueAudio: (b"TTA1", b"ID3"),
-    OptimFROG: (b"OFR ",),
-    AAC: (b"ADIF", b"ID3"),
-    AC3: (b"\x0b\x77",),
-}
-
-
 def _corrupt_reason(view: SafeFile, path: str, audio_class: type, error: Exception) -> str:
     """Why a file whose extension promised ``audio_class`` could not be parsed as it, nor sniffed as anything."""
-    label = _FORMATS[audio_class][1]
+    label = CONTAINERS[audio_class].label
     view.seek(0)
     head = view.read(512)
     header = head[:16]
@@ -539,7 +493,7 @@ def _has_signature(audio_class: type, header: bytes) -> bool:
         return header.startswith(b"ID3") or (len(header) > 1 and header[0] == 0xFF and header[1] & 0xE0 == 0xE0)
     if audio_class is MP4:
         return header[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
-    return header.startswith(_SIGNATURES.get(audio_class, (b"",)))
+    return header.startswith(CONTAINERS[audio_class].signatures or (b"",))
 
 
 def _read_bare_stream_info(view: SafeFile, audio_class: type):
@@ -579,16 +533,21 @@ def _flac_stream_info(audio_file, is_last_block: bool):
 # ---------------------------------------------------------------- stream
 
 
-# Beyond these a stream number is a corrupt header, not a file (and the catalogue's integer columns overflow).
+# Beyond these a stream number is a corrupt header, not a file (and the catalogue's integer columns overflow): the
+# value is not stored, and the track's warnings say so.
 MAX_DURATION = 31 * 24 * 3600.0  # the longest audiobooks are days long
 MAX_BITRATE = 2**31 - 1  # bits per second (PostgreSQL integer)
+MIN_BITRATE = 500  # bits per second: the lowest speech codecs (Speex, Codec2) need 700 and more
+MIN_SAMPLE_RATE = 1000  # Hz: real audio starts at 8 kHz (telephone speech); 24 Hz is a field read wrong
 MAX_SAMPLE_RATE = 100_000_000  # DSD1024 is 45 MHz
-MAX_CHANNELS = 1024
+MAX_CHANNELS = 255  # Opus's and WAVE_FORMAT_EXTENSIBLE's practical limit; 22.2 surround is 24
 MAX_BITS_PER_SAMPLE = 64
 _CODEC_NAME = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,15}$")
 
 
-def _stream_fields(audio_class: type, info, size_bytes: int, warnings: list[str]) -> dict[str, Any]:
+def _stream_fields(audio_class: type, info, size_bytes: int, warnings: list[str],
+                   audio_share: float = 1.0) -> dict[str, Any]:
+    """``audio_share``: the part of mutagen's length that is audio (see _audio_share)."""
     try:
         codec = _clean_codec(_codec(audio_class, info), warnings)
     except Exception:  # a property of a corrupt header
@@ -596,8 +555,13 @@ def _stream_fields(audio_class: type, info, size_bytes: int, warnings: list[str]
         codec = None
     duration = positive_number(_info(info, "length", "duration", warnings), "duration", warnings,
                                maximum=MAX_DURATION)
-    duration = float(duration) if duration is not None else None
-    bitrate = positive_number(_info(info, "bitrate", "bitrate", warnings), "bitrate", warnings, maximum=MAX_BITRATE)
+    duration = float(duration) * audio_share if duration is not None else None
+    if duration is not None and size_bytes * 8 / duration < MIN_BITRATE:
+        # The file is too small to hold that much audio in any codec: the header's sample count or rate is wrong.
+        warnings.append(f"duration {duration:g} s ignored (a {size_bytes}-byte file cannot hold it)")
+        duration = None
+    bitrate = positive_number(_info(info, "bitrate", "bitrate", warnings), "bitrate", warnings, maximum=MAX_BITRATE,
+                              minimum=MIN_BITRATE)
     if bitrate is None and duration:
         bitrate = size_bytes * 8 / duration  # what mutagen leaves out (WavPack, APE, TTA): the file's average
         if not 1 <= bitrate <= MAX_BITRATE:  # (a corrupt duration of days over a few kB rounds to 0)
@@ -615,10 +579,59 @@ def _stream_fields(audio_class: type, info, size_bytes: int, warnings: list[str]
         "codec": codec,
         "duration_seconds": duration,
         "bitrate": round(bitrate) if bitrate and bitrate >= 0.5 else None,
-        "sample_rate": _positive_int(sample_rate, "sample rate", warnings, MAX_SAMPLE_RATE),
+        "sample_rate": _positive_int(sample_rate, "sample rate", warnings, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE),
         "channels": _positive_int(channels, "channel count", warnings, MAX_CHANNELS),
         "bits_per_sample": _positive_int(bits_per_sample, "bits per sample", warnings, MAX_BITS_PER_SAMPLE),
     }
+
+
+def _check_has_audio(audio_class: type, info) -> None:
+    """Containers that may hold no audio stream at all: an MP4 made only of metadata boxes (or of video), an ASF
+    without a stream properties object. mutagen reads them without complaint, with every stream number zero; they
+    are not tracks."""
+    if audio_class is MP4:
+        silent = not getattr(info, "codec", "")  # set from the sample description of the first 'soun' track
+    elif audio_class is ASF:
+        silent = not (getattr(info, "channels", 0) or getattr(info, "sample_rate", 0)
+                      or getattr(info, "codec_name", ""))
+    else:
+        return
+    if silent:
+        label = CONTAINERS[audio_class].label
+        raise UnreadableFileError(f"no audio stream in the {label} file (only metadata or other tracks)")
+
+
+def _add_true_audio_format(audio, view: SafeFile) -> None:
+    """mutagen's TrueAudioInfo keeps only the sample rate and length of the TTA header (after any ID3v2 tag):
+    "TTA1", format, channels, bits per sample, sample rate, samples, all little-endian."""
+    if not isinstance(audio, TrueAudio):
+        return
+    view.seek(audio.tags.size if audio.tags is not None else 0)
+    header = view.read(10)
+    if len(header) == 10 and header.startswith(b"TTA"):
+        audio.info.channels, audio.info.bits_per_sample = struct.unpack_from("<HH", header, 6)
+
+
+def _audio_share(audio_class: type, view: SafeFile) -> float:
+    """ADTS AAC and AC-3 have no index: mutagen guesses their length from the bytes after the first frame, tags at
+    the end (APEv2 with its pictures, ID3v1) included. The share of those bytes that is audio, to correct it."""
+    if audio_class is not AAC and audio_class is not AC3:
+        return 1.0
+    view.seek(0)
+    header = view.read(10)
+    lead = 10 + BitPaddedInt(header[6:10]) if header[:3] == b"ID3" and len(header) == 10 else 0
+    try:
+        ape = _APEv2Data(view)
+    except Exception as error:
+        _raise_if_os_error(error)
+        ape = None
+    if ape is not None and ape.start is not None and not ape.is_at_start:
+        end = ape.start
+    else:
+        view.seek(max(view.size - 128, 0))
+        end = view.size - 128 if view.read(3) == b"TAG" else view.size
+    stream = view.size - lead
+    return (end - lead) / stream if stream > 0 and lead < end <= view.size else 1.0
 
 
 def _info(info, attribute: str, label: str, warnings: list[str]):
@@ -633,8 +646,8 @@ def _info(info, attribute: str, label: str, warnings: list[str]):
     return value
 
 
-def _positive_int(value, key: str, warnings: list[str], maximum: int) -> int | None:
-    value = positive_number(value, key, warnings, maximum=maximum)
+def _positive_int(value, key: str, warnings: list[str], maximum: int, minimum: int | None = None) -> int | None:
+    value = positive_number(value, key, warnings, maximum=maximum, minimum=minimum)
     return int(value) if value is not None else None
 
 
@@ -661,14 +674,9 @@ def _codec(audio_class: type, info) -> str:
     if audio_class is WAVE:
         audio_format = getattr(info, "audio_format", 1)
         return _WAVE_CODECS.get(audio_format, f"wav_0x{audio_format:04x}")
-    return _FIXED_CODECS[audio_class]
+    return CONTAINERS[audio_class].codec or ""
 
 
-_FIXED_CODECS = {
-    FLAC: "flac", OggVorbis: "vorbis", OggFLAC: "flac", OggSpeex: "speex", OggOpus: "opus",
-    MonkeysAudio: "ape", WavPack: "wavpack", AIFF: "pcm", DSF: "dsd", DSDIFF: "dsd", Musepack: "musepack",
-    TrueAudio: "tta", OptimFROG: "optimfrog", AAC: "aac", AC3: "ac3",
-}
 
 
 def _mp4_codec(codec: str) -> str:
@@ -697,10 +705,34 @@ def _read_tags(audio, view: SafeFile, raw: RawTags) -> None:
     elif isinstance(audio, ASF):
         if tags is not None:
             read_asf(tags, raw)
+    elif isinstance(audio, (AAC, AC3)):  # mutagen reads their stream only; taggers lay tags out as in an MP3
+        # (ID3v2 in front of ADTS AAC; APEv2 and ID3v1 at the end, foobar2000's choice for AC-3)
+        _read_mp3_tags(_leading_id3(view, raw), view, raw)
     elif isinstance(tags, APEv2):
         read_apev2(tags, raw)
-    elif tags is not None:  # AIFF, WAV, DSF, DSDIFF, TTA, AAC, AC3: ID3
+    elif tags is not None:  # AIFF, WAV, DSF, DSDIFF, TTA: ID3
         read_id3(tags, raw)
+    if isinstance(audio, WAVE):  # the RIFF INFO list fills what the ID3 chunk lacks
+        info = RawTags(raw.warnings)
+        try:
+            read_riff_info(view, info)
+        except Exception as error:
+            _raise_if_os_error(error)
+            raw.warnings.append(f"unreadable RIFF INFO list ignored ({error or type(error).__name__})")
+        merge_missing(raw, info)
+
+
+def _leading_id3(view: SafeFile, raw: RawTags):
+    """The ID3v2 tag at the start of a raw stream (ADTS AAC, AC-3), as mutagen's MP3 class would load it."""
+    view.seek(0)
+    try:
+        return ID3(view, load_v1=False)
+    except ID3NoHeaderError:
+        return None
+    except Exception as error:
+        _raise_if_os_error(error)
+        raw.warnings.append(f"unreadable ID3v2 tag ignored ({error or type(error).__name__})")
+        return None
 
 
 def _read_mp3_tags(tags, view: SafeFile, raw: RawTags) -> None:
@@ -736,31 +768,15 @@ def _read_mp3_tags(tags, view: SafeFile, raw: RawTags) -> None:
         merge_missing(raw, id3v1)
 
 
-_SINGLE_TEXT_FIELDS = {
-    "title": "title",
-    "album": "album",
-}
-_MBID_FIELDS = {
-    "musicbrainz_trackid": "mb_track_id",
-    "musicbrainz_releasetrackid": "mb_release_track_id",
-    "musicbrainz_albumid": "mb_album_id",
-    "musicbrainz_releasegroupid": "mb_release_group_id",
-}
-_REPLAYGAIN_FIELDS = {
-    "replaygain_track_gain": "replaygain_track_gain",
-    "replaygain_track_peak": "replaygain_track_peak",
-    "replaygain_album_gain": "replaygain_album_gain",
-    "replaygain_album_peak": "replaygain_album_peak",
-}
-
-
 def _fill_tag_fields(record: TrackRecord, raw: RawTags) -> None:
-    """Move each field's tag out of ``raw.values``; what is left over becomes ``record.tags``.
+    """Move each field's values out of ``raw.values``, as the tag map's kind for its name says (tagmaps.FIELD_KEYS,
+    in table order); what is left over becomes ``record.tags``.
 
     A value that cannot become its field (track "A1", gain "loud") stays in ``tags`` under its key, so the
     catalogue loses nothing the file says.
     """
     values, warnings = raw.values, raw.warnings
+    credits: dict[str, tuple[str, list[str]]] = {}  # field -> (key, values) of a display credit ("A feat. B")
 
     def take_first(key: str) -> str | None:
         items = values.get(key)
@@ -773,47 +789,56 @@ def _fill_tag_fields(record: TrackRecord, raw: RawTags) -> None:
             values[key] = items[1:]
         return items[0]
 
-    def take_parsed(fields: dict[str, str], parse) -> None:
-        """Each field's first value through ``parse(text, key, warnings)``; a value it cannot parse stays
-        visible in tags."""
-        for key, field_name in fields.items():
+    def keep(key: str, text: str) -> None:
+        values.setdefault(key, []).insert(0, text)
+
+    for key, field_name, kind in ((entry.key, entry.field, entry.kind) for entry in FIELD_KEYS):
+        if kind == "credit":
+            credit = values.pop(key, [])
+            credits[field_name] = (key, credit)
+            setattr(record, field_name, credit)
+        elif kind == "list":
+            items = values.pop(key, [])
+            if items:
+                # Picard writes a display string to ARTIST and the list to ARTISTS: the list wins, and the display
+                # string stays in tags, the only place the catalogue has it.
+                credit_key, credit = credits.get(field_name, (key, []))
+                if credit and credit != items:
+                    values[credit_key] = credit
+                setattr(record, field_name, items)
+        elif kind == "mbids":
+            setattr(record, field_name, _identifiers(values, key, warnings))
+        elif kind == "date":
+            if record.date is None:
+                text = take_first(key)
+                if text is not None:
+                    record.date, record.year = text, parse_year(text, warnings)
+        elif kind == "total":
             text = take_first(key)
-            if text is not None:
-                value = parse(text, key, warnings)
+            if getattr(record, field_name) is None and text is not None:
+                setattr(record, field_name, parse_total(text, key, warnings))
+        else:
+            text = take_first(key)
+            if text is None:
+                continue
+            if kind == "text":
+                setattr(record, field_name, text)
+            elif kind == "position":
+                number, total, understood = parse_position(text, key, warnings)
+                if not understood:
+                    keep(key, text)
+                setattr(record, field_name, number)
+                setattr(record, field_name.replace("_number", "_total"), total)
+            else:
+                value = _PARSERS[kind](text, key, warnings)
                 if value is None:
-                    values.setdefault(key, []).insert(0, text)
-                setattr(record, field_name, value)
-
-    for key, field_name in _SINGLE_TEXT_FIELDS.items():
-        setattr(record, field_name, take_first(key))
-    take_parsed(_MBID_FIELDS, parse_mbid)
-
-    record.artists, record.album_artists = _names(values, "artist"), _names(values, "albumartist")
-    record.genres = values.pop("genre", [])
-    record.composers = values.pop("composer", [])
-    record.mb_artist_ids = _identifiers(values, "musicbrainz_artistid", warnings)
-    record.mb_album_artist_ids = _identifiers(values, "musicbrainz_albumartistid", warnings)
-
-    compilation = take_first("compilation")
-    if compilation is not None:
-        flag = parse_flag(compilation, "compilation", warnings)
-        if flag is None:
-            values.setdefault("compilation", []).insert(0, compilation)
-        record.is_compilation = bool(flag)
-
-    record.track_number, record.track_total = _position(values, "track", take_first, warnings)
-    record.disc_number, record.disc_total = _position(values, "disc", take_first, warnings)
-
-    date = take_first("date")
-    if date is None:
-        date = take_first("year")
-    if date is not None:
-        record.date = date
-        record.year = parse_year(date, warnings)
-
-    take_parsed(_REPLAYGAIN_FIELDS, parse_decibels)
+                    keep(key, text)
+                setattr(record, field_name, bool(value) if kind == "flag" else value)
 
     record.tags = _within_tags_budget(values, warnings)
+
+
+_PARSERS = {"flag": parse_flag, "mbid": parse_mbid, "gain": parse_decibels}
 
 
 def _within_tags_budget(values: dict[str, list[str]], warnings: list[str]) -> dict[str, list[str]]:
@@ -836,20 +861,6 @@ def _within_tags_budget(values: dict[str, list[str]], warnings: list[str]) -> di
     return kept
 
 
-def _names(values: dict[str, list[str]], key: str) -> list[str]:
-    """Picard writes a display string ("A feat. B") to ARTIST and the list to ARTISTS: the list wins.
-
-    The display string then stays in tags, as it is the only place the catalogue has it.
-    """
-    plural = values.pop(key + "s", None)
-    singular = values.pop(key, [])
-    if not plural:
-        return singular
-    if singular and singular != plural:
-        values[key] = singular
-    return plural
-
-
 def _identifiers(values: dict[str, list[str]], key: str, warnings: list[str]) -> list[str]:
     # ID3v2.3 and some taggers join several ids with "/" or ";" into one value; a MusicBrainz id contains neither.
     identifiers, rejected = [], []
@@ -865,16 +876,3 @@ def _identifiers(values: dict[str, list[str]], key: str, warnings: list[str]) ->
         values[key] = rejected
     return identifiers
 
-
-def _position(values, name: str, take_first, warnings) -> tuple[int | None, int | None]:
-    number_key, total_key = f"{name}number", f"{name}total"
-    number = total = None
-    text = take_first(number_key)
-    if text is not None:
-        number, total, understood = parse_position(text, number_key, warnings)
-        if not understood:
-            values.setdefault(number_key, []).insert(0, text)
-    total_text = take_first(total_key)
-    if total is None and total_text is not None:
-        total = parse_total(total_text, total_key, warnings)
-    return number, total

@@ -39,7 +39,7 @@ class CoverImage:
         return message
 
     @classmethod
-    def from_message(cls, message: dict[str, Any]) -> "CoverImage":
+    def from_message(cls, message: dict[str, Any]) -> CoverImage:
         return cls(**{**message, "data": base64.b64decode(message["data"])})
 
 
@@ -92,7 +92,7 @@ class TrackRecord:
         return message
 
     @classmethod
-    def from_message(cls, message: dict[str, Any]) -> "TrackRecord":
+    def from_message(cls, message: dict[str, Any]) -> TrackRecord:
         cover = message.get("cover")
         return cls(**{**message, "cover": CoverImage.from_message(cover) if cover else None})
 

@@ -15,7 +15,6 @@ import errno
 import os
 from typing import NamedTuple
 
-
 MAX_READS = 250_000  # read calls one file may take: a typical file takes 10-100, 5,000 Vorbis comments 10,000
 
 

@@ -11,6 +11,7 @@ import base64
 import struct
 from dataclasses import dataclass, field
 
+from mutagen._riff import RiffFile
 from mutagen.apev2 import APEBinaryValue, APEExtValue, APETextValue
 from mutagen.flac import Picture
 from mutagen.id3 import (
@@ -18,21 +19,21 @@ from mutagen.id3 import (
     COMM,
     PCNT,
     POPM,
-    SYLT,
-    USER,
-    PairedTextFrame,
     RVA2,
+    SYLT,
     TCON,
     TXXX,
     UFID,
+    USER,
     USLT,
     WXXX,
     Encoding,
+    PairedTextFrame,
     TextFrame,
     TimeStampTextFrame,
     UrlFrame,
 )
-from mutagen.mp4 import AtomDataType, MP4Cover, MP4FreeForm
+from mutagen.mp4 import AtomDataType, MP4FreeForm
 
 from worker_app.metadata.cleaning import (
     MAX_FIELD_BYTES,
@@ -43,9 +44,7 @@ from worker_app.metadata.cleaning import (
     repair_latin1_mojibake,
     repair_utf16_byte_order,
 )
-from worker_app.metadata.covers import FRONT_COVER, EmbeddedPicture
-
-MUSICBRAINZ_UFID_OWNER = "http://musicbrainz.org"
+from worker_app.metadata.covers import APE_PICTURE_TYPES, MIME_BY_EXTENSION, MP4_COVER_MIME, EmbeddedPicture
 
 
 @dataclass
@@ -63,9 +62,14 @@ class RawTags:
                     _GOOD_KEYS.add(key)
             else:
                 key = clean_key(key, self.warnings)
-        cleaned = clean_text(value, key, self.warnings, MAX_FIELD_BYTES if key in FIELD_KEYS else MAX_TAG_VALUE_BYTES)
+        is_field = key in FIELD_NAMES
+        cleaned = clean_text(value, key, self.warnings, MAX_FIELD_BYTES if is_field else MAX_TAG_VALUE_BYTES)
         if cleaned is not None:
-            self.values.setdefault(key, []).append(cleaned)
+            values = self.values.setdefault(key, [])
+            # Two aliases of one field with the same value (ALBUMARTIST and ALBUM ARTIST, written by two taggers)
+            # say it once.
+            if not (is_field and cleaned in values):
+                values.append(cleaned)
 
     def add_all(self, key: str, values) -> None:
         for value in values:
@@ -76,26 +80,15 @@ class RawTags:
             self.add(key, value)
 
 
-# Keys whose values become TrackRecord fields (one line of text each), and the groups of keys that say the same
-# thing (a tag format that has one of them in a file decides that field alone).
-FIELD_KEYS = frozenset({
-    "title", "album", "artist", "artists", "albumartist", "albumartists", "genre", "composer", "date", "year",
-    "tracknumber", "tracktotal", "discnumber", "disctotal", "compilation",
-    "musicbrainz_trackid", "musicbrainz_releasetrackid", "musicbrainz_albumid", "musicbrainz_releasegroupid",
-    "musicbrainz_artistid", "musicbrainz_albumartistid",
-    "replaygain_track_gain", "replaygain_track_peak", "replaygain_album_gain", "replaygain_album_peak",
-})
 MAX_KEY_BYTES = 255
 _GOOD_KEYS: set[str] = set()  # keys already seen fit for a JSON key as they are (a cache: checking costs more)
-KEY_GROUPS = {"artists": "artist", "albumartists": "albumartist", "year": "date"}
 
 
 def merge_missing(primary: RawTags, secondary: RawTags) -> None:
-    """Add to ``primary`` the keys only ``secondary`` has (a key or its group partner present in ``primary``
-    wins whole); pictures too, when ``primary`` has none."""
+    """Add to ``primary`` the keys only ``secondary`` has (a key, or any key of the same field, present in
+    ``primary`` wins whole); pictures too, when ``primary`` has none."""
     present = set(primary.values)
-    present |= {KEY_GROUPS[key] for key in present if key in KEY_GROUPS}
-    present |= {key for key, partner in KEY_GROUPS.items() if partner in present}
+    present |= {other for key in present if key in _SAME_FIELD for other in _SAME_FIELD[key]}
     for key, values in secondary.values.items():
         if key not in present:
             primary.values[key] = values
@@ -103,45 +96,175 @@ def merge_missing(primary: RawTags, secondary: RawTags) -> None:
         primary.pictures.extend(secondary.pictures)
 
 
-# Descriptions that ID3 TXXX frames, MP4 "----" atoms and ASF attributes share (ASF with "/" for " ").
-_DESCRIPTION_KEYS = {
-    "musicbrainz track id": "musicbrainz_trackid",  # the recording, despite the name
-    "musicbrainz release track id": "musicbrainz_releasetrackid",
-    "musicbrainz album id": "musicbrainz_albumid",
-    "musicbrainz release group id": "musicbrainz_releasegroupid",
-    "musicbrainz artist id": "musicbrainz_artistid",
-    "musicbrainz album artist id": "musicbrainz_albumartistid",
-    "musicbrainz work id": "musicbrainz_workid",
-    "musicbrainz disc id": "musicbrainz_discid",
-    "musicbrainz trm id": "musicbrainz_trmid",
-    "musicbrainz original album id": "musicbrainz_originalalbumid",
-    "musicbrainz original artist id": "musicbrainz_originalartistid",
-    "musicbrainz album status": "releasestatus",
-    "musicbrainz album type": "releasetype",
-    "musicbrainz album release country": "releasecountry",
-    "musicbrainz album comment": "comment:musicbrainz album comment",
-    "acoustid id": "acoustid_id",
-    "acoustid fingerprint": "acoustid_fingerprint",
-    "musicip puid": "musicip_puid",
-    "musicmagic fingerprint": "musicip_fingerprint",
-    "album artist": "albumartist",
-    "initialkey": "key",
-}
+# The tag map: every key a tag format may use for one thing, under the name the catalogue files it by (MusicBrainz
+# Picard's internal tag names: the vocabulary of Picard's tag map, which beets' mediafile and Navidrome's
+# mappings.yaml also read), with the aliases other taggers write (foobar2000's "ALBUM ARTIST" and "TOTALTRACKS",
+# "DISCC", APEv2's "Track"...), and for the names that become TrackRecord fields, which field and how. One line per
+# name; in a column, aliases are separated by commas:
+#   record field: kind, for the names the catalogue keeps as fields (the others go to TrackRecord.tags):
+#     text      one line of text; a second value stays in tags, with a warning
+#     list      every value (genres, composers; the list of artists: ARTISTS wins over ARTIST)
+#     credit    the artists as one display string ("A feat. B"): the field when the file has no list, else in tags
+#     flag      yes or no
+#     position  "3", "3/12" or "3 of 12": the number, and the total into the matching *_total field
+#     total     the total when the position did not hold one
+#     date      the date as tagged, and the year in it; a later name fills it only if the earlier one is absent
+#     mbid      one MusicBrainz identifier; mbids: several, also split at "/" and ";" (ID3v2.3's joined values)
+#     gain      a ReplayGain gain in dB or a peak
+#     A value that does not parse stays in tags under its name, with a warning.
+#   ID3v2 frames as mutagen gives them (v2.2/v2.3 ids upgraded to v2.4; "TIPL:role" for an involved person's role,
+#     "UFID:owner" for an identifier);
+#   MP4 atoms (case-sensitive);
+#   ASF attributes;
+#   free-form names, compared without case: Vorbis comments, APEv2 items, WAV's RIFF INFO chunks (INAM, IART...),
+#     and the descriptions of ID3 TXXX frames, MP4 "----:com.apple.iTunes:..." atoms and ASF "Group/Name"
+#     attributes (read "group name").
+# A key no line lists is kept under its own name, lower-cased: a free-form name needs no alias when it is the Picard
+# name itself (TXXX:ARTISTS, Vorbis REPLAYGAIN_TRACK_GAIN).
+# name                       | record field: kind          | ID3v2            | MP4  | ASF                        | free-form
+TAG_MAP_TABLE = """
+title                        | title: text                 | TIT2             | ©nam | Title                      | TITLE, INAM
+artist                       | artists: credit             | TPE1             | ©ART | Author                     | ARTIST, IART
+artists                      | artists: list               |                  |      | WM/ARTISTS                 | ARTISTS
+album                        | album: text                 | TALB             | ©alb | WM/AlbumTitle              | ALBUM, IPRD
+albumartist                  | album_artists: credit       | TPE2             | aART | WM/AlbumArtist             | ALBUMARTIST, ALBUM ARTIST
+albumartists                 | album_artists: list         |                  |      |                            | ALBUMARTISTS, ALBUM ARTISTS
+compilation                  | is_compilation: flag        | TCMP             | cpil | WM/IsCompilation           | COMPILATION
+tracknumber                  | track_number: position      | TRCK             |      | WM/TrackNumber             | TRACKNUMBER, TRACK, ITRK
+tracktotal                   | track_total: total          |                  |      |                            | TRACKTOTAL, TOTALTRACKS, TRACKC
+discnumber                   | disc_number: position       | TPOS             |      | WM/PartOfSet               | DISCNUMBER, DISC
+disctotal                    | disc_total: total           |                  |      |                            | DISCTOTAL, TOTALDISCS, DISCC
+date                         | date: date                  | TDRC             | ©day | WM/Year                    | DATE, ICRD
+year                         | date: date                  |                  |      |                            | YEAR
+genre                        | genres: list                | TCON             | ©gen | WM/Genre                   | GENRE, IGNR
+composer                     | composers: list             | TCOM             | ©wrt | WM/Composer                | COMPOSER, IMUS
+musicbrainz_trackid          | mb_track_id: mbid           | UFID:http://musicbrainz.org |      |                            | MUSICBRAINZ_TRACKID, MUSICBRAINZ TRACK ID
+musicbrainz_releasetrackid   | mb_release_track_id: mbid   |                  |      |                            | MUSICBRAINZ_RELEASETRACKID, MUSICBRAINZ RELEASE TRACK ID
+musicbrainz_albumid          | mb_album_id: mbid           |                  |      |                            | MUSICBRAINZ_ALBUMID, MUSICBRAINZ ALBUM ID
+musicbrainz_releasegroupid   | mb_release_group_id: mbid   |                  |      |                            | MUSICBRAINZ_RELEASEGROUPID, MUSICBRAINZ RELEASE GROUP ID
+musicbrainz_artistid         | mb_artist_ids: mbids        |                  |      |                            | MUSICBRAINZ_ARTISTID, MUSICBRAINZ ARTIST ID
+musicbrainz_albumartistid    | mb_album_artist_ids: mbids  |                  |      |                            | MUSICBRAINZ_ALBUMARTISTID, MUSICBRAINZ ALBUM ARTIST ID
+replaygain_track_gain        | replaygain_track_gain: gain |                  |      |                            | REPLAYGAIN_TRACK_GAIN
+replaygain_track_peak        | replaygain_track_peak: gain |                  |      |                            | REPLAYGAIN_TRACK_PEAK
+replaygain_album_gain        | replaygain_album_gain: gain |                  |      |                            | REPLAYGAIN_ALBUM_GAIN
+replaygain_album_peak        | replaygain_album_peak: gain |                  |      |                            | REPLAYGAIN_ALBUM_PEAK
+musicbrainz_workid           |                             |                  |      |                            | MUSICBRAINZ WORK ID
+musicbrainz_discid           |                             |                  |      |                            | MUSICBRAINZ DISC ID
+musicbrainz_trmid            |                             |                  |      |                            | MUSICBRAINZ TRM ID
+musicbrainz_originalalbumid  |                             |                  |      |                            | MUSICBRAINZ ORIGINAL ALBUM ID
+musicbrainz_originalartistid |                             |                  |      |                            | MUSICBRAINZ ORIGINAL ARTIST ID
+releasestatus                |                             |                  |      |                            | MUSICBRAINZ_ALBUMSTATUS, MUSICBRAINZ ALBUM STATUS
+releasetype                  |                             |                  |      |                            | MUSICBRAINZ_ALBUMTYPE, MUSICBRAINZ ALBUM TYPE
+releasecountry               |                             |                  |      |                            | MUSICBRAINZ ALBUM RELEASE COUNTRY, ICNT
+comment:musicbrainz album comment |                             |                  |      |                            | MUSICBRAINZ ALBUM COMMENT
+acoustid_id                  |                             |                  |      |                            | ACOUSTID ID
+acoustid_fingerprint         |                             |                  |      |                            | ACOUSTID FINGERPRINT
+musicip_puid                 |                             |                  |      |                            | MUSICIP PUID
+musicip_fingerprint          |                             |                  |      |                            | MUSICMAGIC FINGERPRINT
+artistsort                   |                             | TSOP, XSOP       | soar | WM/ArtistSortOrder         |
+albumsort                    |                             | TSOA, XSOA       | soal | WM/AlbumSortOrder          |
+titlesort                    |                             | TSOT, XSOT       | sonm | WM/TitleSortOrder          |
+albumartistsort              |                             | TSO2             | soaa | WM/AlbumArtistSortOrder    |
+composersort                 |                             | TSOC             | soco | WM/ComposerSortOrder       |
+label                        |                             | TPUB             |      | WM/Publisher               |
+catalognumber                |                             |                  |      | WM/CatalogNo               |
+isrc                         |                             | TSRC             |      | WM/ISRC                    |
+barcode                      |                             |                  |      | WM/Barcode                 |
+bpm                          |                             | TBPM             | tmpo | WM/BeatsPerMinute          |
+copyright                    |                             | TCOP             | cprt | Copyright                  | ICOP
+encodedby                    |                             | TENC             | ©too | WM/EncodedBy               | IENC
+encodersettings              |                             | TSSE             |      | WM/EncodingSettings        |
+lyricist                     |                             | TEXT             |      | WM/Writer                  |
+conductor                    |                             | TPE3             |      | WM/Conductor               |
+remixer                      |                             | TPE4             |      | WM/ModifiedBy              | MIXARTIST
+producer                     |                             |                  |      | WM/Producer                | IPRO
+engineer                     |                             |                  |      | WM/Engineer                | IENG
+djmixer                      |                             | TIPL:dj-mix      |      | WM/DJMixer                 |
+mixer                        |                             | TIPL:mix         |      | WM/Mixer                   |
+grouping                     |                             | TIT1, GRP1       | ©grp | WM/ContentGroupDescription |
+subtitle                     |                             | TIT3             |      | WM/SubTitle                |
+discsubtitle                 |                             | TSST             |      | WM/SetSubTitle             |
+key                          |                             | TKEY             |      | WM/InitialKey              | INITIALKEY
+language                     |                             | TLAN             |      | WM/Language                | ILNG
+script                       |                             |                  |      | WM/Script                  |
+media                        |                             | TMED             |      | WM/Media                   | IMED
+mood                         |                             | TMOO             |      | WM/Mood                    |
+originaldate                 |                             | TDOR, XDOR       |      | WM/OriginalReleaseTime     |
+originalyear                 |                             |                  |      | WM/OriginalReleaseYear     |
+releasedate                  |                             | TDRL             |      |                            |
+originalalbum                |                             | TOAL             |      | WM/OriginalAlbumTitle      |
+originalartist               |                             | TOPE             |      | WM/OriginalArtist          | ORIGINAL ARTIST
+originalfilename             |                             | TOFN             |      | WM/OriginalFilename        |
+work                         |                             |                  | ©wrk | WM/Work                    |
+movement                     |                             | MVNM             | ©mvn |                            |
+movementnumber               |                             | MVIN             | ©mvi |                            |
+movementtotal                |                             |                  | ©mvc |                            |
+showmovement                 |                             |                  | shwm |                            |
+website                      |                             | WOAR             |      | WM/AuthorURL               | WEBLINK
+license                      |                             | WCOP             |      |                            |
+comment                      |                             |                  | ©cmt | Description                | ICMT
+lyrics                       |                             |                  | ©lyr | WM/Lyrics                  |
+rating                       |                             |                  |      | WM/SharedUserRating        |
+show                         |                             |                  | tvsh |                            |
+showsort                     |                             |                  | sosn |                            |
+podcast                      |                             |                  | pcst |                            |
+gapless                      |                             |                  | pgap |                            |
+description                  |                             |                  | desc |                            |
+podcasturl                   |                             |                  | purl |                            |
+"""
+
+_COLUMNS = ("id3", "mp4", "asf", "free")
+_CASE_SENSITIVE = frozenset({"id3", "mp4"})
+FIELD_KINDS = frozenset({"text", "list", "credit", "flag", "position", "total", "date", "mbid", "mbids", "gain"})
 
 
-def description_key(description: str, key_without_description: str) -> str:
-    lowered = description.strip().lower()
-    return _DESCRIPTION_KEYS.get(lowered, lowered) or key_without_description
+@dataclass(frozen=True)
+class FieldKey:
+    """A name whose values become a TrackRecord field."""
+
+    key: str  # the Picard name
+    field: str  # the TrackRecord attribute
+    kind: str  # how its values become the field: one of FIELD_KINDS
+
+
+def _parse_tag_map(table: str) -> tuple[dict[str, dict[str, str]], tuple[FieldKey, ...]]:
+    """Per column, each key (lower-cased where the format ignores case) -> its name; and the names that are record
+    fields, in table order. A key under two names, or an unknown kind, is a mistake in the table, refused at import."""
+    maps: dict[str, dict[str, str]] = {column: {} for column in _COLUMNS}
+    field_keys = []
+    for line in table.strip().splitlines():
+        name, record_field, *cells = (cell.strip() for cell in line.split("|"))
+        if len(cells) != len(_COLUMNS):
+            raise ValueError(f"tag map line {line!r}: {len(cells) + 2} columns, not {len(_COLUMNS) + 2}")
+        if record_field:
+            attribute, _, kind = (part.strip() for part in record_field.partition(":"))
+            if kind not in FIELD_KINDS:
+                raise ValueError(f"tag map line {line!r}: unknown kind {kind!r}")
+            field_keys.append(FieldKey(name, attribute, kind))
+        for column, cell in zip(_COLUMNS, cells, strict=True):
+            for key in filter(None, (key.strip() for key in cell.split(","))):
+                lookup = key if column in _CASE_SENSITIVE else key.lower()
+                if maps[column].setdefault(lookup, name) != name:
+                    raise ValueError(f"tag map: {column} key {key!r} listed for {maps[column][lookup]} and {name}")
+    return maps, tuple(field_keys)
+
+
+TAG_MAP, FIELD_KEYS = _parse_tag_map(TAG_MAP_TABLE)
+_ID3_KEYS, _MP4_KEYS, _ASF_KEYS, _FREE_KEYS = (TAG_MAP[column] for column in _COLUMNS)
+# The names that become fields (one line of text each), and the names that fill the same field: a tag format that
+# has one of them in a file decides that field alone (see merge_missing).
+FIELD_NAMES = frozenset(field_key.key for field_key in FIELD_KEYS)
+_SAME_FIELD = {field_key.key: frozenset(other.key for other in FIELD_KEYS if other.field == field_key.field)
+               for field_key in FIELD_KEYS}
+
+
+def free_form_key(name: str, key_without_name: str = "") -> str:
+    """The name of a free-form key (a Vorbis comment, an APEv2 item, a TXXX/MP4/ASF description)."""
+    lowered = name.strip().lower()
+    return _FREE_KEYS.get(lowered, lowered) or key_without_name
 
 
 # ---------------------------------------------------------------- Vorbis comments (FLAC, Ogg Vorbis, Opus, Speex)
-
-_VORBIS_KEYS = {
-    "album artist": "albumartist",
-    "totaltracks": "tracktotal",
-    "totaldiscs": "disctotal",
-}
-
 
 def read_vorbis_comments(comments, flac_pictures, raw: RawTags) -> None:
     """``comments`` is mutagen's VComment (a list of (key, value) pairs); FLAC keeps pictures in their own blocks."""
@@ -167,96 +290,50 @@ def read_vorbis_comments(comments, flac_pictures, raw: RawTags) -> None:
         elif key == "coverartmime":
             legacy_cover_mime = value
         else:
-            raw.add(_VORBIS_KEYS.get(key, key), value)
+            raw.add(free_form_key(key), value)
 
 
 # ---------------------------------------------------------------- APEv2 (Monkey's Audio, WavPack, Musepack, MP3)
 
-_APE_KEYS = {
-    "album artist": "albumartist",
-    "albumartist": "albumartist",
-    "year": "date",
-    "track": "tracknumber",
-    "disc": "discnumber",
-    "mixartist": "remixer",
-    "weblink": "website",
-    "musicbrainz_albumstatus": "releasestatus",
-    "musicbrainz_albumtype": "releasetype",
-    "original artist": "originalartist",
-    "totaltracks": "tracktotal",
-    "totaldiscs": "disctotal",
-}
-_APE_PICTURE_TYPES = {"cover art (front)": FRONT_COVER, "cover art (back)": 4}
-_MIME_BY_SUFFIX = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif",
-                   "webp": "image/webp", "bmp": "image/bmp"}
 
 
 def read_apev2(tags, raw: RawTags) -> None:
     for key, value in tags.items():
         lowered = key.lower()
         if isinstance(value, APETextValue):
-            raw.add_all(_APE_KEYS.get(lowered, lowered), list(value))
+            raw.add_all(free_form_key(lowered), list(value))
         elif isinstance(value, APEExtValue):  # a link (URL or file)
-            raw.add(_APE_KEYS.get(lowered, lowered), value.value)
+            raw.add(free_form_key(lowered), value.value)
         elif isinstance(value, APEBinaryValue) and lowered.startswith("cover art"):
             # "<file name>\0<image bytes>" by convention (foobar2000, mp3tag, Picard)
             file_name, separator, data = value.value.partition(b"\x00")
             if not separator:
                 file_name, data = b"", value.value
             suffix = file_name.decode("latin-1").rpartition(".")[2].lower()
-            raw.pictures.append(EmbeddedPicture(data, _MIME_BY_SUFFIX.get(suffix), _APE_PICTURE_TYPES.get(lowered, 0)))
+            raw.pictures.append(EmbeddedPicture(data, MIME_BY_EXTENSION.get(suffix), APE_PICTURE_TYPES.get(lowered, 0)))
         # other binary items are opaque application data, not tags people read
+
+
+# ---------------------------------------------------------------- RIFF INFO (WAV)
+
+
+def read_riff_info(view, raw: RawTags) -> None:
+    """The INFO list of a WAV file (what Windows and most audio editors write; mutagen reads only WAV's ID3 chunk):
+    each sub-chunk a NUL-terminated string, UTF-8 or, from older software, Windows-1252."""
+    view.seek(0)
+    for chunk in RiffFile(view).root.subchunks():
+        if chunk.id == "LIST" and chunk.name == "INFO":
+            for item in chunk.subchunks():
+                text, repaired = decode_utf8_lenient(item.read().split(b"\x00", 1)[0])
+                if repaired:
+                    raw.warnings.append(f"RIFF INFO {item.id} is not UTF-8, read as Windows-1252")
+                raw.add(free_form_key(item.id), text)
 
 
 # ---------------------------------------------------------------- ID3v2 (MP3, AIFF, WAV, DSF) and ID3v1
 
-_ID3_TEXT_KEYS = {
-    "TIT2": "title",
-    "TPE1": "artist",
-    "TALB": "album",
-    "TPE2": "albumartist",
-    "TCMP": "compilation",
-    "TRCK": "tracknumber",
-    "TPOS": "discnumber",
-    "TDRC": "date",
-    "TCON": "genre",
-    "TCOM": "composer",
-    "TSOP": "artistsort",
-    "TSOA": "albumsort",
-    "TSOT": "titlesort",
-    "TSO2": "albumartistsort",
-    "TSOC": "composersort",
-    "TPUB": "label",
-    "TSRC": "isrc",
-    "TBPM": "bpm",
-    "TCOP": "copyright",
-    "TENC": "encodedby",
-    "TSSE": "encodersettings",
-    "TEXT": "lyricist",
-    "TPE3": "conductor",
-    "TPE4": "remixer",
-    "TIT1": "grouping",
-    "GRP1": "grouping",
-    "TIT3": "subtitle",
-    "TKEY": "key",
-    "TLAN": "language",
-    "TMED": "media",
-    "TMOO": "mood",
-    "TDOR": "originaldate",
-    "TDRL": "releasedate",
-    "TOAL": "originalalbum",
-    "TOPE": "originalartist",
-    "TOFN": "originalfilename",
-    "TSST": "discsubtitle",
-    "MVNM": "movement",
-    "MVIN": "movementnumber",
-}
-_ID3_URL_KEYS = {"WOAR": "website", "WCOP": "license"}
-_ID3_ROLE_KEYS = {"dj-mix": "djmixer", "mix": "mixer"}
 _ID3V1_COMMENT = "ID3v1 Comment"  # the description mutagen gives an ID3v1 comment
 
-
-_ID3_UNKNOWN_TEXT_KEYS = {"XSOP": "artistsort", "XSOA": "albumsort", "XSOT": "titlesort", "XDOR": "originaldate"}
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
@@ -272,7 +349,7 @@ def read_id3(tags, raw: RawTags) -> None:
     for frame in tags.values():
         frame_id = frame.FrameID
         if isinstance(frame, TXXX):
-            raw.add_all(description_key(_repaired(frame, frame.desc, raw), "txxx"), _texts(frame, raw))
+            raw.add_all(free_form_key(_repaired(frame, frame.desc, raw), "txxx"), _texts(frame, raw))
         elif isinstance(frame, COMM):  # before TextFrame, which it subclasses
             description = _repaired(frame, frame.desc, raw)
             if description in ("", _ID3V1_COMMENT):
@@ -283,9 +360,9 @@ def read_id3(tags, raw: RawTags) -> None:
             # resolves ID3v1 numeric references: "(17)" -> "Rock"
             raw.add_all("genre", [_repaired(frame, genre, raw) for genre in frame.genres])
         elif isinstance(frame, TimeStampTextFrame):
-            raw.add_all(_ID3_TEXT_KEYS.get(frame_id, frame_id.lower()), [stamp.text for stamp in frame.text])
+            raw.add_all(_ID3_KEYS.get(frame_id, frame_id.lower()), [stamp.text for stamp in frame.text])
         elif isinstance(frame, TextFrame):
-            raw.add_all(_ID3_TEXT_KEYS.get(frame_id, frame_id.lower()), _texts(frame, raw))
+            raw.add_all(_ID3_KEYS.get(frame_id, frame_id.lower()), _texts(frame, raw))
         elif isinstance(frame, APIC):
             if frame.mime != "-->":  # "-->" means the data is a URL to an image, not an image
                 raw.pictures.append(EmbeddedPicture(frame.data, frame.mime or None, int(frame.type)))
@@ -297,10 +374,9 @@ def read_id3(tags, raw: RawTags) -> None:
             raw.add("syncedlyrics" if not description else f"syncedlyrics:{description.lower()}",
                     _synced_lyrics(frame))
         elif isinstance(frame, UFID):
-            if frame.owner == MUSICBRAINZ_UFID_OWNER:
-                raw.add("musicbrainz_trackid", frame.data.decode("ascii", "replace"))
-            elif frame.owner:
-                raw.add(f"ufid:{frame.owner.lower()}", _printable_or_hex(frame.data))
+            if frame.owner:
+                key = _ID3_KEYS.get(f"UFID:{frame.owner}", f"ufid:{frame.owner.lower()}")
+                raw.add(key, _printable_or_hex(frame.data))
         elif isinstance(frame, POPM):  # rating 0-255 (and a play count) per player e-mail
             suffix = f":{frame.email.lower()}" if frame.email else ""
             raw.add(f"rating{suffix}", str(frame.rating))
@@ -315,11 +391,11 @@ def read_id3(tags, raw: RawTags) -> None:
                 if frame_id == "TMCL":
                     raw.add(f"performer:{role.lower()}", name)
                 else:
-                    raw.add(_ID3_ROLE_KEYS.get(role.lower(), role.lower()), name)
+                    raw.add(_ID3_KEYS.get(f"TIPL:{role.lower()}", role.lower()), name)
         elif isinstance(frame, WXXX):
-            raw.add(description_key(frame.desc, "wxxx"), frame.url)
+            raw.add(free_form_key(frame.desc, "wxxx"), frame.url)
         elif isinstance(frame, UrlFrame):
-            raw.add(_ID3_URL_KEYS.get(frame_id, frame_id.lower()), frame.url)
+            raw.add(_ID3_KEYS.get(frame_id, frame_id.lower()), frame.url)
         elif isinstance(frame, RVA2):
             volume_adjustments[frame.desc.lower()] = frame
         # PRIV, GEOB, MCDI, ETCO, CHAP, CTOC...: binary or player state, not catalogue tags
@@ -377,7 +453,7 @@ def _read_unknown_id3_frame(frame_data: bytes, version: int, raw: RawTags) -> No
     if version > 2 and frame_data[8:10] != b"\x00\x00":
         return  # compressed, encrypted, grouped...: not worth it for a frame nobody defined
     body = frame_data[header_length:]
-    if not body or not (frame_id.startswith("T") or frame_id in _ID3_UNKNOWN_TEXT_KEYS) or body[0] > 3:
+    if not body or not (frame_id.startswith("T") or frame_id in _ID3_KEYS) or body[0] > 3:
         return
     encoding, text_bytes = body[0], body[1:]
     if encoding == Encoding.UTF16BE:
@@ -388,45 +464,12 @@ def _read_unknown_id3_frame(frame_data: bytes, version: int, raw: RawTags) -> No
         text = decode_utf8_lenient(text_bytes)[0]
     else:
         text = text_bytes.decode("latin-1")
-    key = _ID3_UNKNOWN_TEXT_KEYS.get(frame_id, frame_id.lower())
+    key = _ID3_KEYS.get(frame_id, frame_id.lower())
     raw.add_all(key, [value.lstrip("\ufeff") for value in text.split("\x00") if value.strip("\ufeff")])
 
 
 # ---------------------------------------------------------------- MP4 / iTunes (M4A, M4B, ALAC)
 
-_MP4_KEYS = {
-    "\xa9nam": "title",
-    "\xa9ART": "artist",
-    "\xa9alb": "album",
-    "aART": "albumartist",
-    "cpil": "compilation",
-    "\xa9day": "date",
-    "\xa9gen": "genre",
-    "\xa9wrt": "composer",
-    "soar": "artistsort",
-    "soaa": "albumartistsort",
-    "soal": "albumsort",
-    "sonm": "titlesort",
-    "soco": "composersort",
-    "\xa9grp": "grouping",
-    "\xa9lyr": "lyrics",
-    "\xa9cmt": "comment",
-    "cprt": "copyright",
-    "\xa9too": "encodedby",
-    "tmpo": "bpm",
-    "\xa9wrk": "work",
-    "\xa9mvn": "movement",
-    "\xa9mvi": "movementnumber",
-    "\xa9mvc": "movementtotal",
-    "shwm": "showmovement",
-    "tvsh": "show",
-    "sosn": "showsort",
-    "pcst": "podcast",
-    "purl": "podcasturl",
-    "pgap": "gapless",
-    "desc": "description",
-}
-_MP4_COVER_MIME = {MP4Cover.FORMAT_JPEG: "image/jpeg", MP4Cover.FORMAT_PNG: "image/png"}
 _TEXT_FORMATS = (AtomDataType.UTF8, AtomDataType.IMPLICIT)
 
 
@@ -436,7 +479,7 @@ def read_mp4(tags, raw: RawTags) -> None:
             values = [values]
         if key == "covr":
             for cover in values:
-                raw.pictures.append(EmbeddedPicture(bytes(cover), _MP4_COVER_MIME.get(cover.imageformat), None))
+                raw.pictures.append(EmbeddedPicture(bytes(cover), MP4_COVER_MIME.get(cover.imageformat), None))
         elif key in ("trkn", "disk"):
             name = "track" if key == "trkn" else "disc"
             number, total = values[0]
@@ -453,7 +496,7 @@ def read_mp4(tags, raw: RawTags) -> None:
                 text, repaired = decode_utf8_lenient(bytes(value))
                 if repaired:
                     raw.warnings.append(f"invalid UTF-8 in MP4 atom {key!r}, read as Windows-1252")
-                raw.add(description_key(name, "----"), text)
+                raw.add(free_form_key(name, "----"), text)
         else:
             tag_key = _MP4_KEYS.get(key, key.lower())
             for value in values:
@@ -495,7 +538,7 @@ def _recover_mp4_text(key: str, payloads: list[bytes], raw: RawTags) -> bool:
     if key.startswith("----"):
         if name is None:
             return False
-        tag_key = description_key(name, "----")
+        tag_key = free_form_key(name, "----")
     else:
         tag_key = _MP4_KEYS.get(key, key.lower())
     raw.warnings.append(f"invalid UTF-8 in MP4 atom {key!r}, read as Windows-1252")
@@ -504,61 +547,6 @@ def _recover_mp4_text(key: str, payloads: list[bytes], raw: RawTags) -> bool:
 
 
 # ---------------------------------------------------------------- ASF (WMA)
-
-_ASF_KEYS = {
-    "title": "title",
-    "author": "artist",
-    "wm/albumtitle": "album",
-    "wm/albumartist": "albumartist",
-    "wm/iscompilation": "compilation",
-    "wm/tracknumber": "tracknumber",
-    "wm/partofset": "discnumber",
-    "wm/year": "date",
-    "wm/genre": "genre",
-    "wm/composer": "composer",
-    "wm/writer": "lyricist",
-    "wm/conductor": "conductor",
-    "wm/modifiedby": "remixer",
-    "wm/producer": "producer",
-    "wm/contentgroupdescription": "grouping",
-    "wm/subtitle": "subtitle",
-    "wm/setsubtitle": "discsubtitle",
-    "description": "comment",
-    "wm/beatsperminute": "bpm",
-    "wm/initialkey": "key",
-    "wm/publisher": "label",
-    "wm/catalogno": "catalognumber",
-    "wm/isrc": "isrc",
-    "wm/barcode": "barcode",
-    "copyright": "copyright",
-    "wm/lyrics": "lyrics",
-    "wm/media": "media",
-    "wm/encodedby": "encodedby",
-    "wm/encodingsettings": "encodersettings",
-    "wm/albumsortorder": "albumsort",
-    "wm/albumartistsortorder": "albumartistsort",
-    "wm/artistsortorder": "artistsort",
-    "wm/titlesortorder": "titlesort",
-    "wm/composersortorder": "composersort",
-    "wm/originalreleasetime": "originaldate",
-    "wm/originalreleaseyear": "originalyear",
-    "wm/originalalbumtitle": "originalalbum",
-    "wm/originalartist": "originalartist",
-    "wm/originalfilename": "originalfilename",
-    "wm/authorurl": "website",
-    "wm/shareduserrating": "rating",
-    "wm/artists": "artists",
-    "wm/mood": "mood",
-    "wm/language": "language",
-    "wm/script": "script",
-    "wm/work": "work",
-    "wm/djmixer": "djmixer",
-    "wm/mixer": "mixer",
-    "wm/engineer": "engineer",
-    "totaltracks": "tracktotal",
-    "totaldiscs": "disctotal",
-}
-
 
 def read_asf(tags, raw: RawTags) -> None:
     zero_based_track = None
@@ -580,8 +568,8 @@ def read_asf(tags, raw: RawTags) -> None:
         if isinstance(value, bool):
             value = "1" if value else "0"
         tag_key = _ASF_KEYS.get(lowered)
-        if tag_key is None:
-            tag_key = description_key(lowered.removeprefix("wm/").replace("/", " "), lowered)
+        if tag_key is None:  # "MusicBrainz/Album Id" is the description "MusicBrainz Album Id"
+            tag_key = free_form_key(lowered.removeprefix("wm/").replace("/", " "), lowered)
         raw.add(tag_key, str(value))
     if zero_based_track is not None and "tracknumber" not in raw.values:
         try:

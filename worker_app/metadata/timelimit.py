@@ -11,13 +11,13 @@ running keeps running (minus the time spent), and if it came due meanwhile it fi
 """
 from __future__ import annotations
 
+import _signal
 import signal
 import threading
 import time
 
-# The C functions: signal.signal() and getsignal() convert handlers to enums, which costs ~10 us a call, and this
-# runs for every file (~500 us of mutagen work). Same semantics otherwise.
-import _signal
+# _signal holds the C functions: signal.signal() and getsignal() convert handlers to enums, which costs ~10 us a
+# call, and this runs for every file (~500 us of mutagen work). Same semantics otherwise.
 
 
 class FileTimeLimitExceeded(BaseException):
@@ -36,7 +36,7 @@ class FileTimeLimit:
         self._previous_timer = (0.0, 0.0)
         self._started = 0.0
 
-    def __enter__(self) -> "FileTimeLimit":
+    def __enter__(self) -> FileTimeLimit:
         self.start()
         return self
 

@@ -6,36 +6,21 @@ import os
 import re
 import unicodedata
 from collections import Counter, defaultdict
-from typing import Any
 
 from worker_app.celery_app import app
 from worker_app.limits import BATCH
+from worker_app.metadata.cleaning import storable
 from worker_app.pipeline.ledger import hand_off, publish
 from worker_app.pipeline.unit_task import UnitTask
 
 VARIOUS_ARTISTS = "Various Artists"
 UNKNOWN_ARTIST = "Unknown Artist"
 _SPACES = re.compile(r"\s+")
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def name_key(name: str) -> str:
     """The natural key of an artist or album title: "The Beatles", "the  beatles" and "ＴＨＥ BEATLES" are one."""
     return _SPACES.sub(" ", unicodedata.normalize("NFKC", name)).strip().casefold()
-
-
-def storable(value: Any, warnings: list[str], field: str) -> Any:
-    """PostgreSQL text takes neither NUL nor lone surrogates: drop them, and say so in the track's warnings."""
-    if isinstance(value, str):
-        if _UNSTORABLE.search(value):
-            warnings.append(f"{field}: removed NUL or invalid characters")
-            return _UNSTORABLE.sub("", value)
-        return value
-    if isinstance(value, list):
-        return [storable(item, warnings, field) for item in value]
-    if isinstance(value, dict):
-        return {storable(k, warnings, field): storable(v, warnings, f"{field}.{k}") for k, v in value.items()}
-    return value
 
 
 def _album_artist_name(records: list[dict]) -> tuple[str, bool]:
