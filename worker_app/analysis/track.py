@@ -64,7 +64,7 @@ def analyse_signal(mono: numpy.ndarray, rate: int) -> dict:
     return {
         "analysis_version": ANALYSIS_VERSION,
         "excerpt_seconds": round(len(mono) / rate, 3),
-        "bpm": None if bpm is None else round(bpm, 2),
+        "bpm": None if bpm is None else round(float(bpm), 2),
         "beat_confidence": round(confidence, 4),
         **tonality.key(mono, rate),
         "danceability": rhythm.danceability(bpm, confidence),
