@@ -165,6 +165,7 @@ class InsertTask(UnitTask):
 @app.task(name="insert_batch_direct", base=InsertTask, bind=True, acks_late=True,
           **INSERT.options)
 def insert_batch_direct(self, scan_id: int, key: str, payload: dict) -> dict:
+    from worker_app.pipeline.analysis import extract_audio_features_batch
     from worker_app.pipeline.deferred import enrich_album_covers, vectorize_tracks
 
     failures = [Failure(*failure) for failure in payload["failures"]]
@@ -198,6 +199,9 @@ def insert_batch_direct(self, scan_id: int, key: str, payload: dict) -> dict:
         if track_ids:
             follow_ups.append(Unit(f"{key}/vectorize", "vectorize", vectorize_tracks.name,
                                    [scan_id, f"{key}/vectorize", sorted(track_ids.values())]))
+            # Audio analysis of the new and changed tracks (extract queue, after every waiting tag read).
+            follow_ups.append(Unit(f"{key}/analyse", "analysis", extract_audio_features_batch.name,
+                                   [scan_id, f"{key}/analyse", sorted(track_ids.values())]))
         register_units(session, scan_id, key, follow_ups)
         finished = complete_unit(
             session, scan_id, key,
