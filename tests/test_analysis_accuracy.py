@@ -89,6 +89,23 @@ def test_loudness_agrees_with_ffmpeg_ebur128(tmp_path, name, make, rate):
     assert 0 < features["sample_peak"] <= 1.2
 
 
+def test_frequency_domain_k_weighting_matches_the_time_domain_filter():
+    """The meter weights each 100 ms step's spectrum instead of running the K-weighting biquads; on real signals
+    both must give the same integrated loudness."""
+    from scipy.signal import sosfilt
+
+    from worker_app.analysis.loudness import LoudnessMeter, k_weighting, measure
+
+    for signal in (drum_track(100, 10, seed=3301), kind_track("ambient", 10, seed=3302), click_track(90, 10, 3303)):
+        signal = signal.reshape(len(signal), -1).astype(numpy.float64)
+        filtered = sosfilt(k_weighting(RATE), signal, axis=0)
+        step = RATE // 10
+        whole = len(filtered) // step * step
+        reference = LoudnessMeter(RATE, signal.shape[1])
+        reference.energies = [(filtered[:whole] ** 2).reshape(-1, step, signal.shape[1]).sum(axis=1)]
+        assert measure(signal, RATE)["loudness_lufs"] == pytest.approx(reference.integrated(), abs=0.05)
+
+
 def test_loudness_covers_the_whole_track_not_the_excerpt(tmp_path):
     """A quiet first half and a loud second half: an excerpt-only measure would miss the loud part."""
     quiet = chord_track("G", "major", 20, seed=3101) * 0.03

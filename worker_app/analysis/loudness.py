@@ -2,15 +2,21 @@
 
 Vectorised numpy/scipy, fed chunk by chunk while the file decodes (decode.py), so the whole track is measured in
 bounded memory. pyloudnorm (MIT) implements the same standard, but it wants the whole signal in memory and its
-gating is a Python loop: 0.34 s of CPU for a 3-minute stereo track at 44.1 kHz here, against ~0.1 s for this
-meter (chunked ``sosfilt`` of the K-weighting, then one vectorised gate), which matters in a 0.5 s budget.
+gating is a Python loop: 0.34-0.39 s of CPU for a 3-minute stereo track at 44.1 kHz here.
+
+Only the K-weighted energy of each 100 ms step is needed, so the filter is applied in the frequency domain: each
+step's power spectrum (one batched real FFT) weighted by the filter's squared magnitude response, which by
+Parseval's theorem is the step's filtered energy, up to the filter's memory across step edges (a few ms of a
+38 Hz high-pass, which averages out: within 0.01 LU of the time-domain filter on a 3-minute track). That costs
+0.065 s of CPU for a 3-minute stereo track against 0.12-0.27 s for ``scipy.signal.sosfilt`` of the same biquads.
 """
 from __future__ import annotations
 
 import math
 
 import numpy
-from scipy.signal import sosfilt
+from scipy.fft import rfft, rfftfreq
+from scipy.signal import sosfreqz
 
 REPLAYGAIN_REFERENCE_LUFS = -18.0  # ReplayGain 2.0's reference level
 ABSOLUTE_GATE_LUFS = -70.0
@@ -34,6 +40,17 @@ def k_weighting(rate: int) -> numpy.ndarray:
     return numpy.array([shelf, highpass])
 
 
+def step_weights(rate: int, step: int) -> numpy.ndarray:
+    """Per rFFT bin of a ``step``-sample block: |K(f)|^2 times Parseval's factor (bins other than DC and Nyquist
+    stand for two), over ``step``, so that weights . |X|^2 is the K-weighted sum of squares of the block."""
+    _, response = sosfreqz(k_weighting(rate), worN=rfftfreq(step, 1 / rate), fs=rate)
+    weights = numpy.abs(response) ** 2 * 2.0
+    weights[0] /= 2
+    if step % 2 == 0:
+        weights[-1] /= 2
+    return (weights / step).astype(numpy.float32)
+
+
 class LoudnessMeter:
     """Feed (frames, channels) chunks with ``add``; ``result`` gives the figures. Chunks must be whole multiples
     of 100 ms except the last (decode.py reads one second at a time)."""
@@ -41,9 +58,8 @@ class LoudnessMeter:
     def __init__(self, rate: int, channels: int):
         self.rate = rate
         self.channels = channels
-        self.sos = k_weighting(rate)
-        self.state = numpy.zeros((self.sos.shape[0], 2, channels))
         self.step = rate // 10  # 100 ms
+        self.weights = step_weights(rate, self.step)
         self.energies: list[numpy.ndarray] = []  # per 100 ms step: sum of squares per channel
         self.peak = 0.0
         self.frames = 0
@@ -52,10 +68,13 @@ class LoudnessMeter:
         if not len(chunk):
             return
         self.peak = max(self.peak, float(numpy.abs(chunk).max()))
-        filtered, self.state = sosfilt(self.sos, chunk, axis=0, zi=self.state)
-        whole = len(filtered) // self.step * self.step
-        squares = numpy.square(filtered[:whole], dtype=numpy.float64)
-        self.energies.append(squares.reshape(-1, self.step, self.channels).sum(axis=1))
+        whole = len(chunk) // self.step * self.step
+        if not whole:
+            return
+        steps = numpy.ascontiguousarray(chunk[:whole], dtype=numpy.float32).reshape(-1, self.step, self.channels)
+        spectrum = rfft(steps, axis=1, workers=1)
+        power = spectrum.real ** 2 + spectrum.imag ** 2
+        self.energies.append(numpy.einsum("skc,k->sc", power, self.weights, dtype=numpy.float64))
         self.frames += len(chunk)
 
     def integrated(self) -> float | None:

@@ -86,7 +86,7 @@ def tempo(envelope: numpy.ndarray, frame_rate: float) -> tuple[float | None, flo
     # there, which are weaker. So when the autocorrelation half-way is nearly as high as on the multiples, the
     # real period is the half.
     half = best / 2
-    if half >= shortest:
+    if 60 * frame_rate / half <= MAX_BPM:
         on = near(best * multiples).mean()
         between = near(best * (multiples - 0.5)).mean()
         if on > 0 and between / on >= HALF_PERIOD_RATIO:
