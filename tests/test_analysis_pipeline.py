@@ -162,3 +162,40 @@ def test_features_of_a_file_outside_the_catalogue(stack, tmp_path):
     path = write(kind_track("techno", 8, seed=7201), tmp_path / "loose.flac")
     shown = json.loads(stack.soniquebay("features", str(path), "--json").stdout)
     assert not shown["stored"] and 118 <= shown["bpm"] <= 138 and shown["loudness_lufs"] < 0
+
+
+def test_album_figures_come_from_the_tracks(stack, library_root, db_session_factory, tmp_path):
+    """Album gain against ffmpeg's ebur128 over the album played through (the three files concatenated)."""
+    import subprocess
+
+    from mutagen.flac import FLAC
+
+    from tests.analysis_factory import ffmpeg_ebur128
+
+    root = library_root / "analysis-album"
+    paths = []
+    for number, (kind, year) in enumerate((("techno", "1999"), ("ballad", "2001"), ("noise-rock", "2000"))):
+        path = write(kind_track(kind, 10, seed=7300 + number), root / f"{number + 1:02d}.flac")
+        tags = FLAC(path)
+        tags.update({"artist": "Album Tester", "album": "Measured Album", "title": f"Song {number + 1}",
+                     "tracknumber": str(number + 1), "date": year})
+        tags.save()
+        paths.append(path)
+    summary = scan(stack, root)
+    assert summary["status"] == "complete" and summary["inserted"] == 3
+    with db_session_factory() as session:
+        row = session.execute(text("""
+            SELECT aa.* FROM album_audio aa JOIN albums a ON a.id = aa.album_id WHERE a.title = 'Measured Album'
+        """)).mappings().one()
+        peaks = session.execute(text(
+            "SELECT max(f.sample_peak) FROM audio_features f JOIN tracks t ON t.id = f.track_id "
+            "WHERE starts_with(t.path, :prefix)"), {"prefix": os.fsdecode(root) + "/"}).scalar()
+    assert (row["track_count"], row["analysed_tracks"], row["year_min"], row["year_max"]) == (3, 3, 1999, 2001)
+    assert row["total_duration_seconds"] == pytest.approx(30, abs=0.2)
+    assert row["album_peak"] == pytest.approx(peaks)
+    whole = tmp_path / "album.flac"
+    inputs = [argument for path in paths for argument in ("-i", str(path))]
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *inputs, "-filter_complex",
+                    f"concat=n={len(paths)}:v=0:a=1", str(whole)], check=True)
+    assert abs(row["loudness_lufs"] - ffmpeg_ebur128(whole)) <= 0.5
+    assert row["album_gain_db"] == pytest.approx(-18 - row["loudness_lufs"])

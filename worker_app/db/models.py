@@ -296,3 +296,22 @@ class TrackVector(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (Index("ix_track_vectors_embedding", "embedding", postgresql_using="gist"),)
+
+
+class AlbumAudio(Base):
+    """Album-level figures from its tracks (``enrich_album_audio``): ReplayGain-style album gain and peak, track
+    count, total duration, year range. The album loudness is the duration-weighted power mean of the analysed
+    tracks' integrated loudness, an approximation of BS.1770 over the album played through."""
+
+    __tablename__ = "album_audio"
+
+    album_id: Mapped[int] = mapped_column(ForeignKey("albums.id", ondelete="CASCADE"), primary_key=True)
+    track_count: Mapped[int] = mapped_column(Integer)
+    analysed_tracks: Mapped[int] = mapped_column(Integer)
+    total_duration_seconds: Mapped[float | None] = mapped_column(Float)
+    year_min: Mapped[int | None] = mapped_column(SmallInteger)
+    year_max: Mapped[int | None] = mapped_column(SmallInteger)
+    loudness_lufs: Mapped[float | None] = mapped_column(Float)
+    album_gain_db: Mapped[float | None] = mapped_column(Float)
+    album_peak: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

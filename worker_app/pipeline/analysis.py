@@ -127,6 +127,11 @@ def extract_audio_features_batch(self, scan_id: int | None, key: str | None, tra
             if done:
                 follow_ups.append(Unit(f"{key}/vectorize", "vectorize", vectorize_audio.name,
                                        [scan_id, f"{key}/vectorize", done]))
+            album_ids = sorted({album for (album,) in session.execute(
+                select(Track.album_id).where(Track.id.in_(done), Track.album_id.is_not(None)))})
+            if album_ids:
+                follow_ups.append(Unit(f"{key}/albums", "enrich", enrich_album_audio.name,
+                                       [scan_id, f"{key}/albums", album_ids]))
             if left:
                 follow_ups.append(Unit(f"{key}/more", "analysis", extract_audio_features_batch.name,
                                        [scan_id, f"{key}/more", left]))
@@ -137,6 +142,11 @@ def extract_audio_features_batch(self, scan_id: int | None, key: str | None, tra
     else:
         if done:
             vectorize_audio.delay(None, None, done)
+            with transaction() as session:
+                album_ids = sorted({album for (album,) in session.execute(
+                    select(Track.album_id).where(Track.id.in_(done), Track.album_id.is_not(None)))})
+            if album_ids:
+                enrich_album_audio.delay(None, None, album_ids)
         if left:
             extract_audio_features_batch.delay(None, None, left, force)
     for failure in failures:
@@ -176,6 +186,45 @@ def vectorize_audio(self, scan_id: int | None, key: str | None, track_ids: list[
     if scan_id is not None:
         send_after_commit(scan_id, [], finished)
     return {"vectors": len(built)}
+
+
+ALBUM_FIGURES = """
+    INSERT INTO album_audio (album_id, track_count, analysed_tracks, total_duration_seconds, year_min, year_max,
+                             loudness_lufs, album_gain_db, album_peak, updated_at)
+    SELECT t.album_id, count(*), count(f.loudness_lufs), sum(t.duration_seconds), min(t.year), max(t.year),
+           loud.lufs, -18 - loud.lufs, max(f.sample_peak), now()
+    FROM tracks t
+    LEFT JOIN audio_features f ON f.track_id = t.id AND f.error IS NULL
+    CROSS JOIN LATERAL (
+        -- The duration-weighted mean power of the tracks, back in LUFS: the album played through.
+        SELECT 10 * log(sum(coalesce(f2.duration_seconds, t2.duration_seconds, 1) * power(10, f2.loudness_lufs / 10))
+                        / sum(coalesce(f2.duration_seconds, t2.duration_seconds, 1))) AS lufs
+        FROM tracks t2 JOIN audio_features f2 ON f2.track_id = t2.id AND f2.error IS NULL
+        WHERE t2.album_id = t.album_id AND f2.loudness_lufs IS NOT NULL
+    ) loud
+    WHERE t.album_id = ANY(:album_ids)
+    GROUP BY t.album_id, loud.lufs
+    ON CONFLICT (album_id) DO UPDATE SET
+        track_count = excluded.track_count, analysed_tracks = excluded.analysed_tracks,
+        total_duration_seconds = excluded.total_duration_seconds, year_min = excluded.year_min,
+        year_max = excluded.year_max, loudness_lufs = excluded.loudness_lufs, album_gain_db = excluded.album_gain_db,
+        album_peak = excluded.album_peak, updated_at = excluded.updated_at
+"""
+
+
+@app.task(name="enrich_album_audio", base=AnalysisTask, bind=True, acks_late=True, **DEFERRED.options)
+def enrich_album_audio(self, scan_id: int | None, key: str | None, album_ids: list[int]) -> dict:
+    """Album gain and peak, track count, total duration and year range of each album, from its tracks. Computed
+    from everything the catalogue holds at the time, so whichever of an album's batches runs last leaves the
+    figures of the whole album."""
+    from sqlalchemy import text
+
+    with transaction() as session:
+        updated = session.execute(text(ALBUM_FIGURES), {"album_ids": list(album_ids)}).rowcount
+        finished = complete_unit(session, scan_id, key) if scan_id is not None else False
+    if scan_id is not None:
+        send_after_commit(scan_id, [], finished)
+    return {"albums": updated}
 
 
 # ---------------------------------------------------------------- queries for the command line

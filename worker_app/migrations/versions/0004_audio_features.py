@@ -70,6 +70,20 @@ def upgrade() -> None:
             updated_at timestamptz NOT NULL DEFAULT now()
         )""")
     op.execute("CREATE INDEX ix_track_vectors_embedding ON track_vectors USING gist (embedding)")
+    # Album-level figures from the tracks' (enrich_album_audio): album gain and peak, track count, duration, years.
+    op.create_table(
+        "album_audio",
+        sa.Column("album_id", sa.Integer(), sa.ForeignKey("albums.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("track_count", sa.Integer(), nullable=False),
+        sa.Column("analysed_tracks", sa.Integer(), nullable=False),
+        sa.Column("total_duration_seconds", sa.Float(), nullable=True),
+        sa.Column("year_min", sa.SmallInteger(), nullable=True),
+        sa.Column("year_max", sa.SmallInteger(), nullable=True),
+        sa.Column("loudness_lufs", sa.Float(), nullable=True),
+        sa.Column("album_gain_db", sa.Float(), nullable=True),
+        sa.Column("album_peak", sa.Float(), nullable=True),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+    )
     if _has_pgvector():
         op.execute("CREATE EXTENSION IF NOT EXISTS vector")
         op.execute(f"ALTER TABLE track_vectors ADD COLUMN embedding_pgvector vector({VECTOR_DIMENSIONS})")
@@ -78,6 +92,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("album_audio")
     op.execute("DROP TABLE IF EXISTS track_vectors")
     op.drop_index("ix_audio_features_analysed_at", table_name="audio_features")
     op.drop_index("ix_audio_features_analysis_version", table_name="audio_features")
