@@ -99,6 +99,9 @@ def test_a_scan_analyses_every_track_and_similar_finds_its_kind(stack, kinds_lib
     assert distances == sorted(distances)
     by_path = json.loads(stack.soniquebay("similar", by_id[some_track], "-n", "5", "--json").stdout)
     assert [row["track_id"] for row in by_path] == [row["track_id"] for row in listed]
+    figures = json.loads(stack.soniquebay("analysis", "--json").stdout)
+    assert figures["analysed"] >= len(truth) and figures["vectors"] >= len(truth)
+    assert figures["rate_per_minute"] > 0 and figures["backlog"] <= figures["tracks"] - len(truth)
     shown = json.loads(stack.soniquebay("features", by_id[some_track], "--json").stdout)
     assert shown["stored"] and shown["bpm"] == found[by_id[some_track]]["bpm"]
     assert shown["camelot"] == found[by_id[some_track]]["camelot"]

@@ -303,3 +303,22 @@ def _is_file(path: str) -> bool:
     import os
 
     return os.path.isfile(path)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def analysis(as_json: bool) -> None:
+    """The audio analysis backlog (tracks not yet analysed for their current file), the tracks analysed and
+    failed at the current analysis version, and the rate over the last 10 minutes."""
+    from worker_app.db.session import transaction
+    from worker_app.pipeline.analysis import analysis_status
+
+    with transaction() as session:
+        figures = analysis_status(session)
+    if as_json:
+        click.echo(json.dumps(figures))
+        return
+    table = Table(show_header=False, box=None)
+    for key in ("tracks", "backlog", "analysed", "failed", "vectors", "rate_per_minute", "analysis_version"):
+        table.add_row(key.replace("_", " "), str(figures[key]))
+    stdout.print(table)

@@ -268,3 +268,22 @@ def nearest(session: Session, embedding: list[float], limit: int, exclude: int |
         LIMIT :limit
     """), {"query": literal, "exclude": exclude if exclude is not None else -1, "limit": limit}).mappings()
     return [{**row, "distance": round(float(row["distance"]), 4)} for row in rows]
+
+
+def analysis_status(session: Session, window_minutes: int = 10) -> dict:
+    """The backlog (tracks without features at this version for their current file) and the recent rate."""
+    from sqlalchemy import text
+
+    row = session.execute(text("""
+        SELECT
+          (SELECT count(*) FROM tracks) AS tracks,
+          (SELECT count(*) FROM tracks t LEFT JOIN audio_features f ON f.track_id = t.id
+           WHERE f.track_id IS NULL OR f.analysis_version <> :version OR f.size_bytes <> t.size_bytes
+                 OR f.mtime <> t.mtime) AS backlog,
+          (SELECT count(*) FROM audio_features WHERE analysis_version = :version AND error IS NULL) AS analysed,
+          (SELECT count(*) FROM audio_features WHERE analysis_version = :version AND error IS NOT NULL) AS failed,
+          (SELECT count(*) FROM audio_features WHERE analysed_at > now() - make_interval(mins => :window)) AS recent,
+          (SELECT count(*) FROM track_vectors) AS vectors
+    """), {"version": ANALYSIS_VERSION, "window": window_minutes}).mappings().one()
+    return {**row, "analysis_version": ANALYSIS_VERSION,
+            "rate_per_minute": round(row["recent"] / window_minutes, 1), "window_minutes": window_minutes}
