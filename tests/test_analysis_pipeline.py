@@ -202,3 +202,33 @@ def test_album_figures_come_from_the_tracks(stack, library_root, db_session_fact
                     f"concat=n={len(paths)}:v=0:a=1", str(whole)], check=True)
     assert abs(row["loudness_lufs"] - ffmpeg_ebur128(whole)) <= 0.5
     assert row["album_gain_db"] == pytest.approx(-18 - row["loudness_lufs"])
+
+
+def test_a_batch_that_runs_out_of_time_hands_the_rest_to_a_new_task(stack, kinds_library, db_session_factory,
+                                                                      monkeypatch):
+    """Analysis costs seconds a file: a batch stops starting files after a share of its time limit and sends the
+    remaining track ids on. Here the share is 0 in this process, which then analyses one file and hands over the
+    rest, which the workers analyse."""
+    from worker_app.pipeline import analysis
+
+    root, truth = kinds_library
+    found = features_under(db_session_factory, root)
+    if not found:
+        scan(stack, root)
+        found = features_under(db_session_factory, root)
+    ids = sorted(row["id"] for row in found.values())[-5:]
+    with db_session_factory() as session, session.begin():
+        session.execute(text("DELETE FROM audio_features WHERE track_id = ANY(:ids)"), {"ids": ids})
+    monkeypatch.setattr(analysis, "BATCH_TIME_SHARE", 0.0)
+    result = analysis.extract_audio_features_batch.run(None, None, ids)
+    assert (result["analysed"], result["deferred"]) == (1, len(ids) - 1)
+
+    def all_analysed():
+        with db_session_factory() as session:
+            return session.execute(text(
+                "SELECT count(*) FROM audio_features WHERE track_id = ANY(:ids) AND error IS NULL"),
+                {"ids": ids}).scalar() == len(ids)
+
+    from tests.services import wait_for
+
+    wait_for(all_analysed, 120, "the handed-over tracks to be analysed by the workers", interval=0.5)
