@@ -138,6 +138,8 @@ def test_a_file_ffmpeg_cannot_decode_is_recorded_with_its_reason(stack, library_
     failures = json.loads(stack.soniquebay("failures", str(summary["scan_id"]), "--json").stdout)
     assert [(f["path"], f["stage"]) for f in failures] == [(os.fsdecode(path), "analysis")]
     assert failures[0]["reason"]
+    scan_figures = json.loads(stack.soniquebay("analysis", str(summary["scan_id"]), "--json").stdout)["scan"]
+    assert (scan_figures["analysed"], scan_figures["failed"], scan_figures["pending_batches"]) == (1, 1, 0)
 
 
 def test_the_task_outside_a_scan_is_idempotent(stack, kinds_library, db_session_factory):

@@ -306,19 +306,27 @@ def _is_file(path: str) -> bool:
 
 
 @main.command()
+@click.argument("scan_id", type=int, required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def analysis(as_json: bool) -> None:
+def analysis(scan_id: int | None, as_json: bool) -> None:
     """The audio analysis backlog (tracks not yet analysed for their current file), the tracks analysed and
-    failed at the current analysis version, and the rate over the last 10 minutes."""
+    failed at the current analysis version, the rate over the last 10 minutes, and for SCAN_ID (the latest scan
+    by default) how many of its tracks were analysed and how many failed."""
     from worker_app.db.session import transaction
-    from worker_app.pipeline.analysis import analysis_status
+    from worker_app.pipeline.analysis import analysis_status, scan_analysis
 
     with transaction() as session:
         figures = analysis_status(session)
+    scan_id = scan_id or _latest_scan_id()
+    with transaction() as session:
+        figures["scan"] = scan_analysis(session, scan_id)
     if as_json:
         click.echo(json.dumps(figures))
         return
     table = Table(show_header=False, box=None)
     for key in ("tracks", "backlog", "analysed", "failed", "vectors", "rate_per_minute", "analysis_version"):
         table.add_row(key.replace("_", " "), str(figures[key]))
+    scan = figures["scan"]
+    table.add_row(f"scan {scan_id}", f"{scan['analysed']} analysed, {scan['failed']} failed "
+                                     f"(soniquebay failures {scan_id}), {scan['pending_batches']} batches pending")
     stdout.print(table)

@@ -287,3 +287,19 @@ def analysis_status(session: Session, window_minutes: int = 10) -> dict:
     """), {"version": ANALYSIS_VERSION, "window": window_minutes}).mappings().one()
     return {**row, "analysis_version": ANALYSIS_VERSION,
             "rate_per_minute": round(row["recent"] / window_minutes, 1), "window_minutes": window_minutes}
+
+
+def scan_analysis(session: Session, scan_id: int) -> dict:
+    """How many of the tracks a scan wrote were analysed, and how many failed analysis (their reasons are in
+    ``soniquebay failures SCAN_ID``, stage ``analysis``)."""
+    from sqlalchemy import text
+
+    row = session.execute(text("""
+        SELECT
+          (SELECT count(*) FROM tracks t JOIN audio_features f ON f.track_id = t.id JOIN scans s ON s.id = t.scan_id
+           WHERE t.scan_id = :scan AND f.error IS NULL AND f.analysed_at >= s.requested_at) AS analysed,
+          (SELECT count(*) FROM scan_failures WHERE scan_id = :scan AND stage = 'analysis') AS failed,
+          (SELECT count(*) FROM scan_units WHERE scan_id = :scan AND kind = 'analysis' AND state = 'pending')
+            AS pending_batches
+    """), {"scan": scan_id}).mappings().one()
+    return {"scan_id": scan_id, **row}
