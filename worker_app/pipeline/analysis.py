@@ -17,6 +17,7 @@ import os
 import time
 
 from sqlalchemy import delete, func, select
+from sqlalchemy import text as text_sql
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -179,6 +180,13 @@ def vectorize_audio(self, scan_id: int | None, key: str | None, track_ids: list[
                 index_elements=["track_id"],
                 set_={name: statement.excluded[name] for name in ("vector_version", "embedding", "updated_at")},
             ))
+        if built and has_pgvector_column(session):
+            session.execute(text_sql(
+                "UPDATE track_vectors SET embedding_pgvector = CAST(v.embedding AS vector) "
+                "FROM (SELECT unnest(CAST(:ids AS integer[])) AS track_id, "
+                "unnest(CAST(:vectors AS text[])) AS embedding) v WHERE track_vectors.track_id = v.track_id"),
+                {"ids": [row["track_id"] for row in built],
+                 "vectors": ["[" + ",".join(repr(float(x)) for x in row["embedding"]) + "]" for row in built]})
         # A track whose file can no longer be analysed keeps no stale vector.
         session.execute(delete(TrackVector).where(
             TrackVector.track_id.in_(sorted(set(track_ids) - {row["track_id"] for row in built}))))
@@ -230,6 +238,20 @@ def enrich_album_audio(self, scan_id: int | None, key: str | None, album_ids: li
 # ---------------------------------------------------------------- queries for the command line
 
 
+_PGVECTOR: dict[str, bool] = {}
+
+
+def has_pgvector_column(session: Session) -> bool:
+    """Whether migration 0004 found pgvector on this server and added ``track_vectors.embedding_pgvector`` (an
+    HNSW index, which stays fast where cube's GiST does not at a million vectors). Asked once per process."""
+    url = str(session.get_bind().url)
+    if url not in _PGVECTOR:
+        _PGVECTOR[url] = session.execute(text_sql(
+            "SELECT 1 FROM information_schema.columns WHERE table_name = 'track_vectors' "
+            "AND column_name = 'embedding_pgvector'")).scalar() is not None
+    return _PGVECTOR[url]
+
+
 def find_track(session: Session, path_or_id: str) -> int | None:
     """A track id from an id or a file name (as given, or resolved to the real path the catalogue keys)."""
     if path_or_id.isdigit() and session.get(Track, int(path_or_id)) is not None:
@@ -258,13 +280,18 @@ def nearest(session: Session, embedding: list[float], limit: int, exclude: int |
     """The ``limit`` tracks whose vectors are nearest ``embedding`` (GiST k-nearest-neighbour on cube)."""
     from sqlalchemy import text
 
-    literal = "(" + ", ".join(repr(float(v)) for v in embedding) + ")"
-    rows = session.execute(text("""
+    if has_pgvector_column(session):
+        column, literal = "v.embedding_pgvector", "[" + ",".join(repr(float(v)) for v in embedding) + "]"
+        cast_to = "vector"
+    else:
+        column, literal = "v.embedding", "(" + ", ".join(repr(float(v)) for v in embedding) + ")"
+        cast_to = "cube"
+    rows = session.execute(text(f"""
         SELECT v.track_id, t.path, t.title, a.name AS artist, t.genre,
-               v.embedding <-> CAST(:query AS cube) AS distance
+               {column} <-> CAST(:query AS {cast_to}) AS distance
         FROM track_vectors v JOIN tracks t ON t.id = v.track_id LEFT JOIN artists a ON a.id = t.artist_id
         WHERE v.track_id <> :exclude
-        ORDER BY v.embedding <-> CAST(:query AS cube)
+        ORDER BY {column} <-> CAST(:query AS {cast_to})
         LIMIT :limit
     """), {"query": literal, "exclude": exclude if exclude is not None else -1, "limit": limit}).mappings()
     return [{**row, "distance": round(float(row["distance"]), 4)} for row in rows]
