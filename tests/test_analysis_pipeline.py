@@ -170,9 +170,9 @@ def test_the_task_outside_a_scan_is_idempotent(stack, kinds_library, db_session_
         scan(stack, root)
         found = features_under(db_session_factory, root)
     ids = sorted(row["id"] for row in found.values())[:4]
-    again = extract_audio_features_batch.delay(None, None, ids).get(timeout=120)
+    again = extract_audio_features_batch.apply_async((None, None, ids), ignore_result=False).get(timeout=120)
     assert again["analysed"] == 0 and again["skipped"] == len(ids)
-    forced = extract_audio_features_batch.delay(None, None, ids, True).get(timeout=120)
+    forced = extract_audio_features_batch.apply_async((None, None, ids, True), ignore_result=False).get(timeout=120)
     assert forced["analysed"] == len(ids)
     after = features_under(db_session_factory, root)
     # The same audio gives the same figures.
