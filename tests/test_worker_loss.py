@@ -107,7 +107,7 @@ def test_a_scan_survives_losing_every_worker_twice(lossy_stack):
             select(Track.path, Track.title).where(Track.path.startswith(prefix))
         ).all()
         redelivered = session.execute(
-            select(func.count()).where(ScanUnit.scan_id == scan_id, ScanUnit.deliveries > 1)
+            select(func.count()).where(ScanUnit.scan_id == scan_id, ScanUnit.redeliveries > 0)
         ).scalar()
         pending = session.execute(
             select(func.count()).where(ScanUnit.scan_id == scan_id, ScanUnit.state == "pending")

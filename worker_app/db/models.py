@@ -166,6 +166,8 @@ class ScanUnit(Base):
     # had it died. A retry after a passing error carries the next retry count: not a death.
     deaths: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     last_retries: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+    # Every death over the unit's whole chain (deaths starts again at each stage).
+    redeliveries: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     # When its latest message went to the broker; NULL: registered and not sent yet (the relay sends it).
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The passing error (database, broker) its latest delivery met and will be retried after.

@@ -247,13 +247,14 @@ def begin_delivery(scan_id: int, key: str, stage: int, retries: int) -> Delivery
     dying. The first delivery at a stage counts 1; a message of an earlier stage than the unit's is not run. The
     same message delivered again (same ``retries``, Celery's retry count) means the worker that had it died."""
     same_stage = ScanUnit.stage == stage
+    came_back = and_(same_stage, ScanUnit.deliveries > 0, ScanUnit.last_retries == retries)
     with transaction() as session:
         row = session.execute(
             update(ScanUnit)
             .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key, ScanUnit.state == "pending",
                    ScanUnit.stage <= stage)
-            .values(deaths=case((and_(same_stage, ScanUnit.deliveries > 0, ScanUnit.last_retries == retries),
-                                 ScanUnit.deaths + 1), (same_stage, ScanUnit.deaths), else_=0),
+            .values(deaths=case((came_back, ScanUnit.deaths + 1), (same_stage, ScanUnit.deaths), else_=0),
+                    redeliveries=case((came_back, ScanUnit.redeliveries + 1), else_=ScanUnit.redeliveries),
                     deliveries=case((same_stage, ScanUnit.deliveries + 1), else_=1),
                     last_retries=retries, stage=stage, updated_at=func.now())
             .returning(ScanUnit.deliveries, ScanUnit.deaths)

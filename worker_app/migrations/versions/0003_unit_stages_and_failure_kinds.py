@@ -3,7 +3,8 @@
 - scan_units.stage: which stage of the unit's chain (extract -> batch -> insert) its message is at, and
   deliveries counts the deliveries at that stage only: each stage is parked after its own deaths, and a message of
   a stage the unit has passed is a duplicate. deaths counts the deliveries of the same message (same retry count)
-  that came back: their worker died (a retry after a passing error is a new message, not a death).
+  that came back: their worker died (a retry after a passing error is a new message, not a death); redeliveries
+  adds them up over the whole chain, for people and tests to see.
 - scan_units.sent_at: when its message was last handed to the broker (NULL: registered, not yet sent); the relay
   sends units that stay unsent, and after a broker restart those sent just before it went down.
 - scan_units.last_error: the passing error (database, broker) its last delivery met, for `soniquebay status`.
@@ -31,6 +32,7 @@ def upgrade() -> None:
     op.add_column("scan_units", sa.Column("stage", sa.SmallInteger(), server_default="0", nullable=False))
     op.add_column("scan_units", sa.Column("deaths", sa.SmallInteger(), server_default="0", nullable=False))
     op.add_column("scan_units", sa.Column("last_retries", sa.SmallInteger(), server_default="0", nullable=False))
+    op.add_column("scan_units", sa.Column("redeliveries", sa.SmallInteger(), server_default="0", nullable=False))
     op.add_column("scan_units", sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("scan_units", sa.Column("last_error", sa.Text(), nullable=True))
     op.add_column("scan_failures", sa.Column("kind", sa.String(16), server_default="verdict", nullable=False))
@@ -61,6 +63,7 @@ def downgrade() -> None:
     op.drop_column("scan_failures", "kind")
     op.drop_column("scan_units", "last_error")
     op.drop_column("scan_units", "sent_at")
+    op.drop_column("scan_units", "redeliveries")
     op.drop_column("scan_units", "last_retries")
     op.drop_column("scan_units", "deaths")
     op.drop_column("scan_units", "stage")
