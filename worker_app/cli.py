@@ -174,7 +174,7 @@ def _watch(scan_id: int, timeout: float | None, no_worker_grace: float, quiet: b
                     completed=done, status=summary["status"], rate=summary["extracted"] / elapsed,
                     **{k: summary[k] for k in ("discovered", "extracted", "inserted", "failed", "removed")},
                 )
-                if summary["status"] in ("complete", "failed"):
+                if summary["status"] in ("complete", "failed", "cancelled"):
                     return summary
             if now >= next_queue_check:
                 next_queue_check = now + 10
@@ -228,6 +228,40 @@ def status(scan_id: int | None, as_json: bool) -> None:
         click.echo(json.dumps(summary))
     else:
         _print_summary(summary, False)
+
+
+@main.command()
+@click.argument("scan_id", type=int, required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the cancelled scan's figures as JSON.")
+def cancel(scan_id: int | None, as_json: bool) -> None:
+    """Stop SCAN_ID (the latest running scan by default): its pending units are dropped, running ones stop at their
+    next unit, what was catalogued stays, and nothing is swept or deleted. Its status becomes `cancelled`."""
+    from sqlalchemy import func, select
+
+    from worker_app.db.models import Scan
+    from worker_app.db.session import transaction
+    from worker_app.pipeline.ledger import cancel_scan
+    from worker_app.pipeline.scan import start_queued_after
+
+    with transaction() as session:
+        if scan_id is None:
+            scan_id = session.execute(
+                select(func.max(Scan.id)).where(Scan.status.in_(("running", "finalizing")))
+            ).scalar()
+            if scan_id is None:
+                _fail("no scan is running (give a SCAN_ID to cancel a queued one)", 1)
+        try:
+            outcome = cancel_scan(session, scan_id)
+        except LookupError as error:
+            _fail(str(error))
+    if not outcome.cancelled:
+        _fail(f"scan {scan_id} is {outcome.status}: nothing to cancel", 1)
+    # A scan of the same root queued behind this one starts now, as it would have after its end.
+    started = start_queued_after(scan_id)
+    stderr.print(f"scan {scan_id} cancelled ({outcome.status} before; {outcome.dropped} pending units dropped)"
+                 + (f"; queued scan(s) {', '.join(map(str, started))} started" if started else ""), highlight=False,
+                 soft_wrap=True)
+    _print_summary(_progress(scan_id), as_json)
 
 
 @main.command()
