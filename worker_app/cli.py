@@ -290,6 +290,24 @@ def failures(scan_id: int | None, as_json: bool) -> None:
     stdout.print(table)
 
 
+@main.command()
+@click.option("--port", type=int, default=9808, show_default=True, help="TCP port to serve /metrics on.")
+@click.option("--bind", default="127.0.0.1", show_default=True,
+              help="Address to listen on (the monitor host's fleet address: the metrics name the library's folders).")
+def exporter(port: int, bind: str) -> None:
+    """Serve Prometheus metrics on /metrics: queue depths, workers per queue, the current scan's figures, scans
+    by status, pending and retrying units. One per fleet; read at each scrape from the broker and PostgreSQL."""
+    import logging
+
+    from worker_app.monitoring.exporter import serve
+    from worker_app.settings import get_settings
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    get_settings()  # a bad setting fails here, in one line (ReportingGroup), not at the first scrape
+    serve(port, bind)
+
+
 @main.group()
 def db() -> None:
     """The catalogue's schema."""

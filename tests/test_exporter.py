@@ -1,0 +1,109 @@
+"""`soniquebay exporter` serves the fleet's metrics from the broker and PostgreSQL: they move as a scan runs, and a
+queue that no worker consumes shows its backlog and its missing workers."""
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.audio_factory import make_library
+from tests.services import VENV_BIN, _port_open, free_port, wait_for
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def exporter(stack):
+    port = free_port()
+    process = subprocess.Popen([str(VENV_BIN / "soniquebay"), "exporter", "--port", str(port), "--bind",
+                                "127.0.0.1"], env=stack.cli_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: _port_open(port) or process.poll() is not None, 30, "the exporter to listen")
+        assert process.poll() is None, process.stdout.read()
+        yield f"http://127.0.0.1:{port}/metrics"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    """{(sample name, sorted labels): value}."""
+    with urllib.request.urlopen(url, timeout=30) as response:
+        text = response.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def scrape_when(url: str, condition) -> dict | None:
+    metrics = scrape(url)
+    return metrics if condition(metrics) else None
+
+
+def value(metrics: dict, name: str, **labels) -> float | None:
+    return metrics.get((name, tuple(sorted(labels.items()))))
+
+
+def current_scan(metrics: dict) -> dict[str, str] | None:
+    infos = [dict(labels) for (name, labels) in metrics if name == "soniquebay_scan_info"]
+    return infos[0] if infos else None
+
+
+def test_the_metrics_move_as_a_scan_runs(stack, library_root, exporter):
+    # The workers answer the control broadcast once they are ready (supervisor calls them RUNNING a little before).
+    before = wait_for(lambda: scrape_when(exporter, lambda m: value(m, "celery_workers") == 5), 60,
+                      "the five worker programs to answer", interval=0.5)
+    for source in ("broker", "workers", "postgresql"):
+        assert value(before, "soniquebay_exporter_source_up", source=source) == 1, source
+    for queue in ("scan", "extract", "batch", "insert", "deferred"):
+        assert value(before, "celery_active_worker_count", queue_name=queue) == 1, queue
+        assert value(before, "celery_queue_length", queue_name=queue) is not None, queue
+    complete_before = value(before, "soniquebay_scans", status="complete") or 0
+
+    library = make_library(library_root / "exporter-moves", n_files=60, seed=901, odd_file_names=False,
+                           corrupt=False)
+    result = stack.soniquebay("scan", str(library.root), "--wait", "--json", "--timeout", "300")
+    summary = json.loads(result.stdout)
+
+    after = scrape(exporter)
+    assert value(after, "soniquebay_scans", status="complete") == complete_before + 1
+    scan = current_scan(after)
+    assert scan == {"scan_id": str(summary["scan_id"]), "root": summary["root"], "status": "complete"}, scan
+    labels = {"scan_id": scan["scan_id"], "root": scan["root"]}
+    assert value(after, "soniquebay_scan_discovered", **labels) == 60
+    assert value(after, "soniquebay_scan_inserted", **labels) == summary["inserted"] == 60
+    assert value(after, "soniquebay_scan_failed", **labels) == 0
+    assert value(after, "soniquebay_scan_files_per_second", **labels) > 0
+    assert value(after, "soniquebay_oldest_pending_unit_age_seconds") == 0  # nothing is running any more
+
+
+def test_a_queue_without_workers_shows_its_backlog(stack, library_root, exporter):
+    library = make_library(library_root / "exporter-backlog", n_files=60, seed=902, odd_file_names=False,
+                           corrupt=False)
+    stack.supervisor.ctl("stop", "soniquebay-extract")
+    try:
+        assert value(scrape(exporter), "celery_active_worker_count", queue_name="extract") == 0
+        started = json.loads(stack.soniquebay("scan", str(library.root), "--json").stdout)
+
+        def backlog():
+            metrics = scrape(exporter)
+            waiting = value(metrics, "celery_queue_length", queue_name="extract")
+            return metrics if waiting and waiting >= 2 else None  # 60 files, 50 a batch: two extract messages
+
+        metrics = wait_for(backlog, 120, "the extract backlog in the metrics", interval=0.5)
+        assert value(metrics, "soniquebay_units_pending", kind="extract") >= 2
+        assert value(metrics, "soniquebay_scans", status="running") >= 1
+        assert current_scan(metrics)["scan_id"] == str(started["scan_id"])
+        assert value(metrics, "celery_workers") == 4
+    finally:
+        stack.supervisor.ctl("start", "soniquebay-extract")
+    stack.wait_for_scan(started["scan_id"], timeout=300)
+    after = scrape(exporter)
+    assert value(after, "celery_queue_length", queue_name="extract") == 0
+    assert value(after, "soniquebay_units_pending", kind="extract") == 0
+    assert value(after, "celery_active_worker_count", queue_name="extract") == 1
+    labels = {"scan_id": str(started["scan_id"]), "root": started["root"]}
+    assert value(after, "soniquebay_scan_inserted", **labels) == 60

@@ -1,0 +1,198 @@
+"""The fleet's Prometheus exporter (`soniquebay exporter`): one per fleet, on the monitor host.
+
+Every figure is read when Prometheus scrapes (a custom collector), from the two places that hold the truth: the
+broker Redis (queue depths; the workers, through Celery's control broadcast) and PostgreSQL (scans and their
+units). Never the result Redis: the pipeline does not use it, and it may be lost without the fleet noticing.
+
+Names follow the common Celery exporters (danihodovic/celery-exporter, OvalMoney/celery-exporter), so that their
+dashboards and alerts fit: ``celery_queue_length{queue_name}``, ``celery_active_worker_count{queue_name}``,
+``celery_worker_up{hostname}``, ``celery_workers``. The scans' figures are ``soniquebay_*``.
+
+A source that cannot be reached does not fail the scrape: its ``soniquebay_exporter_source_up`` is 0 and its
+metrics are absent (an alert on a missing series, or on the source, says so).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+from sqlalchemy import func, select
+
+log = logging.getLogger(__name__)
+
+# kombu's Redis transport emulates priorities with one list per step (worker_app/celery_app.py: priority_steps
+# 0..9, sep ":"): step 0 is the queue's own name, step N is "QUEUE:N".
+PRIORITY_STEPS = range(10)
+SCAN_STATUSES = ("queued", "running", "finalizing", "complete", "failed", "cancelled")
+ACTIVE_STATUSES = ("running", "finalizing")
+# A worker that has not answered the control broadcast within this many seconds counts as down.
+INSPECT_TIMEOUT = 1.0
+FIGURES = ("discovered", "unchanged", "extracted", "inserted", "failed", "removed")
+
+
+def queue_keys(queue: str, sep: str = ":") -> list[str]:
+    return [queue if step == 0 else f"{queue}{sep}{step}" for step in PRIORITY_STEPS]
+
+
+class FleetCollector(Collector):
+    """Reads the broker and the catalogue at each scrape. Scrapes are serialised: each one costs a control
+    broadcast (up to INSPECT_TIMEOUT) and a few small queries, and two at once would only double that."""
+
+    def __init__(self, inspect_timeout: float = INSPECT_TIMEOUT):
+        self.inspect_timeout = inspect_timeout
+        self._lock = threading.Lock()
+        self._broker: redis.Redis | None = None
+
+    def collect(self):
+        with self._lock:
+            up = GaugeMetricFamily("soniquebay_exporter_source_up",
+                                   "1 when the exporter could read the source at this scrape", labels=["source"])
+            families: list = []
+            for source, read in (("broker", self._queues), ("workers", self._workers),
+                                 ("postgresql", self._catalogue)):
+                started = time.monotonic()
+                try:
+                    families += read()
+                except Exception as error:  # noqa: BLE001 - one source down must not hide the others
+                    log.warning("cannot read %s: %s: %s", source, type(error).__name__, error)
+                    up.add_metric([source], 0)
+                else:
+                    up.add_metric([source], 1)
+                log.debug("%s read in %.3f s", source, time.monotonic() - started)
+            yield up
+            yield from families
+
+    # The broker: queue depths.
+
+    def _broker_client(self) -> redis.Redis:
+        from worker_app.settings import get_settings
+
+        if self._broker is None:
+            self._broker = redis.Redis.from_url(get_settings().broker_url, socket_timeout=5,
+                                                socket_connect_timeout=5, health_check_interval=25)
+        return self._broker
+
+    def _queues(self) -> list:
+        from worker_app.celery_app import QUEUES, app
+
+        sep = app.conf.broker_transport_options.get("sep", ":")
+        pipe = self._broker_client().pipeline(transaction=False)
+        for queue in QUEUES:
+            for key in queue_keys(queue, sep):
+                pipe.llen(key)
+        lengths = pipe.execute()
+        family = GaugeMetricFamily("celery_queue_length",
+                                   "Messages waiting in the queue (its priority sub-queues summed)",
+                                   labels=["queue_name"])
+        steps = len(PRIORITY_STEPS)
+        for index, queue in enumerate(QUEUES):
+            family.add_metric([queue], sum(lengths[index * steps:(index + 1) * steps]))
+        return [family]
+
+    # The workers, through Celery's control broadcast (over the broker).
+
+    def _workers(self) -> list:
+        from worker_app.celery_app import QUEUES, app
+
+        replies = app.control.inspect(timeout=self.inspect_timeout).active_queues() or {}
+        workers = GaugeMetricFamily("celery_workers", "Workers that answered the control broadcast")
+        workers.add_metric([], len(replies))
+        up = GaugeMetricFamily("celery_worker_up", "1 for each worker that answered the control broadcast",
+                               labels=["hostname"])
+        per_queue = {queue: 0 for queue in QUEUES}
+        for hostname, queues in sorted(replies.items()):
+            up.add_metric([hostname], 1)
+            for queue in queues or []:
+                per_queue[queue["name"]] = per_queue.get(queue["name"], 0) + 1
+        active = GaugeMetricFamily("celery_active_worker_count", "Workers consuming the queue",
+                                   labels=["queue_name"])
+        for queue, count in per_queue.items():
+            active.add_metric([queue], count)
+        return [workers, up, active]
+
+    # PostgreSQL: the scans.
+
+    def _catalogue(self) -> list:
+        from worker_app.db.models import Scan, ScanUnit
+        from worker_app.db.session import transaction
+        from worker_app.pipeline.ledger import progress
+
+        active_scan = Scan.status.in_(ACTIVE_STATUSES)
+        with transaction() as session:
+            by_status = dict(session.execute(select(Scan.status, func.count()).group_by(Scan.status)).all())
+            # The current scan: the latest running one, else the latest of all (its final figures).
+            current = session.execute(select(func.max(Scan.id)).where(active_scan)).scalar()
+            if current is None:
+                current = session.execute(select(func.max(Scan.id))).scalar()
+            figures = progress(session, current) if current is not None else None
+            pending = session.execute(
+                select(ScanUnit.kind, func.count(), func.count(ScanUnit.last_error),
+                       func.extract("epoch", func.now() - func.min(ScanUnit.updated_at)))
+                .join(Scan, Scan.id == ScanUnit.scan_id)
+                .where(active_scan, ScanUnit.state == "pending").group_by(ScanUnit.kind)
+            ).all()
+        scans = GaugeMetricFamily("soniquebay_scans", "Scans by status", labels=["status"])
+        for status in sorted(set(SCAN_STATUSES) | set(by_status)):
+            scans.add_metric([status], by_status.get(status, 0))
+        families = [scans]
+        families += self._scan_figures(figures)
+        units = GaugeMetricFamily("soniquebay_units_pending",
+                                  "Pending units of running scans by kind (extract: the analysis backlog)",
+                                  labels=["kind"])
+        retrying = GaugeMetricFamily("soniquebay_units_retrying",
+                                     "Pending units of running scans retried after a passing error (database or "
+                                     "broker unreachable)", labels=["kind"])
+        for kind in sorted({"chunk", "extract", "cleanup", "enrich", "vectorize"} | {row[0] for row in pending}):
+            row = next((row for row in pending if row[0] == kind), None)
+            units.add_metric([kind], row[1] if row else 0)
+            retrying.add_metric([kind], row[2] if row else 0)
+        oldest = GaugeMetricFamily("soniquebay_oldest_pending_unit_age_seconds",
+                                   "Seconds since the running scans' least recently moved pending unit last "
+                                   "moved (registered, delivered); 0 without any")
+        oldest.add_metric([], max((float(row[3]) for row in pending), default=0.0))
+        return [*families, units, retrying, oldest]
+
+    @staticmethod
+    def _scan_figures(figures: dict | None) -> list:
+        if figures is None:
+            return []
+        labels = [str(figures["scan_id"]), figures["root"]]
+        info = GaugeMetricFamily("soniquebay_scan_info", "The current scan (the latest running one, else the "
+                                 "latest): 1, with its status", labels=["scan_id", "root", "status"])
+        info.add_metric([*labels, figures["status"]], 1)
+        families = [info]
+        for name in FIGURES:
+            # Gauges, not counters: a snapshot of the ledger, labelled by scan (each scan starts from zero).
+            family = GaugeMetricFamily(f"soniquebay_scan_{name}", f"Files {name} by the current scan",
+                                         labels=["scan_id", "root"])
+            family.add_metric(labels, figures[name])
+            families.append(family)
+        seconds = max(float(figures["seconds"]), 1e-3)
+        handled = figures["unchanged"] + figures["extracted"] + figures["failed"]
+        rate = GaugeMetricFamily("soniquebay_scan_files_per_second",
+                                 "Files the current scan handled (unchanged, extracted or failed) per second "
+                                 "since it was requested", labels=["scan_id", "root"])
+        rate.add_metric(labels, handled / seconds)
+        elapsed = GaugeMetricFamily("soniquebay_scan_seconds", "Seconds since the current scan was requested (to "
+                                    "its end, once ended)", labels=["scan_id", "root"])
+        elapsed.add_metric(labels, float(figures["seconds"]))
+        return [*families, rate, elapsed]
+
+
+def build_registry() -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector())
+    return registry
+
+
+def serve(port: int, bind: str) -> None:
+    """Serve /metrics on ``bind``:``port`` until the process is stopped."""
+    from prometheus_client import start_http_server
+
+    start_http_server(port, addr=bind, registry=build_registry())
+    log.info("serving metrics on http://%s:%d/metrics", bind, port)
+    threading.Event().wait()
