@@ -47,6 +47,11 @@ def value(metrics: dict, name: str, **labels) -> float | None:
     return metrics.get((name, tuple(sorted(labels.items()))))
 
 
+def total(metrics: dict, name: str, task: str) -> float:
+    """A task metric summed over its other labels (hostname...)."""
+    return sum(v for (sample, labels), v in metrics.items() if sample == name and ("name", task) in labels)
+
+
 def current_scan(metrics: dict) -> dict[str, str] | None:
     infos = [dict(labels) for (name, labels) in metrics if name == "soniquebay_scan_info"]
     return infos[0] if infos else None
@@ -58,6 +63,7 @@ def test_the_metrics_move_as_a_scan_runs(stack, library_root, exporter):
                       "the five worker programs to answer", interval=0.5)
     for source in ("broker", "workers", "postgresql"):
         assert value(before, "soniquebay_exporter_source_up", source=source) == 1, source
+    assert value(before, "soniquebay_exporter_events_connected") == 1
     for queue in ("scan", "extract", "batch", "insert", "deferred"):
         assert value(before, "celery_active_worker_count", queue_name=queue) == 1, queue
         assert value(before, "celery_queue_length", queue_name=queue) is not None, queue
@@ -78,6 +84,17 @@ def test_the_metrics_move_as_a_scan_runs(stack, library_root, exporter):
     assert value(after, "soniquebay_scan_failed", **labels) == 0
     assert value(after, "soniquebay_scan_files_per_second", **labels) > 0
     assert value(after, "soniquebay_oldest_pending_unit_age_seconds") == 0  # nothing is running any more
+
+    # The workers' task events, counted per task name; they arrive a little after the tasks end.
+    def every_stage_counted(metrics):
+        return all(total(metrics, "celery_task_succeeded_total", name) >= 1
+                   and total(metrics, "celery_task_runtime_count", name) >= 1
+                   for name in ("scan_directory_chunk", "extract_metadata_batch", "batch_entities",
+                                "insert_batch_direct"))
+
+    events = wait_for(lambda: scrape_when(exporter, every_stage_counted), 60, "the task events", interval=0.5)
+    assert total(events, "celery_task_sent_total", "extract_metadata_batch") >= 2  # 60 files, 50 a batch
+    assert total(events, "celery_task_failed_total", "insert_batch_direct") == 0
 
 
 def test_a_queue_without_workers_shows_its_backlog(stack, library_root, exporter):

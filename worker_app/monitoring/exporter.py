@@ -183,9 +183,105 @@ class FleetCollector(Collector):
         return [*families, rate, elapsed]
 
 
-def build_registry() -> CollectorRegistry:
+# Task runtimes span a relay tick (milliseconds) to a whole deferred finish (the longest time limit, 1800 s).
+RUNTIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+class TaskEvents:
+    """Counts the task events the workers send (``worker_send_task_events``; ``task_send_sent_event`` for the
+    sends), as the common Celery exporters do. A thread receives them from the broker's event exchange for the
+    exporter's whole life, reconnecting after a broker outage (events sent meanwhile are not counted: Prometheus's
+    rate() copes). Counters start at zero with the exporter."""
+
+    def __init__(self, registry: CollectorRegistry):
+        from prometheus_client import Counter, Histogram
+
+        task, worker = ["name"], ["name", "hostname"]
+        self.sent = Counter("celery_task_sent", "Tasks sent", task, registry=registry)
+        self.received = Counter("celery_task_received", "Tasks received by a worker", worker, registry=registry)
+        self.succeeded = Counter("celery_task_succeeded", "Tasks that succeeded", worker, registry=registry)
+        self.failed = Counter("celery_task_failed", "Tasks that failed for good", [*worker, "exception"],
+                              registry=registry)
+        self.retried = Counter("celery_task_retried", "Tasks retried (after a passing error)", worker,
+                               registry=registry)
+        self.rejected = Counter("celery_task_rejected", "Tasks handed back to the broker", worker,
+                                registry=registry)
+        self.runtime = Histogram("celery_task_runtime", "Seconds a task ran, by task name", worker,
+                                 buckets=RUNTIME_BUCKETS, registry=registry)
+        self.connected = False
+        self._names: dict[str, str] = {}  # task id -> name: only the sent and received events carry the name
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="task-events", daemon=True)
+        thread.start()
+        return thread
+
+    def _run(self) -> None:
+        from worker_app.celery_app import app
+
+        while True:
+            try:
+                with app.connection_for_read() as connection:
+                    receiver = app.events.Receiver(connection, handlers={"*": self.on_event})
+                    self.connected = True
+                    receiver.capture(limit=None, timeout=None, wakeup=False)
+            except Exception as error:  # noqa: BLE001 - the broker went away: connect again
+                log.warning("task events: %s: %s; reconnecting", type(error).__name__, error)
+            self.connected = False
+            time.sleep(2)
+
+    def on_event(self, event: dict) -> None:
+        kind, uuid = event.get("type", ""), event.get("uuid")
+        if not kind.startswith("task-") or uuid is None:
+            return
+        name = event.get("name") or self._names.get(uuid, "unknown")
+        hostname = event.get("hostname", "")
+        if kind == "task-sent":
+            self._remember(uuid, name)
+            self.sent.labels(name).inc()
+        elif kind == "task-received":
+            self._remember(uuid, name)
+            self.received.labels(name, hostname).inc()
+        elif kind == "task-succeeded":
+            self.succeeded.labels(name, hostname).inc()
+            if event.get("runtime") is not None:
+                self.runtime.labels(name, hostname).observe(float(event["runtime"]))
+            self._names.pop(uuid, None)
+        elif kind == "task-failed":
+            # The exception's type, not its text: a label per message would grow without bound.
+            exception = str(event.get("exception") or "").split("(", 1)[0] or "unknown"
+            self.failed.labels(name, hostname, exception).inc()
+            self._names.pop(uuid, None)
+        elif kind == "task-retried":
+            self.retried.labels(name, hostname).inc()
+        elif kind == "task-rejected":
+            self.rejected.labels(name, hostname).inc()
+
+    def _remember(self, uuid: str, name: str) -> None:
+        # Bounded: the ids of tasks whose end was never seen (an event lost with a broker restart) are forgotten.
+        if len(self._names) >= 100_000:
+            self._names.clear()
+        self._names[uuid] = name
+
+
+class EventsUp(Collector):
+    def __init__(self, events: TaskEvents):
+        self.events = events
+
+    def collect(self):
+        up = GaugeMetricFamily("soniquebay_exporter_events_connected",
+                               "1 while the exporter receives the workers' task events")
+        up.add_metric([], 1 if self.events.connected else 0)
+        yield up
+
+
+def build_registry(events: bool = True) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector())
+    if events:
+        receiver = TaskEvents(registry)
+        registry.register(EventsUp(receiver))
+        receiver.start()
     return registry
 
 
