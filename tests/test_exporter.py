@@ -52,8 +52,10 @@ def total(metrics: dict, name: str, task: str) -> float:
     return sum(v for (sample, labels), v in metrics.items() if sample == name and ("name", task) in labels)
 
 
-def current_scan(metrics: dict) -> dict[str, str] | None:
-    infos = [dict(labels) for (name, labels) in metrics if name == "soniquebay_scan_info"]
+def scan_info(metrics: dict, scan_id: int) -> dict[str, str] | None:
+    """The labels of a scan shown in the metrics (other tests may leave scans running: they are shown too)."""
+    infos = [dict(labels) for (name, labels) in metrics
+             if name == "soniquebay_scan_info" and ("scan_id", str(scan_id)) in labels]
     return infos[0] if infos else None
 
 
@@ -76,14 +78,14 @@ def test_the_metrics_move_as_a_scan_runs(stack, library_root, exporter):
 
     after = scrape(exporter)
     assert value(after, "soniquebay_scans", status="complete") == complete_before + 1
-    scan = current_scan(after)
+    scan = scan_info(after, summary["scan_id"])
     assert scan == {"scan_id": str(summary["scan_id"]), "root": summary["root"], "status": "complete"}, scan
+    assert scan_info(before, summary["scan_id"]) is None
     labels = {"scan_id": scan["scan_id"], "root": scan["root"]}
     assert value(after, "soniquebay_scan_discovered", **labels) == 60
     assert value(after, "soniquebay_scan_inserted", **labels) == summary["inserted"] == 60
     assert value(after, "soniquebay_scan_failed", **labels) == 0
     assert value(after, "soniquebay_scan_files_per_second", **labels) > 0
-    assert value(after, "soniquebay_oldest_pending_unit_age_seconds") == 0  # nothing is running any more
 
     # The workers' task events, counted per task name; they arrive a little after the tasks end.
     def every_stage_counted(metrics):
@@ -102,7 +104,10 @@ def test_a_queue_without_workers_shows_its_backlog(stack, library_root, exporter
                            corrupt=False)
     stack.supervisor.ctl("stop", "soniquebay-extract")
     try:
-        assert value(scrape(exporter), "celery_active_worker_count", queue_name="extract") == 0
+        before = scrape(exporter)
+        assert value(before, "celery_active_worker_count", queue_name="extract") == 0
+        # Other tests may leave scans under way, with pending units of their own.
+        pending_before = value(before, "soniquebay_units_pending", kind="extract")
         started = json.loads(stack.soniquebay("scan", str(library.root), "--json").stdout)
 
         def backlog():
@@ -111,16 +116,33 @@ def test_a_queue_without_workers_shows_its_backlog(stack, library_root, exporter
             return metrics if waiting and waiting >= 2 else None  # 60 files, 50 a batch: two extract messages
 
         metrics = wait_for(backlog, 120, "the extract backlog in the metrics", interval=0.5)
-        assert value(metrics, "soniquebay_units_pending", kind="extract") >= 2
+        assert value(metrics, "soniquebay_units_pending", kind="extract") >= pending_before + 2
         assert value(metrics, "soniquebay_scans", status="running") >= 1
-        assert current_scan(metrics)["scan_id"] == str(started["scan_id"])
+        assert scan_info(metrics, started["scan_id"])["status"] == "running"
+        assert value(metrics, "soniquebay_oldest_pending_unit_age_seconds") > 0
         assert value(metrics, "celery_workers") == 4
     finally:
         stack.supervisor.ctl("start", "soniquebay-extract")
     stack.wait_for_scan(started["scan_id"], timeout=300)
     after = scrape(exporter)
     assert value(after, "celery_queue_length", queue_name="extract") == 0
-    assert value(after, "soniquebay_units_pending", kind="extract") == 0
+    assert value(after, "soniquebay_units_pending", kind="extract") == pending_before
     assert value(after, "celery_active_worker_count", queue_name="extract") == 1
     labels = {"scan_id": str(started["scan_id"]), "root": started["root"]}
     assert value(after, "soniquebay_scan_inserted", **labels) == 60
+
+
+def test_units_retried_after_a_passing_error_are_shown(stack, exporter, running_scan, db_session_factory):
+    from sqlalchemy import update
+
+    from worker_app.db.models import ScanUnit
+
+    before = value(scrape(exporter), "soniquebay_units_retrying", kind="insert") or 0
+    scan_id = running_scan("/nowhere/exporter-retrying", {"r1": "insert", "r2": "insert"})
+    with db_session_factory() as session, session.begin():
+        # What UnitTask.on_passing_error records before a retry.
+        session.execute(update(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == "r1")
+                        .values(last_error="OperationalError: the database system is shutting down"))
+    metrics = scrape(exporter)
+    assert value(metrics, "soniquebay_units_retrying", kind="insert") == before + 1
+    assert scan_info(metrics, scan_id)["status"] == "running"
