@@ -243,9 +243,11 @@ def begin_delivery(scan_id: int, key: str, stage: int, retries: int) -> Delivery
     dying. The first delivery at a stage counts 1; a message of an earlier stage than the unit's is not run. The
     same message delivered again (same ``retries``, Celery's retry count) means the worker that had it died."""
     same_stage = ScanUnit.stage == stage
-    # A unit of a cancelled scan is never run: checked in the same statement that counts the delivery (a lookup of
-    # the scan's row by its key), so that no delivery starts work after the cancel committed.
-    not_cancelled = ~exists().where(Scan.id == scan_id, Scan.status == CANCELLED)
+    # A unit of a cancelled scan is never run, but for the follow-ups of tracks already catalogued: checked in the
+    # same statement that counts the delivery (a lookup of the scan's row by its key), so that no delivery starts
+    # work after the cancel committed.
+    not_cancelled = or_(ScanUnit.kind.in_(FOLLOW_UPS),
+                        ~exists().where(Scan.id == scan_id, Scan.status == CANCELLED))
     with transaction() as session:
         row = session.execute(
             update(ScanUnit)
@@ -350,7 +352,8 @@ def complete_unit(session: Session, scan_id: int, key: str, **counts: int) -> bo
         select(Scan.status).where(Scan.id == scan_id).with_for_update(key_share=True)
     ).scalar()
     if status == CANCELLED:
-        # Cancelled while this unit ran: the units it just registered are dropped, and the scan's figures take in
+        # Cancelled while this unit ran: the units it just registered are dropped (but for the follow-ups of the
+        # tracks it wrote), and the scan's figures take in
         # what it did. Never finished: a cancelled scan has no end-of-scan sweep.
         _drop_pending(session, scan_id)
         _store_totals(session, scan_id)
@@ -369,11 +372,15 @@ def complete_unit(session: Session, scan_id: int, key: str, **counts: int) -> bo
 CANCELLED = "cancelled"
 # The statuses of a scan that has not ended: a scan in one of them can be cancelled.
 ACTIVE = ("queued", "running", "finalizing")
+# Units that finish tracks already catalogued (album covers, search vectors): they still run when their scan is
+# cancelled, since the next scan finds those files unchanged and would never do them.
+FOLLOW_UPS = ("enrich", "vectorize")
 
 
 def _drop_pending(session: Session, scan_id: int) -> int:
     return session.execute(
-        update(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.state == "pending")
+        update(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.state == "pending",
+                               ScanUnit.kind.not_in(FOLLOW_UPS))
         .values(state=CANCELLED, updated_at=func.now())
     ).rowcount
 
@@ -396,9 +403,10 @@ class Cancelled:
 
 
 def cancel_scan(session: Session, scan_id: int) -> Cancelled:
-    """Cancel a scan that has not ended: its pending units are dropped (state 'cancelled'), its figures so far are
-    stored on its row, and its status becomes 'cancelled'. A unit running meanwhile stops at its next boundary
-    (``begin_delivery`` runs no unit of a cancelled scan) and still records what it did (``complete_unit``); the
+    """Cancel a scan that has not ended: its pending units are dropped (state 'cancelled'; not the FOLLOW_UPS of
+    tracks already catalogued), its figures so far are stored on its row, and its status becomes 'cancelled'. A
+    unit running meanwhile stops at its next boundary (``begin_delivery`` runs no other unit of a cancelled scan)
+    and still records what it did (``complete_unit``); the
     end-of-scan sweep never runs (``cleanup_finish_scan`` runs only for a finalizing scan), so nothing is deleted.
     The caller starts the scans queued behind this one after the commit (``scan.start_queued_after``).
 
