@@ -129,11 +129,14 @@ class FleetCollector(Collector):
             if current is None:
                 current = session.execute(select(func.max(Scan.id))).scalar()
             figures = progress(session, current) if current is not None else None
+            # Pending units of every scan: besides the scans under way, a scan may leave work that runs after it
+            # (the follow-ups of a cancelled scan, background units). Their age only for scans under way: that is
+            # what a stalled scan shows.
             pending = session.execute(
                 select(ScanUnit.kind, func.count(), func.count(ScanUnit.last_error),
-                       func.extract("epoch", func.now() - func.min(ScanUnit.updated_at)))
+                       func.extract("epoch", func.now() - func.min(ScanUnit.updated_at).filter(active_scan)))
                 .join(Scan, Scan.id == ScanUnit.scan_id)
-                .where(active_scan, ScanUnit.state == "pending").group_by(ScanUnit.kind)
+                .where(ScanUnit.state == "pending").group_by(ScanUnit.kind)
             ).all()
         scans = GaugeMetricFamily("soniquebay_scans", "Scans by status", labels=["status"])
         for status in sorted(set(SCAN_STATUSES) | set(by_status)):
@@ -141,11 +144,11 @@ class FleetCollector(Collector):
         families = [scans]
         families += self._scan_figures(figures)
         units = GaugeMetricFamily("soniquebay_units_pending",
-                                  "Pending units of running scans by kind (extract: the analysis backlog)",
+                                  "Pending units by kind (extract: the files still to read)",
                                   labels=["kind"])
         retrying = GaugeMetricFamily("soniquebay_units_retrying",
-                                     "Pending units of running scans retried after a passing error (database or "
-                                     "broker unreachable)", labels=["kind"])
+                                     "Pending units retried after a passing error (database or broker unreachable)",
+                                     labels=["kind"])
         for kind in sorted({"chunk", "extract", "cleanup", "enrich", "vectorize"} | {row[0] for row in pending}):
             row = next((row for row in pending if row[0] == kind), None)
             units.add_metric([kind], row[1] if row else 0)
@@ -153,7 +156,7 @@ class FleetCollector(Collector):
         oldest = GaugeMetricFamily("soniquebay_oldest_pending_unit_age_seconds",
                                    "Seconds since the running scans' least recently moved pending unit last "
                                    "moved (registered, delivered); 0 without any")
-        oldest.add_metric([], max((float(row[3]) for row in pending), default=0.0))
+        oldest.add_metric([], max((float(row[3]) for row in pending if row[3] is not None), default=0.0))
         return [*families, units, retrying, oldest]
 
     @staticmethod
