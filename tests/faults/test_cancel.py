@@ -168,3 +168,15 @@ def test_a_scan_queued_behind_a_cancelled_one_starts(faults):
         # The touched file, which the cancelled scan never inserted, is read again by the second.
         assert second.extracted >= 1 and second.failed == 0
     assert len(catalogue_under(engine, library.root)) == 20
+
+
+def test_cancel_refuses_what_it_cannot_cancel(faults):
+    stack, root = faults
+    engine = engine_of(stack)
+    missing = stack.soniquebay("cancel", str(newest_scan_id(engine) + 1000), check=False)
+    assert missing.returncode == 2 and "there is no scan" in missing.stderr, missing
+    library = make_library(root / "cancel-ended", n_files=5, seed=521, odd_file_names=False, corrupt=False)
+    ended = scan(stack, library.root)
+    again = stack.soniquebay("cancel", str(ended["scan_id"]), check=False)
+    assert again.returncode == 1 and "is complete: nothing to cancel" in again.stderr, again
+    assert status_of(engine, ended["scan_id"]) == "complete"
