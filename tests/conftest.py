@@ -105,3 +105,8 @@ def pytest_sessionfinish(session, exitstatus):
             reporter.write_sep("=", "host commands", red=True)
             reporter.write_line(message)
         session.exitstatus = 1
+
+
+def pytest_addoption(parser):
+    parser.addoption("--chaos-seed", type=int, default=int(os.environ.get("SONIQUEBAY_CHAOS_SEED", "20261206")),
+                     help="seed of tests/faults/test_chaos.py's faults (their kinds, targets and times)")

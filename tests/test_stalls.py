@@ -109,3 +109,27 @@ def test_a_scan_whose_end_was_lost_is_finished(stack, db_session_factory, runnin
     stack.wait_for_scan(scan_id)
     with db_session_factory() as session:
         assert session.get(Scan, scan_id).finished_at is not None
+
+
+def test_a_message_sent_again_by_the_stall_check_is_not_a_death(stack, db_session_factory, running_scan):
+    """A unit whose message was delivered once and then lost (its worker gone with it, say) is sent again by the
+    check: that delivery starts the count afresh, so it is not taken for the same message coming back, which is how
+    a worker's death is told (unit_task.py)."""
+    from worker_app.db.models import ScanUnit
+    from worker_app.pipeline.ledger import Unit, register_units
+    from worker_app.pipeline.stalls import cleanup_stalled_scans
+
+    scan_id = running_scan("/stalled-death", {})
+    with db_session_factory() as session, session.begin():
+        register_units(session, scan_id, "", [
+            Unit("c0", "cleanup", "cleanup_removed_files", [scan_id, "c0", ["/stalled-death/0.mp3"]])])
+        # Delivered once at its stage (retry count 0), as a worker that then vanished left it.
+        session.execute(text("UPDATE scan_units SET stage = 1, deliveries = 1, last_retries = 0, sent_at = now() "
+                             "WHERE scan_id = :id"), {"id": scan_id})
+        _move_clock_back(session, scan_id)
+    assert cleanup_stalled_scans.apply().get()[str(scan_id)] == 1
+    stack.wait_for_scan(scan_id)
+    with db_session_factory() as session:
+        deliveries, deaths = session.execute(select(ScanUnit.deliveries, ScanUnit.deaths).where(
+            ScanUnit.scan_id == scan_id, ScanUnit.key == "c0")).one()
+    assert (deliveries, deaths) == (1, 0)

@@ -49,6 +49,7 @@ def lossy_stack(workspace):
         "SONIQUEBAY_DB_IDLE_TRANSACTION_TIMEOUT": "4",
         # A scan that does not move for 50 s is sent its pending messages again (checked every 8 s).
         "SONIQUEBAY_STALL_TIMEOUT": "50",
+        "SONIQUEBAY_AUDIO_ANALYSIS": "off",
     })
     stack.start_services()
     try:

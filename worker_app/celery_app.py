@@ -19,6 +19,7 @@ PIPELINE_MODULES = [
     "worker_app.pipeline.deferred",
     "worker_app.pipeline.stalls",
     "worker_app.pipeline.relay",
+    "worker_app.pipeline.analysis",
 ]
 
 # The public task names of the design note, where each runs and at which priority. Globs cover the deferred

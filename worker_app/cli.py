@@ -348,3 +348,135 @@ def current() -> None:
     from worker_app.db.migrate import current_revision, head_revision
 
     click.echo(json.dumps({"current": current_revision(), "head": head_revision()}))
+
+
+# ---------------------------------------------------------------- audio analysis
+
+
+FEATURE_ROWS = (
+    ("bpm", "tempo (BPM)"), ("beat_confidence", "beat confidence"), ("key", "key"), ("scale", "scale"),
+    ("camelot", "Camelot"), ("key_strength", "key strength"), ("danceability", "danceability"),
+    ("energy", "energy"), ("loudness_lufs", "loudness (LUFS)"), ("sample_peak", "sample peak"),
+    ("track_gain_db", "track gain (dB, -18 LUFS)"), ("spectral_centroid_hz", "spectral centroid (Hz)"),
+    ("spectral_rolloff_hz", "spectral roll-off (Hz)"), ("spectral_flatness", "spectral flatness"),
+    ("zero_crossing_rate", "zero-crossing rate"), ("duration_seconds", "duration (s)"),
+    ("analysis_version", "analysis version"), ("analysed_at", "analysed at"), ("error", "error"),
+)
+
+
+def _analyse_here(path: str) -> tuple[dict, dict]:
+    """Features and tag features of a file that is not in the catalogue, measured by this process."""
+    import os
+
+    from worker_app.analysis.decode import DecodeError
+    from worker_app.analysis.track import analyse
+    from worker_app.metadata.reader import read_track
+    from worker_app.metadata.record import UnreadableFileError
+
+    if not os.path.isfile(path):
+        _fail(f"{path} is neither a catalogued track nor a file")
+    try:
+        record = read_track(path)
+        channels, duration = record.channels, record.duration_seconds
+        tags = {"genre": record.genres[0] if record.genres else None, "year": record.year,
+                "duration_seconds": record.duration_seconds}
+    except UnreadableFileError:
+        channels = duration = None
+        tags = {}
+    try:
+        features = analyse(path, channels=channels, duration=duration)
+    except DecodeError as error:
+        _fail(f"cannot analyse {path}: {error.reason}", 1)
+    return features, tags
+
+
+@main.command()
+@click.argument("path_or_track_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the features as JSON.")
+def features(path_or_track_id: str, as_json: bool) -> None:
+    """Show the audio features of a track (a catalogue id or a file name). A file the catalogue does not hold,
+    or holds without features yet, is analysed on the spot."""
+    from worker_app.db.session import transaction
+    from worker_app.pipeline.analysis import find_track, stored_features
+
+    with transaction() as session:
+        track_id = find_track(session, path_or_track_id)
+        found = stored_features(session, track_id) if track_id is not None else None
+    if found is None:
+        found, _ = _analyse_here(path_or_track_id)
+        found = {"track_id": track_id, "stored": False, **found}
+    else:
+        found["stored"] = True
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    table = Table(show_header=False, box=None, title=f"track {track_id}" if track_id else path_or_track_id)
+    for name, label in FEATURE_ROWS:
+        if found.get(name) is not None:
+            table.add_row(label, str(found[name]))
+    stdout.print(table)
+
+
+@main.command()
+@click.argument("path_or_track_id")
+@click.option("-n", "count", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="How many tracks to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print the tracks as a JSON list.")
+def similar(path_or_track_id: str, count: int, as_json: bool) -> None:
+    """List the tracks that sound most like a track (a catalogue id or a file name), nearest first."""
+    from worker_app.analysis.vector import build
+    from worker_app.db.models import TrackVector
+    from worker_app.db.session import transaction
+    from worker_app.pipeline.analysis import find_track, nearest
+
+    with transaction() as session:
+        track_id = find_track(session, path_or_track_id)
+        stored = session.get(TrackVector, track_id) if track_id is not None else None
+        embedding = stored.embedding if stored is not None else None
+    if embedding is None:
+        if track_id is not None and not _is_file(path_or_track_id):
+            _fail(f"track {track_id} has no similarity vector yet (not analysed, or its analysis failed)", 1)
+        embedding = build(*_analyse_here(path_or_track_id))
+    with transaction() as session:
+        rows = nearest(session, embedding, count, exclude=track_id)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table = Table("distance", "track", "artist", "title", "path", title=f"like {path_or_track_id}")
+    for row in rows:
+        table.add_row(f"{row['distance']:.3f}", str(row["track_id"]), row["artist"] or "", row["title"] or "",
+                      row["path"])
+    stdout.print(table)
+
+
+def _is_file(path: str) -> bool:
+    import os
+
+    return os.path.isfile(path)
+
+
+@main.command()
+@click.argument("scan_id", type=int, required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def analysis(scan_id: int | None, as_json: bool) -> None:
+    """The audio analysis backlog (tracks not yet analysed for their current file), the tracks analysed and
+    failed at the current analysis version, the rate over the last 10 minutes, and for SCAN_ID (the latest scan
+    by default) how many of its tracks were analysed and how many failed."""
+    from worker_app.db.session import transaction
+    from worker_app.pipeline.analysis import analysis_status, scan_analysis
+
+    with transaction() as session:
+        figures = analysis_status(session)
+    scan_id = scan_id or _latest_scan_id()
+    with transaction() as session:
+        figures["scan"] = scan_analysis(session, scan_id)
+    if as_json:
+        click.echo(json.dumps(figures))
+        return
+    table = Table(show_header=False, box=None)
+    for key in ("tracks", "backlog", "analysed", "failed", "vectors", "rate_per_minute", "analysis_version"):
+        table.add_row(key.replace("_", " "), str(figures[key]))
+    scan = figures["scan"]
+    table.add_row(f"scan {scan_id}", f"{scan['analysed']} analysed, {scan['failed']} failed "
+                                     f"(soniquebay failures {scan_id}), {scan['pending_batches']} batches pending")
+    stdout.print(table)

@@ -51,6 +51,8 @@ class Settings:
     # One file's reading may not take longer (a parser that loops): the file fails, the batch goes on.
     file_time_limit: float
     timezone: str
+    # Analyse the audio of new and changed tracks after their tags are catalogued (pipeline/analysis.py).
+    audio_analysis: bool = True
     # How often the relay looks for units that were registered but not sent, and for a restarted broker.
     relay_interval: int = 5
     # Test-only: a file whose name holds this marker kills the extract worker, and a crash plan file kills the
@@ -102,6 +104,17 @@ def _positive_int(values: dict[str, str], name: str, default: int) -> int:
     return number
 
 
+def _switch(values: dict[str, str], name: str, default: bool) -> bool:
+    raw = (values.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("on", "true", "yes", "1"):
+        return True
+    if raw in ("off", "false", "no", "0"):
+        return False
+    raise ConfigurationError(f"{name} must be on or off, not {raw!r}")
+
+
 def load_settings() -> Settings:
     values = _read_environment()
     roots = tuple(
@@ -132,6 +145,7 @@ def load_settings() -> Settings:
         file_time_limit=_positive_int(values, "SONIQUEBAY_FILE_TIME_LIMIT", 30) * max(scale, 0.1),
         timezone=values.get("SONIQUEBAY_TIMEZONE", "Europe/Paris"),
         relay_interval=_positive_int(values, "SONIQUEBAY_RELAY_INTERVAL", 5),
+        audio_analysis=_switch(values, "SONIQUEBAY_AUDIO_ANALYSIS", True),
         test_crash_marker=values.get("SONIQUEBAY_TEST_CRASH_MARKER") or None,
         test_crash_plan=values.get("SONIQUEBAY_TEST_CRASH_PLAN") or None,
     )

@@ -28,6 +28,8 @@ FAULT_ENV = {
     "SONIQUEBAY_DB_IDLE_TRANSACTION_TIMEOUT": "5",
     "SONIQUEBAY_MAX_DELIVERIES": "3",
     "SONIQUEBAY_RELAY_INTERVAL": "1",
+    # Audio analysis runs after a scan, on the extract workers: not what these tests are about.
+    "SONIQUEBAY_AUDIO_ANALYSIS": "off",
     # An hour each: what completes a scan within a test's minutes is never one of them.
     "SONIQUEBAY_VISIBILITY_TIMEOUT": "3600",
     "SONIQUEBAY_STALL_TIMEOUT": "3700",

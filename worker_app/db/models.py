@@ -247,3 +247,103 @@ class BrokerEpoch(Base):
 
     run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# ---------------------------------------------------------------- audio analysis (migration 0004_audio_features)
+
+from sqlalchemy import cast  # noqa: E402  (kept with the classes that need them: this section is appended)
+from sqlalchemy.types import UserDefinedType  # noqa: E402
+
+
+class Cube(UserDefinedType):
+    """PostgreSQL's ``cube`` (postgresql-contrib): a point of up to 100 dimensions, GiST-indexable for
+    k-nearest-neighbour search with ``<->``. Python side: a list of floats."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw) -> str:
+        return "cube"
+
+    def bind_processor(self, dialect):
+        def process(value):
+            if value is None:
+                return None
+            return "(" + ", ".join(repr(float(v)) for v in value) + ")"
+        return process
+
+    def bind_expression(self, bindvalue):
+        return cast(bindvalue, self)
+
+    def result_processor(self, dialect, coltype):
+        def process(value):
+            if value is None:
+                return None
+            return [float(v) for v in value.strip("()").split(",")]
+        return process
+
+
+class AudioFeatures(Base):
+    """What the audio analysis measured for a track (worker_app/analysis/), or why it could not (``error``), at
+    ``analysis_version``, for the file as it was then (size, mtime): an unchanged file is not analysed again."""
+
+    __tablename__ = "audio_features"
+
+    track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"), primary_key=True)
+    analysis_version: Mapped[int] = mapped_column(SmallInteger, index=True)
+    analysed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    mtime: Mapped[float] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_seconds: Mapped[float | None] = mapped_column(Float)
+    loudness_lufs: Mapped[float | None] = mapped_column(Float)
+    sample_peak: Mapped[float | None] = mapped_column(Float)
+    track_gain_db: Mapped[float | None] = mapped_column(Float)
+    bpm: Mapped[float | None] = mapped_column(Float)
+    beat_confidence: Mapped[float | None] = mapped_column(Float)
+    key: Mapped[str | None] = mapped_column(String(2))
+    scale: Mapped[str | None] = mapped_column(String(5))
+    camelot: Mapped[str | None] = mapped_column(String(3))
+    key_strength: Mapped[float | None] = mapped_column(Float)
+    danceability: Mapped[float | None] = mapped_column(Float)
+    energy: Mapped[float | None] = mapped_column(Float)
+    spectral_centroid_hz: Mapped[float | None] = mapped_column(Float)
+    spectral_rolloff_hz: Mapped[float | None] = mapped_column(Float)
+    spectral_flatness: Mapped[float | None] = mapped_column(Float)
+    zero_crossing_rate: Mapped[float | None] = mapped_column(Float)
+    mfcc_mean: Mapped[list[float] | None] = mapped_column(ARRAY(Float))
+    mfcc_var: Mapped[list[float] | None] = mapped_column(ARRAY(Float))
+    chroma: Mapped[list[float] | None] = mapped_column(ARRAY(Float))
+    # The rest of what the analysis reports (peak in dBFS, excerpt position...), for people and later versions.
+    details: Mapped[dict] = mapped_column(JSONB, default=dict, server_default="{}")
+
+
+class TrackVector(Base):
+    """A track's similarity vector (worker_app/analysis/vector.py), for ``soniquebay similar``."""
+
+    __tablename__ = "track_vectors"
+
+    track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"), primary_key=True)
+    vector_version: Mapped[int] = mapped_column(SmallInteger)
+    embedding: Mapped[list[float]] = mapped_column(Cube)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_track_vectors_embedding", "embedding", postgresql_using="gist"),)
+
+
+class AlbumAudio(Base):
+    """Album-level figures from its tracks (``enrich_album_audio``): ReplayGain-style album gain and peak, track
+    count, total duration, year range. The album loudness is the duration-weighted power mean of the analysed
+    tracks' integrated loudness, an approximation of BS.1770 over the album played through."""
+
+    __tablename__ = "album_audio"
+
+    album_id: Mapped[int] = mapped_column(ForeignKey("albums.id", ondelete="CASCADE"), primary_key=True)
+    track_count: Mapped[int] = mapped_column(Integer)
+    analysed_tracks: Mapped[int] = mapped_column(Integer)
+    total_duration_seconds: Mapped[float | None] = mapped_column(Float)
+    year_min: Mapped[int | None] = mapped_column(SmallInteger)
+    year_max: Mapped[int | None] = mapped_column(SmallInteger)
+    loudness_lufs: Mapped[float | None] = mapped_column(Float)
+    album_gain_db: Mapped[float | None] = mapped_column(Float)
+    album_peak: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

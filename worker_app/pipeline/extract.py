@@ -11,7 +11,7 @@ import os
 
 from worker_app.celery_app import app
 from worker_app.limits import EXTRACT
-from worker_app.metadata.reader import read_folder_cover, read_stream_info, read_track
+from worker_app.metadata.reader import read_folder_cover, read_track
 from worker_app.metadata.record import UnreadableFileError
 from worker_app.paths import display_path
 from worker_app.pipeline.crash_hook import crash_if_marked, hold_if_planned, install_read_faults
@@ -91,17 +91,3 @@ def extract_single_file(path: str) -> dict:
         return {"path": path, "record": read_track(path).to_message()}
     except UnreadableFileError as error:
         return {"path": path, "error": error.reason}
-
-
-@app.task(name="extract_audio_features_batch", acks_late=True, ignore_result=False,
-          **EXTRACT.options)
-def extract_audio_features_batch(paths: list[str]) -> list[dict]:
-    """Stream information only (duration, bitrate, sample rate, channels, codec) for each file: cheaper than the
-    full read when only the audio properties are wanted."""
-    results = []
-    for path in paths:
-        try:
-            results.append({"path": path, **read_stream_info(path)})
-        except UnreadableFileError as error:
-            results.append({"path": path, "error": error.reason})
-    return results

@@ -30,6 +30,7 @@ from worker_app.pipeline.ledger import (
     VERDICT, Failure, Unit, complete_unit, record_failures, register_units, send_after_commit,
 )
 from worker_app.pipeline.unit_task import UnitTask, is_row_error
+from worker_app.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,7 @@ class InsertTask(UnitTask):
 @app.task(name="insert_batch_direct", base=InsertTask, bind=True, acks_late=True,
           **INSERT.options)
 def insert_batch_direct(self, scan_id: int, key: str, payload: dict) -> dict:
+    from worker_app.pipeline.analysis import extract_audio_features_batch
     from worker_app.pipeline.deferred import enrich_album_covers, vectorize_tracks
 
     failures = [Failure(*failure) for failure in payload["failures"]]
@@ -208,6 +210,10 @@ def insert_batch_direct(self, scan_id: int, key: str, payload: dict) -> dict:
         if track_ids:
             follow_ups.append(Unit(f"{key}/vectorize", "vectorize", vectorize_tracks.name,
                                    [scan_id, f"{key}/vectorize", sorted(track_ids.values())]))
+        if track_ids and get_settings().audio_analysis:
+            # Audio analysis of the new and changed tracks (extract queue, after every waiting tag read).
+            follow_ups.append(Unit(f"{key}/analyse", "analysis", extract_audio_features_batch.name,
+                                   [scan_id, f"{key}/analyse", sorted(track_ids.values())]))
         register_units(session, scan_id, key, follow_ups)
         finished = complete_unit(
             session, scan_id, key,

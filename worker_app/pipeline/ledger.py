@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 COUNTS = ("discovered", "unchanged", "extracted", "inserted", "failed", "removed")
 
+# Units a scan starts but does not wait for: audio analysis and what follows from it run after the catalogue is
+# complete (tag reading goes first), so a scan is complete when its other units are done.
+BACKGROUND_KINDS = ("analysis", "audio-vector", "audio-album")
+
 # A failure's kind: a verdict on the content is remembered for the file's (size, mtime); a passing error is not.
 VERDICT, PASSING = "verdict", "passing"
 
@@ -361,7 +365,8 @@ def complete_unit(session: Session, scan_id: int, key: str, **counts: int) -> bo
     if status not in ("running", "finalizing"):
         return False
     pending = session.execute(
-        select(ScanUnit.key).where(ScanUnit.scan_id == scan_id, ScanUnit.state == "pending").limit(1)
+        select(ScanUnit.key).where(ScanUnit.scan_id == scan_id, ScanUnit.state == "pending",
+                                   ScanUnit.kind.not_in(BACKGROUND_KINDS)).limit(1)
     ).first()
     if pending is not None:
         return False

@@ -67,6 +67,8 @@ class PipelineTask(Task):
     # SONIQUEBAY_TIME_LIMIT_SCALE setting), with jitter so that a fleet does not come back in step.
     retry_first_delay = 2.0
     retry_delay_cap = 60.0
+    # Retried for as long as the passing error lasts (None: no limit; Celery's default would give up after 3).
+    max_retries = None
 
     def __call__(self, *args, **kwargs):
         try:
@@ -82,7 +84,7 @@ class PipelineTask(Task):
             delay = min(cap, self.retry_first_delay * scale * 2 ** min(self.request.retries or 0, 10))
             log.warning("%s %s: %s; retrying in %.0f s", self.name, _unit_of(args), _describe(error), delay)
             try:
-                raise self.retry(exc=error, countdown=delay * random.uniform(0.5, 1.0), max_retries=None) from None
+                raise self.retry(exc=error, countdown=delay * random.uniform(0.5, 1.0)) from None
             except Reject as rejected:
                 # The retry could not be sent (the broker is unreachable too): hand the message back instead. If
                 # even that fails, it stays unacknowledged in the broker, which gives it out again (the relay puts

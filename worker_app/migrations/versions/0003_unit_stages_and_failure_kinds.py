@@ -19,6 +19,8 @@ Revises: 0002
 import sqlalchemy as sa
 from alembic import op
 
+from worker_app.migrations.helpers import create_index_concurrently, drop_index_concurrently
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -42,8 +44,8 @@ def upgrade() -> None:
     op.execute("""DELETE FROM failed_files WHERE reason LIKE 'permission denied%' OR reason LIKE 'I/O error%'
                   OR reason LIKE 'took longer than%' OR reason LIKE 'the worker process died%'
                   OR reason LIKE 'file vanished%' OR reason LIKE 'ran out of memory%'""")
-    op.create_index("ix_scan_units_unsent", "scan_units", ["scan_id"], unique=False,
-                    postgresql_where="state = 'pending' AND sent_at IS NULL")
+    create_index_concurrently("ix_scan_units_unsent", "scan_units", ["scan_id"],
+                              postgresql_where="state = 'pending' AND sent_at IS NULL")
     op.create_table(
         "broker_epochs",
         sa.Column("run_id", sa.String(64), primary_key=True),
@@ -53,8 +55,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("broker_epochs")
-    op.drop_index("ix_scan_units_unsent", table_name="scan_units",
-                  postgresql_where="state = 'pending' AND sent_at IS NULL")
+    drop_index_concurrently("ix_scan_units_unsent", "scan_units")
     op.drop_column("scans", "after_scan_id")
     op.drop_column("scans", "started_at")
     op.drop_column("scan_failures", "kind")

@@ -1,0 +1,140 @@
+"""Decoding with Debian's ffmpeg, in a subprocess, streamed through a pipe.
+
+One pass over the file gives both what the whole-track loudness needs and the excerpt the other features need:
+ffmpeg writes 32-bit float PCM at 44,100 Hz (one channel for a mono file, two otherwise: more channels are
+downmixed to stereo) and the caller reads it in chunks, so a two-hour mix costs a chunk of memory, not gigabytes.
+Loudness is measured on this stream because EBU R128 sums the channels' energies and counts what lies above
+11 kHz (hi-hats, noise); a 22,050 Hz mono decode reads up to 3 LU low on stereo material and more on bright
+material. Decoding at 44,100 Hz stereo costs the same CPU as at 22,050 Hz mono (0.20 s against 0.18 s for a
+3-minute 256 kb/s MP3 here: the MP3 decoder dominates), and the excerpt is then halved to 22,050 Hz mono in numpy.
+
+Bounded: ``time_limit`` seconds of wall time per file (ffmpeg is killed, the file fails with that reason),
+``max_seconds`` of audio at most (a 10-hour file does not hold a worker), one ffmpeg thread.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy
+
+DECODE_RATE = 44_100
+ANALYSIS_RATE = 22_050
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+CHUNK_SECONDS = 1.0  # a multiple of the 100 ms loudness block, so blocks never straddle two chunks
+
+
+class DecodeError(Exception):
+    """The file cannot be decoded; ``reason`` says why, for the failure record."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class DecodeStats:
+    seconds: float = 0.0  # audio decoded
+    channels: int = 0
+    truncated: bool = False  # stopped at max_seconds
+
+
+def ffmpeg_binary() -> str:
+    found = shutil.which("ffmpeg")
+    if found is None:
+        raise DecodeError("ffmpeg is not installed (apt install ffmpeg)")
+    return found
+
+
+def stream_pcm(path: str | bytes, channels: int | None, *, time_limit: float, max_seconds: float,
+               stats: DecodeStats | None = None) -> Iterator[numpy.ndarray]:
+    """Chunks of (frames, channels) float32 at DECODE_RATE, one second each (the last shorter).
+
+    ``channels`` is the file's channel count as the catalogue knows it (None: unknown, treated as stereo).
+    Raises DecodeError when ffmpeg fails, yields nothing, or takes longer than ``time_limit`` seconds."""
+    stats = stats if stats is not None else DecodeStats()
+    out_channels = 1 if channels == 1 else 2
+    stats.channels = out_channels
+    command = [
+        ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", "1",
+        # A name that is not UTF-8 arrives as bytes; subprocess hands the surrogate-escaped text back as those bytes.
+        "-i", os.fsdecode(path),
+        "-map", "0:a:0", "-vn", "-sn", "-dn", "-t", f"{max_seconds:.3f}",
+        "-ac", str(out_channels), "-ar", str(DECODE_RATE), "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1",
+    ]
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               bufsize=0)
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        timed_out.set()
+        process.kill()
+
+    timer = threading.Timer(time_limit, kill)
+    timer.daemon = True
+    timer.start()
+    # stderr is read by a thread: ffmpeg blocks if its error pipe fills while we only read stdout.
+    errors: list[bytes] = []
+    reader = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
+    reader.start()
+    try:  # a 1 MiB pipe instead of 64 KiB: a sixteenth of the wake-ups for 10 MB/s of PCM
+        fcntl.fcntl(process.stdout.fileno(), F_SETPIPE_SZ, 1 << 20)
+    except OSError:
+        pass
+    chunk_frames = int(DECODE_RATE * CHUNK_SECONDS)
+    frame_bytes = 4 * out_channels
+    frames_total = 0
+    try:
+        while True:
+            # Read straight into the chunk's own array: no copy of the PCM in Python.
+            chunk = numpy.empty((chunk_frames, out_channels), dtype="<f4")
+            view = memoryview(chunk).cast("B")
+            filled = 0
+            while filled < len(view):
+                got = process.stdout.readinto(view[filled:])
+                if not got:
+                    break
+                filled += got
+            frames = filled // frame_bytes
+            if frames:
+                frames_total += frames
+                yield chunk[:frames]
+            if frames < chunk_frames:
+                break
+        returncode = process.wait()
+    finally:
+        timer.cancel()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+        reader.join(timeout=5)
+        process.stderr.close()
+    stats.seconds = frames_total / DECODE_RATE
+    stats.truncated = stats.seconds >= max_seconds - 0.01
+    if timed_out.is_set():
+        raise DecodeError(f"decoding took longer than {time_limit:g} s")
+    if returncode != 0:
+        message = b"".join(errors).decode("utf-8", "replace").strip().splitlines()
+        raise DecodeError(f"ffmpeg could not decode it: {message[-1] if message else f'exit code {returncode}'}")
+    if frames_total == 0:
+        raise DecodeError("ffmpeg decoded no audio from it")
+
+
+def to_analysis_rate(excerpt: numpy.ndarray) -> numpy.ndarray:
+    """(frames, channels) at DECODE_RATE -> mono float32 at ANALYSIS_RATE (anti-aliased halving)."""
+    from scipy.signal import resample_poly
+
+    if excerpt.ndim == 2 and excerpt.shape[1] == 2:
+        mono = (excerpt[:, 0] + excerpt[:, 1]) * 0.5  # 15x cheaper than .mean(axis=1) on a (n, 2) array
+    else:
+        mono = excerpt.mean(axis=1) if excerpt.ndim == 2 else excerpt
+    if len(mono) < 64:
+        return mono[::2].astype(numpy.float32)
+    return resample_poly(mono, 1, DECODE_RATE // ANALYSIS_RATE).astype(numpy.float32)
