@@ -377,9 +377,9 @@ def complete_unit(session: Session, scan_id: int, key: str, **counts: int) -> bo
 CANCELLED = "cancelled"
 # The statuses of a scan that has not ended: a scan in one of them can be cancelled.
 ACTIVE = ("queued", "running", "finalizing")
-# Units that finish tracks already catalogued (album covers, search vectors): they still run when their scan is
-# cancelled, since the next scan finds those files unchanged and would never do them.
-FOLLOW_UPS = ("enrich", "vectorize")
+# Units that finish tracks already catalogued (album covers, search vectors, audio analysis): they still run when
+# their scan is cancelled, since the next scan finds those files unchanged and would never do them.
+FOLLOW_UPS = ("enrich", "vectorize", *BACKGROUND_KINDS)
 
 
 def _drop_pending(session: Session, scan_id: int) -> int:
