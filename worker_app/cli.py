@@ -174,7 +174,7 @@ def _watch(scan_id: int, timeout: float | None, no_worker_grace: float, quiet: b
                     completed=done, status=summary["status"], rate=summary["extracted"] / elapsed,
                     **{k: summary[k] for k in ("discovered", "extracted", "inserted", "failed", "removed")},
                 )
-                if summary["status"] in ("complete", "failed"):
+                if summary["status"] in ("complete", "failed", "cancelled"):
                     return summary
             if now >= next_queue_check:
                 next_queue_check = now + 10
@@ -232,6 +232,40 @@ def status(scan_id: int | None, as_json: bool) -> None:
 
 @main.command()
 @click.argument("scan_id", type=int, required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the cancelled scan's figures as JSON.")
+def cancel(scan_id: int | None, as_json: bool) -> None:
+    """Stop SCAN_ID (the latest running scan by default): its pending units are dropped, running ones stop at their
+    next unit, what was catalogued stays, and nothing is swept or deleted. Its status becomes `cancelled`."""
+    from sqlalchemy import func, select
+
+    from worker_app.db.models import Scan
+    from worker_app.db.session import transaction
+    from worker_app.pipeline.ledger import cancel_scan
+    from worker_app.pipeline.scan import start_queued_after
+
+    with transaction() as session:
+        if scan_id is None:
+            scan_id = session.execute(
+                select(func.max(Scan.id)).where(Scan.status.in_(("running", "finalizing")))
+            ).scalar()
+            if scan_id is None:
+                _fail("no scan is running (give a SCAN_ID to cancel a queued one)", 1)
+        try:
+            outcome = cancel_scan(session, scan_id)
+        except LookupError as error:
+            _fail(str(error))
+    if not outcome.cancelled:
+        _fail(f"scan {scan_id} is {outcome.status}: nothing to cancel", 1)
+    # A scan of the same root queued behind this one starts now, as it would have after its end.
+    started = start_queued_after(scan_id)
+    stderr.print(f"scan {scan_id} cancelled ({outcome.status} before; {outcome.dropped} pending units dropped)"
+                 + (f"; queued scan(s) {', '.join(map(str, started))} started" if started else ""), highlight=False,
+                 soft_wrap=True)
+    _print_summary(_progress(scan_id), as_json)
+
+
+@main.command()
+@click.argument("scan_id", type=int, required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the failures as a JSON list.")
 def failures(scan_id: int | None, as_json: bool) -> None:
     """List the files (and folders) SCAN_ID could not catalogue, each with its reason."""
@@ -254,6 +288,24 @@ def failures(scan_id: int | None, as_json: bool) -> None:
     for row in rows:
         table.add_row(*row)
     stdout.print(table)
+
+
+@main.command()
+@click.option("--port", type=int, default=9808, show_default=True, help="TCP port to serve /metrics on.")
+@click.option("--bind", default="127.0.0.1", show_default=True,
+              help="Address to listen on (the monitor host's fleet address: the metrics name the library's folders).")
+def exporter(port: int, bind: str) -> None:
+    """Serve Prometheus metrics on /metrics: queue depths, workers per queue, the current scan's figures, scans
+    by status, pending and retrying units. One per fleet; read at each scrape from the broker and PostgreSQL."""
+    import logging
+
+    from worker_app.monitoring.exporter import serve
+    from worker_app.settings import get_settings
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    get_settings()  # a bad setting fails here, in one line (ReportingGroup), not at the first scrape
+    serve(port, bind)
 
 
 @main.group()

@@ -130,7 +130,8 @@ class Scan(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     root: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="queued", server_default="queued")  # queued running finalizing complete failed
+    # queued running finalizing complete failed cancelled (`soniquebay cancel`: its figures so far, never swept)
+    status: Mapped[str] = mapped_column(String(16), default="queued", server_default="queued")
     requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     discovered: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -157,7 +158,9 @@ class ScanUnit(Base):
     scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))  # chunk extract cleanup enrich vectorize
-    state: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")  # pending done
+    # pending done cancelled (its scan was, before it ran; a unit running then still closes as done, and enrich and
+    # vectorize units, which finish tracks already written, still run)
+    state: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
     # The stage of the unit's chain its message is at (0: not delivered yet; extract 1 -> batch 2 -> insert 3), and
     # how many times the message of that stage was delivered.
     stage: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")

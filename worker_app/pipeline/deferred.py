@@ -109,6 +109,8 @@ def cleanup_finish_scan(self, scan_id: int) -> dict:
     Runs once per scan in effect: a second delivery finds the scan complete and does nothing."""
     with transaction() as session:
         scan = session.get(Scan, scan_id, with_for_update={"key_share": True})
+        # Only a finalizing scan is swept: a cancelled one never is (its listing is incomplete: a sweep would
+        # delete every track of the folders it did not reach).
         if scan is None or scan.status != "finalizing":
             return {"scan_id": scan_id, "status": scan.status if scan else None}
         # The folders a scan listed are only known after its last chunk, so PostgreSQL's statistics never

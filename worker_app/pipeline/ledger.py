@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -248,11 +248,16 @@ def begin_delivery(scan_id: int, key: str, stage: int, retries: int) -> Delivery
     same message delivered again (same ``retries``, Celery's retry count) means the worker that had it died."""
     same_stage = ScanUnit.stage == stage
     came_back = and_(same_stage, ScanUnit.deliveries > 0, ScanUnit.last_retries == retries)
+    # A unit of a cancelled scan is never run, but for the follow-ups of tracks already catalogued: checked in the
+    # same statement that counts the delivery (a lookup of the scan's row by its key), so that no delivery starts
+    # work after the cancel committed.
+    not_cancelled = or_(ScanUnit.kind.in_(FOLLOW_UPS),
+                        ~exists().where(Scan.id == scan_id, Scan.status == CANCELLED))
     with transaction() as session:
         row = session.execute(
             update(ScanUnit)
             .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key, ScanUnit.state == "pending",
-                   ScanUnit.stage <= stage)
+                   ScanUnit.stage <= stage, not_cancelled)
             .values(deaths=case((came_back, ScanUnit.deaths + 1), (same_stage, ScanUnit.deaths), else_=0),
                     redeliveries=case((came_back, ScanUnit.redeliveries + 1), else_=ScanUnit.redeliveries),
                     deliveries=case((same_stage, ScanUnit.deliveries + 1), else_=1),
@@ -261,10 +266,17 @@ def begin_delivery(scan_id: int, key: str, stage: int, retries: int) -> Delivery
         ).first()
         if row is not None:
             return Delivery("run", row.deliveries, row.deaths)
-        state = session.execute(
-            select(ScanUnit.state).where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
-        ).scalar()
-    return Delivery({None: "missing", "done": "done"}.get(state, "passed"))
+        found = session.execute(
+            select(ScanUnit.state, Scan.status).join(Scan, Scan.id == ScanUnit.scan_id)
+            .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
+        ).first()
+        if found is not None and found.state == "pending" and found.status == CANCELLED:
+            # Registered after the cancel (by a unit that was running then): dropped like the others.
+            _drop_pending(session, scan_id)
+            return Delivery(CANCELLED)
+    if found is None:
+        return Delivery("missing")
+    return Delivery({"done": "done", CANCELLED: CANCELLED}.get(found.state, "passed"))
 
 
 def hand_off(scan_id: int, key: str, stage: int) -> None:
@@ -328,9 +340,11 @@ def complete_unit(session: Session, scan_id: int, key: str, **counts: int) -> bo
     unknown = set(counts) - set(COUNTS)
     if unknown:
         raise ValueError(f"unknown unit counts: {sorted(unknown)}")
+    # A unit that was running when its scan was cancelled still records what it did (its tracks are catalogued):
+    # the cancel marked it cancelled, and it closes as done.
     closed = session.execute(
         update(ScanUnit)
-        .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key, ScanUnit.state == "pending")
+        .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key, ScanUnit.state.in_(("pending", CANCELLED)))
         .values(state="done", updated_at=func.now(), last_error=None, **counts)
         .returning(ScanUnit.key)
     ).first()
@@ -342,6 +356,13 @@ def complete_unit(session: Session, scan_id: int, key: str, **counts: int) -> bo
     status = session.execute(
         select(Scan.status).where(Scan.id == scan_id).with_for_update(key_share=True)
     ).scalar()
+    if status == CANCELLED:
+        # Cancelled while this unit ran: the units it just registered are dropped (but for the follow-ups of the
+        # tracks it wrote), and the scan's figures take in
+        # what it did. Never finished: a cancelled scan has no end-of-scan sweep.
+        _drop_pending(session, scan_id)
+        _store_totals(session, scan_id)
+        return False
     if status not in ("running", "finalizing"):
         return False
     pending = session.execute(
@@ -352,6 +373,69 @@ def complete_unit(session: Session, scan_id: int, key: str, **counts: int) -> bo
         return False
     session.execute(update(Scan).where(Scan.id == scan_id).values(status="finalizing"))
     return True
+
+
+CANCELLED = "cancelled"
+# The statuses of a scan that has not ended: a scan in one of them can be cancelled.
+ACTIVE = ("queued", "running", "finalizing")
+# Units that finish tracks already catalogued (album covers, search vectors, audio analysis): they still run when
+# their scan is cancelled, since the next scan finds those files unchanged and would never do them.
+FOLLOW_UPS = ("enrich", "vectorize", *BACKGROUND_KINDS)
+
+
+def _drop_pending(session: Session, scan_id: int) -> int:
+    return session.execute(
+        update(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.state == "pending",
+                               ScanUnit.kind.not_in(FOLLOW_UPS))
+        .values(state=CANCELLED, updated_at=func.now())
+    ).rowcount
+
+
+def _store_totals(session: Session, scan_id: int) -> dict[str, int]:
+    totals = unit_totals(session, scan_id)
+    session.execute(update(Scan).where(Scan.id == scan_id).values(**totals))
+    return totals
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    scan_id: int
+    status: str  # the scan's status before: queued, running or finalizing; or how it ended, if it had
+    dropped: int = 0  # pending units dropped
+
+    @property
+    def cancelled(self) -> bool:
+        return self.status in ACTIVE
+
+
+def cancel_scan(session: Session, scan_id: int) -> Cancelled:
+    """Cancel a scan that has not ended: its pending units are dropped (state 'cancelled'; not the FOLLOW_UPS of
+    tracks already catalogued), its figures so far are stored on its row, and its status becomes 'cancelled'. A
+    unit running meanwhile stops at its next boundary (``begin_delivery`` runs no other unit of a cancelled scan)
+    and still records what it did (``complete_unit``); the
+    end-of-scan sweep never runs (``cleanup_finish_scan`` runs only for a finalizing scan), so nothing is deleted.
+    The caller starts the scans queued behind this one after the commit (``scan.start_queued_after``).
+
+    The units are dropped before the scan row is locked, and again after: a task closing its unit locks the unit
+    row, then the scan row (``complete_unit``); taking them in the other order would deadlock with it. Units a
+    task registers after the first pass are caught by the second, or by the task itself once it sees the status."""
+    status = session.execute(select(Scan.status).where(Scan.id == scan_id)).scalar()
+    if status is None:
+        raise LookupError(f"there is no scan {scan_id}")
+    if status not in ACTIVE:
+        return Cancelled(scan_id, status)
+    dropped = _drop_pending(session, scan_id)
+    status = session.execute(
+        select(Scan.status).where(Scan.id == scan_id).with_for_update(key_share=True)
+    ).scalar()
+    if status not in ACTIVE:
+        # It ended meanwhile (its last unit closed and its end ran): it had no pending unit to drop.
+        return Cancelled(scan_id, status)
+    dropped += _drop_pending(session, scan_id)
+    _store_totals(session, scan_id)
+    session.execute(update(Scan).where(Scan.id == scan_id)
+                    .values(status=CANCELLED, finished_at=func.now()))
+    return Cancelled(scan_id, status, dropped)
 
 
 def unit_totals(session: Session, scan_id: int) -> dict[str, int]:
@@ -368,7 +452,7 @@ def progress(session: Session, scan_id: int) -> dict:
     scan = session.get(Scan, scan_id)
     if scan is None:
         raise LookupError(f"there is no scan {scan_id}")
-    if scan.status in ("complete", "failed"):
+    if scan.status in ("complete", "failed", CANCELLED):
         totals = {name: getattr(scan, name) for name in COUNTS}
     else:
         totals = unit_totals(session, scan_id)

@@ -8,6 +8,7 @@ backoff, for as long as it takes, and nothing is recorded as failed or deleted m
 - each delivery is counted at the unit's stage, committed before the work starts (``ledger.begin_delivery``);
 - a message whose earlier deliveries at this stage killed their worker (the same message came back; a retry after a
   passing error is a new message, not a death) is not run once more after ``max_deliveries`` deaths: its files are parked as failed, and the scan goes on;
+- a unit of a cancelled scan is not run (its scan's status is checked when the delivery is counted);
 - a unit already done, or already at a later stage, is not done again (a duplicate delivery); a done unit's
   children that were never sent are sent then;
 - a task that fails for good (an error no retry cures, a time limit) still closes its unit with failure records,
@@ -29,7 +30,7 @@ from sqlalchemy.orm import Session
 from worker_app.db.session import transaction
 from worker_app.pipeline.crash_hook import crash_if_planned
 from worker_app.pipeline.ledger import (
-    PASSING, Failure, begin_delivery, complete_unit, note_passing_error, record_failures, resend_unsent,
+    CANCELLED, PASSING, Failure, begin_delivery, complete_unit, note_passing_error, record_failures, resend_unsent,
     send_after_commit, unit_is_done,
 )
 from worker_app.settings import get_settings
@@ -118,6 +119,8 @@ class UnitTask(PipelineTask):
         if delivery.action == "done":
             resend_unsent(scan_id, key)  # the first delivery may have died before sending its children
             return {"skipped": key, "why": "done"}
+        if delivery.action == CANCELLED:  # its scan was cancelled: the unit stops at this boundary
+            return {"skipped": key, "why": "scan cancelled"}
         if delivery.action == "passed":
             return {"skipped": key, "why": "a later stage has it"}
         # Read by the task: after a death it works carefully (one file or folder at a time, each committed first).

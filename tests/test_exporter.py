@@ -1,0 +1,148 @@
+"""`soniquebay exporter` serves the fleet's metrics from the broker and PostgreSQL: they move as a scan runs, and a
+queue that no worker consumes shows its backlog and its missing workers."""
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.audio_factory import make_library
+from tests.services import VENV_BIN, _port_open, free_port, wait_for
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def exporter(stack):
+    port = free_port()
+    process = subprocess.Popen([str(VENV_BIN / "soniquebay"), "exporter", "--port", str(port), "--bind",
+                                "127.0.0.1"], env=stack.cli_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: _port_open(port) or process.poll() is not None, 30, "the exporter to listen")
+        assert process.poll() is None, process.stdout.read()
+        yield f"http://127.0.0.1:{port}/metrics"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    """{(sample name, sorted labels): value}."""
+    with urllib.request.urlopen(url, timeout=30) as response:
+        text = response.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def scrape_when(url: str, condition) -> dict | None:
+    metrics = scrape(url)
+    return metrics if condition(metrics) else None
+
+
+def value(metrics: dict, name: str, **labels) -> float | None:
+    return metrics.get((name, tuple(sorted(labels.items()))))
+
+
+def total(metrics: dict, name: str, task: str) -> float:
+    """A task metric summed over its other labels (hostname...)."""
+    return sum(v for (sample, labels), v in metrics.items() if sample == name and ("name", task) in labels)
+
+
+def scan_info(metrics: dict, scan_id: int) -> dict[str, str] | None:
+    """The labels of a scan shown in the metrics (other tests may leave scans running: they are shown too)."""
+    infos = [dict(labels) for (name, labels) in metrics
+             if name == "soniquebay_scan_info" and ("scan_id", str(scan_id)) in labels]
+    return infos[0] if infos else None
+
+
+def test_the_metrics_move_as_a_scan_runs(stack, library_root, exporter):
+    # The workers answer the control broadcast once they are ready (supervisor calls them RUNNING a little before).
+    before = wait_for(lambda: scrape_when(exporter, lambda m: value(m, "celery_workers") == 5), 60,
+                      "the five worker programs to answer", interval=0.5)
+    for source in ("broker", "workers", "postgresql"):
+        assert value(before, "soniquebay_exporter_source_up", source=source) == 1, source
+    assert value(before, "soniquebay_exporter_events_connected") == 1
+    for queue in ("scan", "extract", "batch", "insert", "deferred"):
+        assert value(before, "celery_active_worker_count", queue_name=queue) == 1, queue
+        assert value(before, "celery_queue_length", queue_name=queue) is not None, queue
+    complete_before = value(before, "soniquebay_scans", status="complete") or 0
+
+    library = make_library(library_root / "exporter-moves", n_files=60, seed=901, odd_file_names=False,
+                           corrupt=False)
+    result = stack.soniquebay("scan", str(library.root), "--wait", "--json", "--timeout", "300")
+    summary = json.loads(result.stdout)
+
+    after = scrape(exporter)
+    assert value(after, "soniquebay_scans", status="complete") == complete_before + 1
+    scan = scan_info(after, summary["scan_id"])
+    assert scan == {"scan_id": str(summary["scan_id"]), "root": summary["root"], "status": "complete"}, scan
+    assert scan_info(before, summary["scan_id"]) is None
+    labels = {"scan_id": scan["scan_id"], "root": scan["root"]}
+    assert value(after, "soniquebay_scan_discovered", **labels) == 60
+    assert value(after, "soniquebay_scan_inserted", **labels) == summary["inserted"] == 60
+    assert value(after, "soniquebay_scan_failed", **labels) == 0
+    assert value(after, "soniquebay_scan_files_per_second", **labels) > 0
+
+    # The workers' task events, counted per task name; they arrive a little after the tasks end.
+    def every_stage_counted(metrics):
+        return all(total(metrics, "celery_task_succeeded_total", name) >= 1
+                   and total(metrics, "celery_task_runtime_count", name) >= 1
+                   for name in ("scan_directory_chunk", "extract_metadata_batch", "batch_entities",
+                                "insert_batch_direct"))
+
+    events = wait_for(lambda: scrape_when(exporter, every_stage_counted), 60, "the task events", interval=0.5)
+    assert total(events, "celery_task_sent_total", "extract_metadata_batch") >= 2  # 60 files, 50 a batch
+    assert total(events, "celery_task_failed_total", "insert_batch_direct") == 0
+
+
+def test_a_queue_without_workers_shows_its_backlog(stack, library_root, exporter):
+    library = make_library(library_root / "exporter-backlog", n_files=60, seed=902, odd_file_names=False,
+                           corrupt=False)
+    stack.supervisor.ctl("stop", "soniquebay-extract")
+    try:
+        before = scrape(exporter)
+        assert value(before, "celery_active_worker_count", queue_name="extract") == 0
+        # Other tests may leave scans under way, with pending units of their own.
+        pending_before = value(before, "soniquebay_units_pending", kind="extract")
+        started = json.loads(stack.soniquebay("scan", str(library.root), "--json").stdout)
+
+        def backlog():
+            metrics = scrape(exporter)
+            waiting = value(metrics, "celery_queue_length", queue_name="extract")
+            return metrics if waiting and waiting >= 2 else None  # 60 files, 50 a batch: two extract messages
+
+        metrics = wait_for(backlog, 120, "the extract backlog in the metrics", interval=0.5)
+        assert value(metrics, "soniquebay_units_pending", kind="extract") >= pending_before + 2
+        assert value(metrics, "soniquebay_scans", status="running") >= 1
+        assert scan_info(metrics, started["scan_id"])["status"] == "running"
+        assert value(metrics, "soniquebay_oldest_pending_unit_age_seconds") > 0
+        assert value(metrics, "celery_workers") == 4
+    finally:
+        stack.supervisor.ctl("start", "soniquebay-extract")
+    stack.wait_for_scan(started["scan_id"], timeout=300)
+    after = scrape(exporter)
+    assert value(after, "celery_queue_length", queue_name="extract") == 0
+    assert value(after, "soniquebay_units_pending", kind="extract") == pending_before
+    assert value(after, "celery_active_worker_count", queue_name="extract") == 1
+    labels = {"scan_id": str(started["scan_id"]), "root": started["root"]}
+    assert value(after, "soniquebay_scan_inserted", **labels) == 60
+
+
+def test_units_retried_after_a_passing_error_are_shown(stack, exporter, running_scan, db_session_factory):
+    from sqlalchemy import update
+
+    from worker_app.db.models import ScanUnit
+
+    before = value(scrape(exporter), "soniquebay_units_retrying", kind="insert") or 0
+    scan_id = running_scan("/nowhere/exporter-retrying", {"r1": "insert", "r2": "insert"})
+    with db_session_factory() as session, session.begin():
+        # What UnitTask.on_passing_error records before a retry.
+        session.execute(update(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == "r1")
+                        .values(last_error="OperationalError: the database system is shutting down"))
+    metrics = scrape(exporter)
+    assert value(metrics, "soniquebay_units_retrying", kind="insert") == before + 1
+    assert scan_info(metrics, scan_id)["status"] == "running"

@@ -1,0 +1,1 @@
+"""What an operator watches: the Prometheus exporter (``exporter.py``, `soniquebay exporter`)."""

@@ -1,0 +1,297 @@
+"""The fleet's Prometheus exporter (`soniquebay exporter`): one per fleet, on the monitor host.
+
+Every figure is read when Prometheus scrapes (a custom collector), from the two places that hold the truth: the
+broker Redis (queue depths; the workers, through Celery's control broadcast) and PostgreSQL (scans and their
+units). Never the result Redis: the pipeline does not use it, and it may be lost without the fleet noticing.
+
+Names follow the common Celery exporters (danihodovic/celery-exporter, OvalMoney/celery-exporter), so that their
+dashboards and alerts fit: ``celery_queue_length{queue_name}``, ``celery_active_worker_count{queue_name}``,
+``celery_worker_up{hostname}``, ``celery_workers``. The scans' figures are ``soniquebay_*``.
+
+A source that cannot be reached does not fail the scrape: its ``soniquebay_exporter_source_up`` is 0 and its
+metrics are absent (an alert on a missing series, or on the source, says so).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+from sqlalchemy import func, select
+
+log = logging.getLogger(__name__)
+
+# kombu's Redis transport emulates priorities with one list per step (worker_app/celery_app.py: priority_steps
+# 0..9, sep ":"): step 0 is the queue's own name, step N is "QUEUE:N".
+PRIORITY_STEPS = range(10)
+SCAN_STATUSES = ("queued", "running", "finalizing", "complete", "failed", "cancelled")
+ACTIVE_STATUSES = ("running", "finalizing")
+# A worker that has not answered the control broadcast within this many seconds counts as down.
+INSPECT_TIMEOUT = 1.0
+FIGURES = ("discovered", "unchanged", "extracted", "inserted", "failed", "removed")
+
+
+def queue_keys(queue: str, sep: str = ":") -> list[str]:
+    return [queue if step == 0 else f"{queue}{sep}{step}" for step in PRIORITY_STEPS]
+
+
+class FleetCollector(Collector):
+    """Reads the broker and the catalogue at each scrape. Scrapes are serialised: each one costs a control
+    broadcast (up to INSPECT_TIMEOUT) and a few small queries, and two at once would only double that."""
+
+    def __init__(self, inspect_timeout: float = INSPECT_TIMEOUT):
+        self.inspect_timeout = inspect_timeout
+        self._lock = threading.Lock()
+        self._broker: redis.Redis | None = None
+
+    def collect(self):
+        with self._lock:
+            up = GaugeMetricFamily("soniquebay_exporter_source_up",
+                                   "1 when the exporter could read the source at this scrape", labels=["source"])
+            families: list = []
+            for source, read in (("broker", self._queues), ("workers", self._workers),
+                                 ("postgresql", self._catalogue)):
+                started = time.monotonic()
+                try:
+                    families += read()
+                except Exception as error:  # noqa: BLE001 - one source down must not hide the others
+                    log.warning("cannot read %s: %s: %s", source, type(error).__name__, error)
+                    up.add_metric([source], 0)
+                else:
+                    up.add_metric([source], 1)
+                log.debug("%s read in %.3f s", source, time.monotonic() - started)
+            yield up
+            yield from families
+
+    # The broker: queue depths.
+
+    def _broker_client(self) -> redis.Redis:
+        from worker_app.settings import get_settings
+
+        if self._broker is None:
+            self._broker = redis.Redis.from_url(get_settings().broker_url, socket_timeout=5,
+                                                socket_connect_timeout=5, health_check_interval=25)
+        return self._broker
+
+    def _queues(self) -> list:
+        from worker_app.celery_app import QUEUES, app
+
+        sep = app.conf.broker_transport_options.get("sep", ":")
+        pipe = self._broker_client().pipeline(transaction=False)
+        for queue in QUEUES:
+            for key in queue_keys(queue, sep):
+                pipe.llen(key)
+        lengths = pipe.execute()
+        family = GaugeMetricFamily("celery_queue_length",
+                                   "Messages waiting in the queue (its priority sub-queues summed)",
+                                   labels=["queue_name"])
+        steps = len(PRIORITY_STEPS)
+        for index, queue in enumerate(QUEUES):
+            family.add_metric([queue], sum(lengths[index * steps:(index + 1) * steps]))
+        return [family]
+
+    # The workers, through Celery's control broadcast (over the broker).
+
+    def _workers(self) -> list:
+        from worker_app.celery_app import QUEUES, app
+
+        replies = app.control.inspect(timeout=self.inspect_timeout).active_queues() or {}
+        workers = GaugeMetricFamily("celery_workers", "Workers that answered the control broadcast")
+        workers.add_metric([], len(replies))
+        up = GaugeMetricFamily("celery_worker_up", "1 for each worker that answered the control broadcast",
+                               labels=["hostname"])
+        per_queue = {queue: 0 for queue in QUEUES}
+        for hostname, queues in sorted(replies.items()):
+            up.add_metric([hostname], 1)
+            for queue in queues or []:
+                per_queue[queue["name"]] = per_queue.get(queue["name"], 0) + 1
+        active = GaugeMetricFamily("celery_active_worker_count", "Workers consuming the queue",
+                                   labels=["queue_name"])
+        for queue, count in per_queue.items():
+            active.add_metric([queue], count)
+        return [workers, up, active]
+
+    # PostgreSQL: the scans.
+
+    def _catalogue(self) -> list:
+        from worker_app.db.models import Scan, ScanUnit
+        from worker_app.db.session import transaction
+        from worker_app.pipeline.ledger import progress
+
+        active_scan = Scan.status.in_(ACTIVE_STATUSES)
+        with transaction() as session:
+            by_status = dict(session.execute(select(Scan.status, func.count()).group_by(Scan.status)).all())
+            # The current scan: the latest running one, else the latest of all (its final figures).
+            current = session.execute(select(func.max(Scan.id)).where(active_scan)).scalar()
+            if current is None:
+                current = session.execute(select(func.max(Scan.id))).scalar()
+            figures = progress(session, current) if current is not None else None
+            # Pending units of every scan: besides the scans under way, a scan may leave work that runs after it
+            # (the follow-ups of a cancelled scan, background units). Their age only for scans under way: that is
+            # what a stalled scan shows.
+            pending = session.execute(
+                select(ScanUnit.kind, func.count(), func.count(ScanUnit.last_error),
+                       func.extract("epoch", func.now() - func.min(ScanUnit.updated_at).filter(active_scan)))
+                .join(Scan, Scan.id == ScanUnit.scan_id)
+                .where(ScanUnit.state == "pending").group_by(ScanUnit.kind)
+            ).all()
+        scans = GaugeMetricFamily("soniquebay_scans", "Scans by status", labels=["status"])
+        for status in sorted(set(SCAN_STATUSES) | set(by_status)):
+            scans.add_metric([status], by_status.get(status, 0))
+        families = [scans]
+        families += self._scan_figures(figures)
+        units = GaugeMetricFamily("soniquebay_units_pending",
+                                  "Pending units by kind (extract: the files still to read)",
+                                  labels=["kind"])
+        retrying = GaugeMetricFamily("soniquebay_units_retrying",
+                                     "Pending units retried after a passing error (database or broker unreachable)",
+                                     labels=["kind"])
+        for kind in sorted({"chunk", "extract", "cleanup", "enrich", "vectorize"} | {row[0] for row in pending}):
+            row = next((row for row in pending if row[0] == kind), None)
+            units.add_metric([kind], row[1] if row else 0)
+            retrying.add_metric([kind], row[2] if row else 0)
+        oldest = GaugeMetricFamily("soniquebay_oldest_pending_unit_age_seconds",
+                                   "Seconds since the running scans' least recently moved pending unit last "
+                                   "moved (registered, delivered); 0 without any")
+        oldest.add_metric([], max((float(row[3]) for row in pending if row[3] is not None), default=0.0))
+        return [*families, units, retrying, oldest]
+
+    @staticmethod
+    def _scan_figures(figures: dict | None) -> list:
+        if figures is None:
+            return []
+        labels = [str(figures["scan_id"]), figures["root"]]
+        info = GaugeMetricFamily("soniquebay_scan_info", "The current scan (the latest running one, else the "
+                                 "latest): 1, with its status", labels=["scan_id", "root", "status"])
+        info.add_metric([*labels, figures["status"]], 1)
+        families = [info]
+        for name in FIGURES:
+            # Gauges, not counters: a snapshot of the ledger, labelled by scan (each scan starts from zero).
+            family = GaugeMetricFamily(f"soniquebay_scan_{name}", f"Files {name} by the current scan",
+                                         labels=["scan_id", "root"])
+            family.add_metric(labels, figures[name])
+            families.append(family)
+        seconds = max(float(figures["seconds"]), 1e-3)
+        handled = figures["unchanged"] + figures["extracted"] + figures["failed"]
+        rate = GaugeMetricFamily("soniquebay_scan_files_per_second",
+                                 "Files the current scan handled (unchanged, extracted or failed) per second "
+                                 "since it was requested", labels=["scan_id", "root"])
+        rate.add_metric(labels, handled / seconds)
+        elapsed = GaugeMetricFamily("soniquebay_scan_seconds", "Seconds since the current scan was requested (to "
+                                    "its end, once ended)", labels=["scan_id", "root"])
+        elapsed.add_metric(labels, float(figures["seconds"]))
+        return [*families, rate, elapsed]
+
+
+# Task runtimes span a relay tick (milliseconds) to a whole deferred finish (the longest time limit, 1800 s).
+RUNTIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+class TaskEvents:
+    """Counts the task events the workers send (``worker_send_task_events``; ``task_send_sent_event`` for the
+    sends), as the common Celery exporters do. A thread receives them from the broker's event exchange for the
+    exporter's whole life, reconnecting after a broker outage (events sent meanwhile are not counted: Prometheus's
+    rate() copes). Counters start at zero with the exporter."""
+
+    def __init__(self, registry: CollectorRegistry):
+        from prometheus_client import Counter, Histogram
+
+        task, worker = ["name"], ["name", "hostname"]
+        self.sent = Counter("celery_task_sent", "Tasks sent", task, registry=registry)
+        self.received = Counter("celery_task_received", "Tasks received by a worker", worker, registry=registry)
+        self.succeeded = Counter("celery_task_succeeded", "Tasks that succeeded", worker, registry=registry)
+        self.failed = Counter("celery_task_failed", "Tasks that failed for good", [*worker, "exception"],
+                              registry=registry)
+        self.retried = Counter("celery_task_retried", "Tasks retried (after a passing error)", worker,
+                               registry=registry)
+        self.rejected = Counter("celery_task_rejected", "Tasks handed back to the broker", worker,
+                                registry=registry)
+        self.runtime = Histogram("celery_task_runtime", "Seconds a task ran, by task name", worker,
+                                 buckets=RUNTIME_BUCKETS, registry=registry)
+        self.connected = False
+        self._names: dict[str, str] = {}  # task id -> name: only the sent and received events carry the name
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="task-events", daemon=True)
+        thread.start()
+        return thread
+
+    def _run(self) -> None:
+        from worker_app.celery_app import app
+
+        while True:
+            try:
+                with app.connection_for_read() as connection:
+                    receiver = app.events.Receiver(connection, handlers={"*": self.on_event})
+                    self.connected = True
+                    receiver.capture(limit=None, timeout=None, wakeup=False)
+            except Exception as error:  # noqa: BLE001 - the broker went away: connect again
+                log.warning("task events: %s: %s; reconnecting", type(error).__name__, error)
+            self.connected = False
+            time.sleep(2)
+
+    def on_event(self, event: dict) -> None:
+        kind, uuid = event.get("type", ""), event.get("uuid")
+        if not kind.startswith("task-") or uuid is None:
+            return
+        name = event.get("name") or self._names.get(uuid, "unknown")
+        hostname = event.get("hostname", "")
+        if kind == "task-sent":
+            self._remember(uuid, name)
+            self.sent.labels(name).inc()
+        elif kind == "task-received":
+            self._remember(uuid, name)
+            self.received.labels(name, hostname).inc()
+        elif kind == "task-succeeded":
+            self.succeeded.labels(name, hostname).inc()
+            if event.get("runtime") is not None:
+                self.runtime.labels(name, hostname).observe(float(event["runtime"]))
+            self._names.pop(uuid, None)
+        elif kind == "task-failed":
+            # The exception's type, not its text: a label per message would grow without bound.
+            exception = str(event.get("exception") or "").split("(", 1)[0] or "unknown"
+            self.failed.labels(name, hostname, exception).inc()
+            self._names.pop(uuid, None)
+        elif kind == "task-retried":
+            self.retried.labels(name, hostname).inc()
+        elif kind == "task-rejected":
+            self.rejected.labels(name, hostname).inc()
+
+    def _remember(self, uuid: str, name: str) -> None:
+        # Bounded: the ids of tasks whose end was never seen (an event lost with a broker restart) are forgotten.
+        if len(self._names) >= 100_000:
+            self._names.clear()
+        self._names[uuid] = name
+
+
+class EventsUp(Collector):
+    def __init__(self, events: TaskEvents):
+        self.events = events
+
+    def collect(self):
+        up = GaugeMetricFamily("soniquebay_exporter_events_connected",
+                               "1 while the exporter receives the workers' task events")
+        up.add_metric([], 1 if self.events.connected else 0)
+        yield up
+
+
+def build_registry(events: bool = True) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector())
+    if events:
+        receiver = TaskEvents(registry)
+        registry.register(EventsUp(receiver))
+        receiver.start()
+    return registry
+
+
+def serve(port: int, bind: str) -> None:
+    """Serve /metrics on ``bind``:``port`` until the process is stopped."""
+    from prometheus_client import start_http_server
+
+    start_http_server(port, addr=bind, registry=build_registry())
+    log.info("serving metrics on http://%s:%d/metrics", bind, port)
+    threading.Event().wait()
