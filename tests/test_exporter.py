@@ -124,8 +124,9 @@ def test_a_queue_without_workers_shows_its_backlog(stack, library_root, exporter
     finally:
         stack.supervisor.ctl("start", "soniquebay-extract")
     stack.wait_for_scan(started["scan_id"], timeout=300)
-    after = scrape(exporter)
-    assert value(after, "celery_queue_length", queue_name="extract") == 0
+    # The scan is complete; its audio analysis (background units, on the extract queue too) may still be queued.
+    after = wait_for(lambda: (lambda m: m if value(m, "celery_queue_length", queue_name="extract") == 0 else None)(
+        scrape(exporter)), 120, "the extract queue to drain", interval=0.5)
     assert value(after, "soniquebay_units_pending", kind="extract") == pending_before
     assert value(after, "celery_active_worker_count", queue_name="extract") == 1
     labels = {"scan_id": str(started["scan_id"]), "root": started["root"]}
