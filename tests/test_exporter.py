@@ -59,7 +59,20 @@ def scan_info(metrics: dict, scan_id: int) -> dict[str, str] | None:
     return infos[0] if infos else None
 
 
-def test_the_metrics_move_as_a_scan_runs(stack, library_root, exporter):
+@pytest.fixture
+def forget_afterwards(db_session_factory):
+    """Libraries whose tracks (and the artists only they use) leave the shared catalogue after the test: their
+    artists' names recur in other tests' libraries, with other MusicBrainz ids."""
+    roots: list[str] = []
+    yield roots.append
+    from tests.catalogue import forget_library
+
+    with db_session_factory() as session, session.begin():
+        for root in roots:
+            forget_library(session, root)
+
+
+def test_the_metrics_move_as_a_scan_runs(stack, library_root, exporter, forget_afterwards):
     # The workers answer the control broadcast once they are ready (supervisor calls them RUNNING a little before).
     before = wait_for(lambda: scrape_when(exporter, lambda m: value(m, "celery_workers") == 5), 60,
                       "the five worker programs to answer", interval=0.5)
@@ -71,6 +84,7 @@ def test_the_metrics_move_as_a_scan_runs(stack, library_root, exporter):
         assert value(before, "celery_queue_length", queue_name=queue) is not None, queue
     complete_before = value(before, "soniquebay_scans", status="complete") or 0
 
+    forget_afterwards(str(library_root / "exporter-moves"))
     library = make_library(library_root / "exporter-moves", n_files=60, seed=901, odd_file_names=False,
                            corrupt=False)
     result = stack.soniquebay("scan", str(library.root), "--wait", "--json", "--timeout", "300")
@@ -99,7 +113,8 @@ def test_the_metrics_move_as_a_scan_runs(stack, library_root, exporter):
     assert total(events, "celery_task_failed_total", "insert_batch_direct") == 0
 
 
-def test_a_queue_without_workers_shows_its_backlog(stack, library_root, exporter):
+def test_a_queue_without_workers_shows_its_backlog(stack, library_root, exporter, forget_afterwards):
+    forget_afterwards(str(library_root / "exporter-backlog"))
     library = make_library(library_root / "exporter-backlog", n_files=60, seed=902, odd_file_names=False,
                            corrupt=False)
     stack.supervisor.ctl("stop", "soniquebay-extract")

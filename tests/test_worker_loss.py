@@ -73,7 +73,8 @@ def test_a_scan_survives_losing_every_worker_twice(lossy_stack):
     library = make_library(root / "music", n_files=N_FILES, seed=31)
     engine = create_engine(stack.postgres.url)
     scan = subprocess.Popen(
-        [str(VENV_BIN / "soniquebay"), "scan", str(library.root), "--wait", "--json", "--timeout", "600"],
+        [str(VENV_BIN / "soniquebay"), "scan", str(library.root), "--wait", "--json", "--timeout", "600",
+         "--no-worker-grace", "600"],
         env=stack.cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     with Session(engine) as session:
@@ -160,7 +161,8 @@ def test_a_scan_survives_messages_the_broker_lost(lossy_stack):
     library = make_library(root / "lost-messages", n_files=400, seed=37, corrupt=False)
     engine = create_engine(stack.postgres.url)
     scan = subprocess.Popen(
-        [str(VENV_BIN / "soniquebay"), "scan", str(library.root), "--wait", "--json", "--timeout", "600"],
+        [str(VENV_BIN / "soniquebay"), "scan", str(library.root), "--wait", "--json", "--timeout", "600",
+         "--no-worker-grace", "600"],
         env=stack.cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     taken = _take_extract_messages(stack, 3)

@@ -115,16 +115,15 @@ def _say_how_it_started(start) -> None:
 PIPELINE_QUEUES = ("scan", "extract", "batch", "insert", "deferred")
 
 
-def _queues_without_worker() -> list[str] | None:
-    """The pipeline's queues no running worker consumes; None when that cannot be known (broker unreachable)."""
+def _consumed_queues() -> set[str] | None:
+    """The pipeline queues some running worker says it consumes; None when that cannot be known (broker down)."""
     from worker_app.celery_app import app
 
     try:
-        replies = app.control.inspect(timeout=1.0).active_queues() or {}
+        replies = app.control.inspect(timeout=2.0).active_queues() or {}
     except Exception:  # noqa: BLE001 - the broker is down: unknown, not "no worker"
         return None
-    consumed = {queue["name"] for queues in replies.values() for queue in queues}
-    return [queue for queue in PIPELINE_QUEUES if queue not in consumed]
+    return {queue["name"] for queues in replies.values() for queue in queues}
 
 
 def _watch(scan_id: int, timeout: float | None, no_worker_grace: float, quiet: bool) -> dict:
@@ -144,7 +143,11 @@ def _watch(scan_id: int, timeout: float | None, no_worker_grace: float, quiet: b
     ]
     summary: dict = {"scan_id": scan_id, "status": "unknown"}
     database_down_since: float | None = None
-    idle_queues_since: float | None = None
+    # When each queue was last seen consumed (or the scan last moved, which needs every queue): a worker that is
+    # restarting, or too busy to answer within the inspect timeout, does not count as missing at once.
+    seen = {queue: started for queue in PIPELINE_QUEUES}
+    warned: set[str] = set()
+    last_figures: tuple = ()
     next_queue_check = started + min(5.0, no_worker_grace)
     with Progress(*columns, console=stderr, disable=quiet, transient=False) as bar:
         task = bar.add_task("scan", total=None, scan_id=scan_id, status="queued", discovered=0, extracted=0,
@@ -167,6 +170,11 @@ def _watch(scan_id: int, timeout: float | None, no_worker_grace: float, quiet: b
                     bar.console.print(f"the catalogue database is back after {now - database_down_since:.0f} s",
                                       highlight=False)
                     database_down_since = None
+                figures = tuple(summary[k] for k in ("discovered", "unchanged", "extracted", "inserted", "failed",
+                                                     "removed"))
+                if figures != last_figures:
+                    last_figures = figures
+                    seen = {queue: now for queue in PIPELINE_QUEUES}
                 done = summary["unchanged"] + summary["extracted"] + summary["failed"]
                 walking = summary["pending_units"].get("chunk", 0) > 0
                 bar.update(
@@ -177,20 +185,22 @@ def _watch(scan_id: int, timeout: float | None, no_worker_grace: float, quiet: b
                 if summary["status"] in ("complete", "failed", "cancelled"):
                     return summary
             if now >= next_queue_check:
-                next_queue_check = now + 10
-                idle = _queues_without_worker()
-                if idle:
-                    if idle_queues_since is None:
-                        idle_queues_since = now
+                next_queue_check = now + 5
+                consumed = _consumed_queues()
+                if consumed is not None:
+                    seen.update({queue: now for queue in PIPELINE_QUEUES if queue in consumed})
+                    idle = [queue for queue in PIPELINE_QUEUES if now - seen[queue] >= 5]
+                    if idle and set(idle) - warned:
+                        warned |= set(idle)
                         bar.console.print(f"[yellow]no worker consumes the queue(s) {', '.join(idle)}: "
                                           f"the scan cannot finish until one does[/]", highlight=False)
-                    if now - idle_queues_since >= no_worker_grace:
+                    missing = [queue for queue in PIPELINE_QUEUES if now - seen[queue] >= no_worker_grace]
+                    if missing:
                         return {**summary, "status": "no worker",
-                                "error": f"no worker consumed the queue(s) {', '.join(idle)} for "
-                                         f"{now - idle_queues_since:.0f} s: scan {scan_id} stays as it is and goes "
-                                         f"on when workers run (`soniquebay status {scan_id}`)"}
-                elif idle == [] and idle_queues_since is not None:
-                    idle_queues_since = None
+                                "error": f"no worker consumed the queue(s) {', '.join(missing)} for "
+                                         f"{no_worker_grace:.0f} s while the scan did not move: scan {scan_id} "
+                                         f"stays as it is and goes on when workers run "
+                                         f"(`soniquebay status {scan_id}`)"}
             if timeout is not None and elapsed > timeout:
                 return {**summary, "status": "timeout",
                         "error": f"scan {scan_id} not complete after {timeout:.0f} s (are the workers running?)"}

@@ -66,8 +66,11 @@ def engine_of(stack):
 
 
 def start_scan(stack, root: Path, timeout: float = 600, *args: str) -> subprocess.Popen:
+    # These tests stop workers on purpose: waiting for them is part of the test, not a reason for the command line
+    # to give up (tests/faults/test_failed_start.py tests the give-up).
     return subprocess.Popen(
-        [str(VENV_BIN / "soniquebay"), "scan", str(root), "--wait", "--json", "--timeout", str(timeout), *args],
+        [str(VENV_BIN / "soniquebay"), "scan", str(root), "--wait", "--json", "--timeout", str(timeout),
+         "--no-worker-grace", str(timeout), *args],
         env=stack.cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 

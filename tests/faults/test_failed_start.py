@@ -66,13 +66,13 @@ def test_no_worker_consuming_a_queue(faults):
     try:
         started = time.monotonic()
         result = subprocess.run(
-            [str(VENV_BIN / "soniquebay"), "scan", str(library.root), "--wait", "--json", "--no-worker-grace", "5"],
+            [str(VENV_BIN / "soniquebay"), "scan", str(library.root), "--wait", "--json", "--no-worker-grace", "15"],
             env=stack.cli_env(), capture_output=True, text=True, timeout=120)
         waited = time.monotonic() - started
     finally:
         stack.supervisor.ctl("start", "soniquebay-extract")
     assert result.returncode == 4, result
-    assert "no worker consumes the queue(s) extract" in result.stderr, result.stderr
+    assert "no worker consumed the queue(s) extract for 15 s" in result.stderr, result.stderr
     assert waited < 60, waited
     scan_id = json.loads(result.stdout)["scan_id"]
     # The scan was left as it was, and completes once the extract worker is back.
