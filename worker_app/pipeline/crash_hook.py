@@ -34,13 +34,14 @@ def crash_if_marked(path: str) -> None:
             raise MemoryError(f"test hook: {name}")
 
 
-def _plan_lines() -> list[list[str]]:
+def _plan_lines() -> list[str]:
+    """The crash plan's lines, read under a shared lock (crash_if_planned rewrites it under an exclusive one)."""
     plan = get_settings().test_crash_plan
     if not plan or not os.path.exists(plan):
         return []
     with open(plan) as handle:
         fcntl.flock(handle, fcntl.LOCK_SH)
-        return [line.split(" ", 2) for line in handle.read().splitlines() if line.strip()]
+        return [line for line in handle.read().splitlines() if line.strip()]
 
 
 def crash_if_planned(step: str) -> None:
@@ -77,7 +78,7 @@ def install_read_faults() -> None:
 
     def planned_open(path, *args, **kwargs):
         wanted = os.fsdecode(path)
-        for fields in _plan_lines():
+        for fields in (line.split(" ", 2) for line in _plan_lines()):
             if len(fields) == 3 and fields[0] == "read" and fields[2] == wanted:
                 fault = fields[1]
                 if fault in ("eio", "estale"):
@@ -99,14 +100,5 @@ def hold_if_planned(path: str) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and any(
             len(fields) == 2 and fields[0] == "hold" and fields[1] == path
-            for fields in (line.split(" ", 1) for line in _plan_text_lines())):
+            for fields in (line.split(" ", 1) for line in _plan_lines())):
         time.sleep(0.2)
-
-
-def _plan_text_lines() -> list[str]:
-    plan = get_settings().test_crash_plan
-    if not plan or not os.path.exists(plan):
-        return []
-    with open(plan) as handle:
-        fcntl.flock(handle, fcntl.LOCK_SH)
-        return [line for line in handle.read().splitlines() if line.strip()]
