@@ -120,26 +120,35 @@ def send_after_commit(scan_id: int, units: list[Unit], finished: bool) -> None:
         publish("cleanup_finish_scan", [scan_id])
 
 
+def send_unsent(session: Session, *conditions, limit: int | None = None) -> dict[int, list[str]]:
+    """Send the pending units matching ``conditions`` that were never sent, and record them as sent (in
+    ``session``'s transaction; a unit another sender holds is skipped). Returns {scan id: keys sent}."""
+    rows = session.execute(
+        select(ScanUnit.scan_id, ScanUnit.key, ScanUnit.message)
+        .where(*conditions, ScanUnit.state == "pending", ScanUnit.sent_at.is_(None), ScanUnit.message.is_not(None))
+        .order_by(ScanUnit.scan_id, ScanUnit.key).limit(limit).with_for_update(skip_locked=True)
+    ).all()
+    by_scan: dict[int, list[str]] = {}
+    for scan_id, key, message in rows:
+        send_stored(message)
+        by_scan.setdefault(scan_id, []).append(key)
+    for scan_id, keys in by_scan.items():
+        mark_sent(session, scan_id, keys)
+    return by_scan
+
+
 def resend_unsent(scan_id: int, parent: str) -> int:
     """For a task delivered again after its unit was done: send the messages of the units it registered that were
     never sent, and the scan's end if it is due. The worker that did the unit may have died after its commit and
     before sending them."""
     with transaction() as session:
-        rows = session.execute(
-            select(ScanUnit.key, ScanUnit.message).where(
-                ScanUnit.scan_id == scan_id, ScanUnit.parent == parent, ScanUnit.state == "pending",
-                ScanUnit.sent_at.is_(None), ScanUnit.message.is_not(None),
-            ).order_by(ScanUnit.key).with_for_update(skip_locked=True)
-        ).all()
-        for _, message in rows:
-            send_stored(message)
-        mark_sent(session, scan_id, [key for key, _ in rows])
+        keys = send_unsent(session, ScanUnit.scan_id == scan_id, ScanUnit.parent == parent).get(scan_id, [])
         status = session.execute(select(Scan.status).where(Scan.id == scan_id)).scalar()
     if status == "finalizing":
         publish("cleanup_finish_scan", [scan_id])
-    if rows:
-        log.warning("scan %s: sent %d unsent units of %r", scan_id, len(rows), parent or "the scan")
-    return len(rows)
+    if keys:
+        log.warning("scan %s: sent %d unsent units of %r", scan_id, len(keys), parent or "the scan")
+    return len(keys)
 
 
 def reset_units(session: Session, scan_id: int, keys: list[str] | None = None) -> list[tuple[str, str]]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from celery import bootsteps
 from kombu.transport.redis import Mutex, MutexHeld
 from sqlalchemy import and_, func, select, text
 from sqlalchemy.dialects.postgresql import insert
@@ -29,7 +28,8 @@ from worker_app.celery_app import app
 from worker_app.db.models import BrokerEpoch, Scan, ScanUnit
 from worker_app.db.session import transaction
 from worker_app.limits import DEFERRED_FINALIZE
-from worker_app.pipeline.ledger import mark_sent, publish, reset_units, send_stored, send_units
+from worker_app.pipeline.ledger import publish, reset_units, send_units, send_unsent
+from worker_app.pipeline.periodic import PeriodicSend
 from worker_app.pipeline.unit_task import is_passing_error
 from worker_app.settings import get_settings
 
@@ -47,25 +47,14 @@ def unsent_age() -> int:
     return max(10, 2 * get_settings().relay_interval)
 
 
-def send_unsent() -> int:
+def send_unsent_units() -> int:
     """Send the units registered a while ago and never sent; returns how many."""
-    by_scan: dict[int, list[str]] = {}
     with transaction() as session:
-        rows = session.execute(
-            select(ScanUnit.scan_id, ScanUnit.key, ScanUnit.message)
-            .where(ScanUnit.state == "pending", ScanUnit.sent_at.is_(None), ScanUnit.message.is_not(None),
-                   ScanUnit.updated_at < func.now() - timedelta(seconds=unsent_age()))
-            .order_by(ScanUnit.scan_id, ScanUnit.key).limit(RELAY_BATCH)
-            .with_for_update(skip_locked=True)
-        ).all()
-        for scan_id, key, message in rows:
-            send_stored(message)
-            by_scan.setdefault(scan_id, []).append(key)
-        for scan_id, keys in by_scan.items():
-            mark_sent(session, scan_id, keys)
+        by_scan = send_unsent(session, ScanUnit.updated_at < func.now() - timedelta(seconds=unsent_age()),
+                              limit=RELAY_BATCH)
     for scan_id, keys in by_scan.items():
         log.warning("scan %s: sent %d units that were registered and never sent", scan_id, len(keys))
-    return len(rows)
+    return sum(len(keys) for keys in by_scan.values())
 
 
 def broker_identity() -> tuple[str, float, float]:
@@ -158,7 +147,7 @@ def relay_units() -> dict:
 
 
 def _relay() -> dict:
-    figures: dict = {"unsent": send_unsent()}
+    figures: dict = {"unsent": send_unsent_units()}
     run_id, uptime, broker_started = broker_identity()
     if notice_broker(run_id):
         figures["restored"] = restore_orphans(broker_started)
@@ -167,34 +156,17 @@ def _relay() -> dict:
     return figures
 
 
-class RelayWatch(bootsteps.StartStopStep):
-    """The relay's clock, in each worker that consumes the deferred queue (any one of them may be lost)."""
+class RelayWatch(PeriodicSend):
+    """The relay's clock. A relay message that waited longer than two periods is dropped."""
 
-    requires = {"celery.worker.components:Timer"}
+    what = "relaying unsent units"
+    expires_periods = 2
 
-    def __init__(self, worker, **kwargs):
-        super().__init__(worker, **kwargs)
-        self.timer_entry = None
+    def task(self):
+        return relay_units
 
-    def start(self, worker):
-        if "deferred" not in worker.app.amqp.queues.consume_from:
-            return
-        interval = get_settings().relay_interval
-        self.timer_entry = worker.timer.call_repeatedly(interval, self.send, args=(interval,), priority=10)
-        log.info("relaying unsent units every %d s", interval)
-
-    def stop(self, worker):
-        if self.timer_entry is not None:
-            self.timer_entry.cancel()
-            self.timer_entry = None
-
-    @staticmethod
-    def send(interval: int):
-        try:
-            # A relay message that waited longer than two periods is dropped: a newer one is on its way.
-            relay_units.apply_async(expires=2 * interval, ignore_result=True)
-        except Exception:  # noqa: BLE001 - a broker that is down now is tried again at the next tick
-            log.warning("could not send relay_units (broker unreachable?)")
+    def interval(self) -> int:
+        return get_settings().relay_interval
 
 
 app.steps["worker"].add(RelayWatch)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 
-from celery import bootsteps
 from sqlalchemy.exc import OperationalError
 
 from worker_app.celery_app import app
 from worker_app.limits import DEFERRED_FINALIZE
 from worker_app.pipeline.ledger import resend_stalled
+from worker_app.pipeline.periodic import PeriodicSend
 from worker_app.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -30,33 +30,16 @@ def cleanup_stalled_scans() -> dict[str, int]:
     return {str(scan_id): count for scan_id, count in resend_stalled(get_settings().stall_timeout).items()}
 
 
-class StalledScanWatch(bootsteps.StartStopStep):
-    """The clock of the check, in each worker that consumes the deferred queue (any one of them may be lost)."""
+class StalledScanWatch(PeriodicSend):
+    """The clock of the check."""
 
-    requires = {"celery.worker.components:Timer"}
+    what = "looking for stalled scans"
 
-    def __init__(self, worker, **kwargs):
-        super().__init__(worker, **kwargs)
-        self.timer_entry = None
+    def task(self):
+        return cleanup_stalled_scans
 
-    def start(self, worker):
-        if "deferred" not in worker.app.amqp.queues.consume_from:
-            return
-        interval = get_settings().stall_check_interval
-        self.timer_entry = worker.timer.call_repeatedly(interval, self.send_check, priority=10)
-        log.info("looking for stalled scans every %d s", interval)
-
-    def stop(self, worker):
-        if self.timer_entry is not None:
-            self.timer_entry.cancel()
-            self.timer_entry = None
-
-    @staticmethod
-    def send_check():
-        try:
-            cleanup_stalled_scans.apply_async()
-        except Exception:  # noqa: BLE001 - a broker that is down now is tried again at the next tick
-            log.exception("could not send cleanup_stalled_scans")
+    def interval(self) -> int:
+        return get_settings().stall_check_interval
 
 
 app.steps["worker"].add(StalledScanWatch)
