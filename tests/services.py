@@ -48,6 +48,9 @@ class PostgresServer:
     password: str = field(default_factory=lambda: secrets.token_hex(12))
     user: str = "soniquebay"
     database: str = "soniquebay"
+    # Off: a commit is acknowledged before its WAL is written, which is faster and loses the last commits when the
+    # server crashes. The fault tests crash it, and production keeps it on: they run with it on.
+    synchronous_commit: bool = False
 
     @property
     def data_dir(self) -> Path:
@@ -85,7 +88,8 @@ class PostgresServer:
         """Start the cluster (made by start()) after a stop."""
         options = (
             f"-c port={self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.base} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+            f"-c fsync=off -c synchronous_commit={'on' if self.synchronous_commit else 'off'} "
+            "-c full_page_writes=off -c max_connections=200 "
             "-c shared_buffers=256MB"
         )
         self._as_postgres(

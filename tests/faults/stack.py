@@ -42,6 +42,9 @@ def fault_stack(base: Path, roots: list[Path], **extra_env: str):
     plan = base / "crash-plan"
     stack = Stack(base, roots, extra_env={**FAULT_ENV, "SONIQUEBAY_TEST_CRASH_PLAN": str(plan), **extra_env})
     stack.crash_plan = plan
+    # PostgreSQL is crashed here (stopped -m immediate): it must not lose commits it acknowledged, as a production
+    # server (synchronous_commit on) does not.
+    stack.postgres.synchronous_commit = True
     stack.start_services()
     try:
         stack.soniquebay("db", "upgrade")
