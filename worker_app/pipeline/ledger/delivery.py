@@ -1,0 +1,111 @@
+"""Deliveries of a unit's messages: counted per stage, deaths told from duplicates, the paths that killed a worker.
+
+A unit's chain of messages (extract -> batch -> insert for a batch of files) moves through stages: each delivery is
+counted at its stage (``begin_delivery``), a stage hands the unit to the next after sending its message
+(``hand_off``), and a message of a stage the unit has passed is a duplicate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import and_, case, exists, func, or_, select, update
+
+from worker_app.db.models import Scan, ScanUnit
+from worker_app.db.session import transaction
+from worker_app.paths import display_path
+from worker_app.pipeline.ledger.cancel import drop_pending
+from worker_app.pipeline.ledger.states import CANCELLED, FOLLOW_UPS
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a delivery of a unit's message found: ``action`` is "run", "done" (the unit is done: a duplicate),
+    "passed" (the unit is at a later stage: a duplicate of this stage's message) or "missing" (no such unit)."""
+
+    action: str
+    deliveries: int = 0
+    deaths: int = 0
+
+
+def begin_delivery(scan_id: int, key: str, stage: int, retries: int) -> Delivery:
+    """Count one more delivery of a unit's message at ``stage``, committed at once so that it survives the worker
+    dying. The first delivery at a stage counts 1; a message of an earlier stage than the unit's is not run. The
+    same message delivered again (same ``retries``, Celery's retry count) means the worker that had it died."""
+    same_stage = ScanUnit.stage == stage
+    came_back = and_(same_stage, ScanUnit.deliveries > 0, ScanUnit.last_retries == retries)
+    # A unit of a cancelled scan is never run, but for the follow-ups of tracks already catalogued: checked in the
+    # same statement that counts the delivery (a lookup of the scan's row by its key), so that no delivery starts
+    # work after the cancel committed.
+    not_cancelled = or_(ScanUnit.kind.in_(FOLLOW_UPS),
+                        ~exists().where(Scan.id == scan_id, Scan.status == CANCELLED))
+    with transaction() as session:
+        row = session.execute(
+            update(ScanUnit)
+            .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key, ScanUnit.state == "pending",
+                   ScanUnit.stage <= stage, not_cancelled)
+            .values(deaths=case((came_back, ScanUnit.deaths + 1), (same_stage, ScanUnit.deaths), else_=0),
+                    redeliveries=case((came_back, ScanUnit.redeliveries + 1), else_=ScanUnit.redeliveries),
+                    deliveries=case((same_stage, ScanUnit.deliveries + 1), else_=1),
+                    last_retries=retries, stage=stage, updated_at=func.now())
+            .returning(ScanUnit.deliveries, ScanUnit.deaths)
+        ).first()
+        if row is not None:
+            return Delivery("run", row.deliveries, row.deaths)
+        found = session.execute(
+            select(ScanUnit.state, Scan.status).join(Scan, Scan.id == ScanUnit.scan_id)
+            .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
+        ).first()
+        if found is not None and found.state == "pending" and found.status == CANCELLED:
+            # Registered after the cancel (by a unit that was running then): dropped like the others.
+            drop_pending(session, scan_id)
+            return Delivery(CANCELLED)
+    if found is None:
+        return Delivery("missing")
+    return Delivery({"done": "done", CANCELLED: CANCELLED}.get(found.state, "passed"))
+
+
+def hand_off(scan_id: int, key: str, stage: int) -> None:
+    """Record that the unit's message for ``stage`` was just sent (the previous stage is over): its deliveries
+    count from zero there. Never moves a unit back (the next stage may already have begun)."""
+    with transaction() as session:
+        session.execute(
+            update(ScanUnit)
+            .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key, ScanUnit.state == "pending",
+                   ScanUnit.stage < stage)
+            .values(stage=stage, deliveries=0, deaths=0, sent_at=func.now(), updated_at=func.now())
+        )
+
+
+def note_passing_error(scan_id: int, key: str, error: str) -> None:
+    """Keep the passing error a unit met (for `soniquebay status`); best effort, the database may be what failed."""
+    with transaction() as session:
+        session.execute(update(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
+                        .values(last_error=error[:500]))
+
+
+def take_poison(scan_id: int, key: str) -> list[str]:
+    """The poison paths of a unit. A path still marked as being read when the unit comes back is the one
+    that killed the worker last time: it joins the unit's poison list, committed at once."""
+    with transaction() as session:
+        row = session.execute(
+            select(ScanUnit.current_path, ScanUnit.poison_paths)
+            .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
+        ).one()
+        poison = list(row.poison_paths)
+        if row.current_path and row.current_path not in poison:
+            poison.append(row.current_path)
+            session.execute(
+                update(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
+                .values(poison_paths=poison, current_path=None)
+            )
+    return poison
+
+
+def mark_current_path(scan_id: int, key: str, path: str | None) -> None:
+    """Commit the path a unit is about to touch (None: done touching), so that its next delivery knows which one
+    killed the worker."""
+    with transaction() as session:
+        session.execute(
+            update(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
+            .values(current_path=display_path(path) if path is not None else None)
+        )

@@ -1,0 +1,22 @@
+"""The names the ledger's modules share: a unit's figures, the kinds of units and a scan's statuses."""
+from __future__ import annotations
+
+# The figures each unit records when it is done; a scan's figures are their sums.
+COUNTS = ("discovered", "unchanged", "extracted", "inserted", "failed", "removed")
+
+
+# Units a scan starts but does not wait for: audio analysis and what follows from it run after the catalogue is
+# complete (tag reading goes first), so a scan is complete when its other units are done.
+BACKGROUND_KINDS = ("analysis", "audio-vector", "audio-album")
+
+
+CANCELLED = "cancelled"
+
+
+# The statuses of a scan that has not ended: a scan in one of them can be cancelled.
+ACTIVE = ("queued", "running", "finalizing")
+
+
+# Units that finish tracks already catalogued (album covers, search vectors, audio analysis): they still run when
+# their scan is cancelled, since the next scan finds those files unchanged and would never do them.
+FOLLOW_UPS = ("enrich", "vectorize", *BACKGROUND_KINDS)
