@@ -249,9 +249,21 @@ class Supervisor:
         self.write_config()
         # The workers read their settings from env_file alone: none inherited from this process.
         env = {key: value for key, value in os.environ.items() if not key.startswith("SONIQUEBAY_")}
+        readied = self._ready_lines()
         subprocess.run(["supervisord", "-c", str(self.config)], check=True, env=env)
         wait_for(self.all_running, 60, "every worker program RUNNING")
+        # RUNNING is supervisor's view (the process lived startsecs); a worker consumes only once Celery says it is
+        # ready, which takes tens of seconds on a loaded machine, and a scan started before would see no worker.
+        wait_for(lambda: all(count > readied.get(name, 0) for name, count in self._ready_lines().items())
+                 and len(self._ready_lines()) == len(self.programs), 180, "every worker ready")
         return self
+
+    def _ready_lines(self) -> dict[str, int]:
+        """How many times each program's log says its worker was ready."""
+        counts = {}
+        for log in self.base.glob("worker-*.log"):
+            counts[log.stem.removeprefix("worker-")] = log.read_text(errors="replace").count(" ready.")
+        return counts
 
     def kill_program(self, name: str) -> int:
         """SIGKILL a program's whole process group (the Celery main process and its pool), as losing the host would;
