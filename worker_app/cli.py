@@ -490,3 +490,76 @@ def analysis(scan_id: int | None, as_json: bool) -> None:
     table.add_row(f"scan {scan_id}", f"{scan['analysed']} analysed, {scan['failed']} failed "
                                      f"(soniquebay failures {scan_id}), {scan['pending_batches']} batches pending")
     stdout.print(table)
+
+
+# ------------------------------------------------------------------ reading the catalogue
+
+
+def _print_tracks(rows: list, as_json: bool, title: str) -> None:
+    if as_json:
+        click.echo(json.dumps([row.as_dict() for row in rows]))
+        return
+    table = Table("track", "artist", "album", "disc", "no.", "title", "path", title=title)
+    for row in rows:
+        table.add_row(str(row.id), row.artist or "", row.album or "", str(row.disc_number or ""),
+                      str(row.track_number or ""), row.title or "", row.path)
+    stdout.print(table)
+
+
+@main.command()
+@click.argument("words", nargs=-1, required=True)
+@click.option("-n", "count", type=click.IntRange(1, 1000), default=50, show_default=True,
+              help="How many tracks to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print the tracks as a JSON list.")
+def search(words: tuple[str, ...], count: int, as_json: bool) -> None:
+    """Find tracks by words of their title, artists, album or genres ("beat*": words that start with "beat")."""
+    from worker_app.db import catalogue_queries
+    from worker_app.db.session import transaction
+
+    with transaction() as session:
+        rows = catalogue_queries.search(session, " ".join(words), count)
+    _print_tracks(rows, as_json, f"search: {' '.join(words)}")
+
+
+@main.command()
+@click.option("-n", "count", type=click.IntRange(1, 1000), default=50, show_default=True,
+              help="How many tracks to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print the tracks as a JSON list.")
+def recent(count: int, as_json: bool) -> None:
+    """The tracks catalogued last, newest first."""
+    from worker_app.db import catalogue_queries
+    from worker_app.db.session import transaction
+
+    with transaction() as session:
+        rows = catalogue_queries.recently_added(session, count)
+    _print_tracks(rows, as_json, "recently added")
+
+
+@main.command()
+@click.option("--album", "album_id", type=int, help="An album's tracks, in disc and track order.")
+@click.option("--folder", type=click.Path(file_okay=False), help="The tracks of one folder (not below it).")
+@click.option("--artist", "artist_id", type=int, help="An artist's albums (as album artist).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list.")
+def browse(album_id: int | None, folder: str | None, artist_id: int | None, as_json: bool) -> None:
+    """List an album's tracks, a folder's tracks or an artist's albums."""
+    from worker_app.db import catalogue_queries
+    from worker_app.db.session import transaction
+
+    if [album_id, folder, artist_id].count(None) != 2:
+        _fail("give exactly one of --album, --folder and --artist")
+    with transaction() as session:
+        if artist_id is not None:
+            albums = catalogue_queries.artist_albums(session, artist_id)
+        elif album_id is not None:
+            rows = catalogue_queries.album_tracks(session, album_id)
+        else:
+            rows = catalogue_queries.folder_tracks(session, str(folder))
+    if artist_id is None:
+        _print_tracks(rows, as_json, f"album {album_id}" if album_id is not None else str(folder))
+    elif as_json:
+        click.echo(json.dumps(albums))
+    else:
+        table = Table("album", "year", "title", title=f"albums of artist {artist_id}")
+        for album in albums:
+            table.add_row(str(album["id"]), str(album["year"] or ""), album["title"])
+        stdout.print(table)

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Column,
     DateTime,
     Float,
     ForeignKey,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     LargeBinary,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
     func,
@@ -63,7 +65,7 @@ class Album(Base):
     mbid: Mapped[str | None] = mapped_column(String(36))
     release_group_mbid: Mapped[str | None] = mapped_column(String(36))
     disc_total: Mapped[int | None] = mapped_column(SmallInteger)
-    cover_id: Mapped[int | None] = mapped_column(ForeignKey("covers.id", ondelete="SET NULL"))
+    cover_id: Mapped[int | None] = mapped_column(ForeignKey("covers.id", ondelete="SET NULL"), index=True)
 
 
 class Track(Base):
@@ -111,8 +113,16 @@ class Track(Base):
     search_vector: Mapped[str | None] = mapped_column(TSVECTOR)
     scan_id: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # When the track was first catalogued: an upsert of a changed file keeps it.
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
-    __table_args__ = (Index("ix_tracks_search_vector", "search_vector", postgresql_using="gin"),)
+    __table_args__ = (
+        Index("ix_tracks_search_vector", "search_vector", postgresql_using="gin"),
+        Index("ix_tracks_added_at", "added_at"),
+        # The end-of-scan sweep's `path LIKE 'root/%'`: only a text_pattern_ops index serves it under a collation
+        # other than C.
+        Index("ix_tracks_path_prefix", "path", postgresql_ops={"path": "text_pattern_ops"}),
+    )
 
 
 class TrackArtist(Base):
@@ -123,6 +133,16 @@ class TrackArtist(Base):
     track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"), primary_key=True)
     position: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     artist_id: Mapped[int] = mapped_column(ForeignKey("artists.id"), index=True)
+
+
+# The albums, artists and covers that a deleted or changed row used to reference, written by triggers (migration
+# 0006): the end of a scan checks only these for orphans. Kind "album", "artist" or "cover"; no key, duplicates
+# allowed (see the migration).
+orphan_candidates = Table(
+    "orphan_candidates", Base.metadata,
+    Column("kind", String(8), nullable=False),
+    Column("id", Integer, nullable=False),
+)
 
 
 class Scan(Base):
@@ -145,6 +165,8 @@ class Scan(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # A scan of the same root waits for this one to end before it starts.
     after_scan_id: Mapped[int | None] = mapped_column(Integer)
+    # When its units and failure records were deleted, past the retention (pipeline/retention.py).
+    pruned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ScanUnit(Base):
@@ -239,6 +261,8 @@ class FailedFile(Base):
     stage: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text)
     scan_id: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_failed_files_path_prefix", "path", postgresql_ops={"path": "text_pattern_ops"}),)
 
 
 class BrokerEpoch(Base):

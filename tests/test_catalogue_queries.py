@@ -1,0 +1,178 @@
+"""The catalogue's read queries: right answers through the command line on a scanned library, and plans that read
+through an index at a size where PostgreSQL would rather read the table if no index served (bench/catalogue.py
+times them at 1,000,000 tracks)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.orm import Session
+
+from tests.audio_factory import make_library
+from tests.services import VENV_BIN, PostgresServer
+
+pytestmark = pytest.mark.timeout(900)
+
+SYNTHETIC_TRACKS = 100_000
+
+
+def _json(stack, *args: str) -> list:
+    result = stack.soniquebay(*args, "--json", check=False)
+    assert result.returncode == 0, result.stderr + result.stdout
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def scanned(stack, library_root):
+    library = make_library(library_root / "browse", n_files=40, seed=31, corrupt=False, untagged=False,
+                           odd_file_names=False)
+    result = stack.soniquebay("scan", str(library.root), "--wait", "--json", "--timeout", "300", check=False)
+    assert result.returncode == 0, result.stderr + result.stdout + stack.diagnostics()
+    return library
+
+
+def test_recent_lists_the_tracks_a_scan_just_added_newest_first(stack, scanned):
+    newest = _json(stack, "recent", "-n", str(len(scanned.tracks)))
+    assert {row["path"] for row in newest} == {track.path for track in scanned.tracks}
+    ids = [row["id"] for row in newest]
+    assert ids == sorted(ids, reverse=True)
+
+
+def test_an_albums_tracks_come_in_disc_and_track_order(stack, scanned, db_session_factory):
+    albums: dict[str, list] = {}
+    for track in scanned.tracks:
+        albums.setdefault(track.album, []).append(track)
+    album, tracks = max(albums.items(), key=lambda item: len(item[1]))
+    with db_session_factory() as session:
+        album_id = session.execute(text("SELECT album_id FROM tracks WHERE path = :path"),
+                                   {"path": tracks[0].path}).scalar()
+    rows = _json(stack, "browse", "--album", str(album_id))
+    expected = sorted(tracks, key=lambda track: (track.disc_number or 0, track.track_number or 0))
+    assert [row["path"] for row in rows] == [track.path for track in expected]
+    assert [row["title"] for row in rows] == [track.title for track in expected]
+
+
+def test_a_folders_tracks_are_its_own_files_only(stack, scanned):
+    folder = os.path.dirname(scanned.tracks[0].path)
+    rows = _json(stack, "browse", "--folder", folder)
+    assert sorted(row["path"] for row in rows) == sorted(
+        track.path for track in scanned.tracks if os.path.dirname(track.path) == folder)
+
+
+def test_search_finds_a_track_by_its_title_and_by_its_artist(stack, scanned):
+    track = next(t for t in scanned.tracks if t.title and t.artists and len(t.title.split()) >= 2)
+    by_title = _json(stack, "search", *track.title.split(), "-n", "1000")
+    assert track.path in [row["path"] for row in by_title]
+    # "word*": the words that start with it.
+    artist_words = track.artists[0].split()
+    by_artist = _json(stack, "search", *artist_words[:-1], artist_words[-1][:3] + "*", "-n", "1000")
+    assert track.path in [row["path"] for row in by_artist]
+    assert _json(stack, "search", "zzqx-nothing-is-called-this") == []
+    # Query syntax in the words is searched as text, never parsed.
+    assert _json(stack, "search", "it's", "&", "!(", "a:*") is not None
+
+
+def test_a_changed_file_keeps_when_it_was_added(stack, scanned, db_session_factory):
+    track = scanned.tracks[0]
+    query = text("SELECT added_at, updated_at FROM tracks WHERE path = :path")
+    with db_session_factory() as session:
+        added, updated = session.execute(query, {"path": track.path}).one()
+    stat = os.stat(track.path)
+    os.utime(track.path, (stat.st_atime, stat.st_mtime + 10))
+    result = stack.soniquebay("scan", str(scanned.root), "--wait", "--json", "--timeout", "300", check=False)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert json.loads(result.stdout)["extracted"] >= 1
+    with db_session_factory() as session:
+        added_after, updated_after = session.execute(query, {"path": track.path}).one()
+    assert updated_after > updated
+    assert added_after == added
+
+
+# ----------------------------------------------------------------- plans on a catalogue of SYNTHETIC_TRACKS
+
+
+@pytest.fixture(scope="module")
+def synthetic(stack, workspace):
+    """A private PostgreSQL holding a catalogue filled set-wise the way bench/catalogue.py fills it."""
+    from bench import catalogue as bench_catalogue
+
+    base = Path(workspace) / "catalogue-plans"
+    base.mkdir()
+    os.chmod(base, 0o755)
+    server = PostgresServer(base / "pg").start()
+    engine = create_engine(server.url)
+    try:
+        env = {**stack.cli_env(), "SONIQUEBAY_DATABASE_URL": server.url}
+        subprocess.run([str(VENV_BIN / "soniquebay"), "db", "upgrade"], env=env, check=True, capture_output=True)
+        albums = SYNTHETIC_TRACKS // bench_catalogue.TRACKS_PER_FOLDER
+        with engine.begin() as connection:
+            for statement in bench_catalogue.FILL.split(";\n"):
+                if statement.strip():
+                    connection.execute(text(statement), {
+                        "tracks": SYNTHETIC_TRACKS, "albums": albums,
+                        "artists": albums // bench_catalogue.ALBUMS_PER_ARTIST,
+                        "per_folder": bench_catalogue.TRACKS_PER_FOLDER,
+                        "albums_per_artist": bench_catalogue.ALBUMS_PER_ARTIST,
+                        "vocabulary": bench_catalogue.VOCABULARY})
+            connection.execute(text("ANALYZE"))
+        yield engine
+    finally:
+        engine.dispose()
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _plan_of(engine, call) -> str:
+    """The plan of the last statement ``call`` runs, as SQLAlchemy compiled it."""
+    statements: list = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        statements.append((statement, parameters))
+
+    with Session(engine) as session:
+        event.listen(engine, "before_cursor_execute", capture)
+        try:
+            call(session)
+        finally:
+            event.remove(engine, "before_cursor_execute", capture)
+        statement, parameters = statements[-1]
+        cursor = session.connection().connection.dbapi_connection.cursor()
+        cursor.execute("EXPLAIN " + statement, parameters)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+@pytest.mark.parametrize("name, call, index", [
+    ("album_tracks", lambda q, s: q.album_tracks(s, 77), "ix_tracks_album_id"),
+    ("folder_tracks", lambda q, s: q.folder_tracks(s, "/library/1/7"), "ix_tracks_folder"),
+    ("recently_added", lambda q, s: q.recently_added(s, 50), "ix_tracks_added_at"),
+    ("artist_albums", lambda q, s: q.artist_albums(s, 3), "ix_albums_album_artist_id"),
+])
+def test_each_catalogue_query_reads_through_its_index(synthetic, name, call, index):
+    from worker_app.db import catalogue_queries
+
+    plan = _plan_of(synthetic, lambda session: call(catalogue_queries, session))
+    assert index in plan, plan
+    assert "Seq Scan on tracks" not in plan and "Seq Scan on albums" not in plan, plan
+
+
+def test_a_search_for_a_rare_word_uses_the_text_index(synthetic):
+    from worker_app.db import catalogue_queries
+
+    with synthetic.connect() as connection:
+        rare = connection.execute(text(
+            "SELECT word FROM ts_stat('SELECT search_vector FROM tracks') WHERE word !~ '^[0-9]+$' "
+            "ORDER BY ndoc, word LIMIT 1")).scalar()
+    plan = _plan_of(synthetic, lambda session: catalogue_queries.search(session, rare))
+    assert "ix_tracks_search_vector" in plan, plan
+
+
+def test_the_sweep_selects_a_roots_tracks_through_the_prefix_index(synthetic):
+    with synthetic.connect() as connection:
+        plan = "\n".join(connection.execute(text(
+            r"EXPLAIN SELECT id FROM tracks WHERE path LIKE '/library/3/%' ESCAPE '\'")).scalars())
+    assert "ix_tracks_path_prefix" in plan, plan
