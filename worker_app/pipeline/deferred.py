@@ -10,11 +10,21 @@ from sqlalchemy import delete, exists, func, literal, or_, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from worker_app.celery_app import app
-from worker_app.db.models import Album, Artist, Cover, FailedFile, Scan, ScanFolder, Track, TrackArtist
+from worker_app.db.models import (
+    Album,
+    Artist,
+    Cover,
+    FailedFile,
+    Scan,
+    ScanFolder,
+    Track,
+    TrackArtist,
+    orphan_candidates,
+)
 from worker_app.db.session import transaction
 from worker_app.limits import DEFERRED, DEFERRED_FINALIZE
-from worker_app.pipeline.scan import start_queued_after
 from worker_app.pipeline.ledger import complete_unit, send_after_commit, unit_totals
+from worker_app.pipeline.scan import start_queued_after
 from worker_app.pipeline.unit_task import PipelineTask, UnitTask
 
 log = logging.getLogger(__name__)
@@ -57,29 +67,44 @@ def cleanup_removed_files(self, scan_id: int, key: str, paths: list[str], listed
     return {"removed": removed}
 
 
-def delete_orphans(session: Session) -> dict[str, int]:
-    """Albums without tracks, then artists credited nowhere, then covers nothing shows."""
-    albums = session.execute(
-        delete(Album).where(~exists().where(Track.album_id == Album.id))
-    ).rowcount
-    artists = session.execute(delete(Artist).where(
-        ~exists().where(Track.artist_id == Artist.id),
-        ~exists().where(TrackArtist.artist_id == Artist.id),
-        ~exists().where(Album.album_artist_id == Artist.id),
-    )).rowcount
-    covers = session.execute(delete(Cover).where(
-        ~exists().where(Track.cover_id == Cover.id), ~exists().where(Track.folder_cover_id == Cover.id),
-        ~exists().where(Album.cover_id == Cover.id),
-    )).rowcount
-    return {"albums": albums, "artists": artists, "covers": covers}
+# What makes each kind of row an orphan: nothing references it any more.
+UNUSED = {
+    "album": (Album, lambda: [~exists().where(Track.album_id == Album.id)]),
+    "artist": (Artist, lambda: [~exists().where(Track.artist_id == Artist.id),
+                                ~exists().where(TrackArtist.artist_id == Artist.id),
+                                ~exists().where(Album.album_artist_id == Artist.id)]),
+    "cover": (Cover, lambda: [~exists().where(Track.cover_id == Cover.id),
+                              ~exists().where(Track.folder_cover_id == Cover.id),
+                              ~exists().where(Album.cover_id == Cover.id)]),
+}
+
+
+def delete_orphans(session: Session, everywhere: bool = False) -> dict[str, int]:
+    """Albums without tracks, then artists credited nowhere, then covers nothing shows (in that order: deleting an
+    album can orphan its artist and cover). Only the candidates the triggers recorded since the last call are
+    checked, so the cost follows what changed, not the catalogue; ``everywhere`` checks every row instead (for
+    orphans older than the triggers). A candidate is taken once: a concurrent caller skips it."""
+    deleted = {}
+    for kind, (model, unused) in UNUSED.items():
+        taken = (delete(orphan_candidates).where(orphan_candidates.c.kind == kind)
+                 .returning(orphan_candidates.c.id).cte(f"taken_{kind}"))
+        statement = delete(model).where(*unused())
+        if not everywhere:
+            statement = statement.where(model.id.in_(select(taken.c.id)))
+        else:
+            # The candidates go all the same: every row is checked.
+            statement = statement.add_cte(taken)
+        deleted[f"{kind}s"] = session.execute(statement).rowcount
+    return deleted
 
 
 @app.task(name="cleanup_orphans", acks_late=True, autoretry_for=(Exception,), max_retries=5, retry_backoff=2,
           **DEFERRED.options)
 def cleanup_orphans() -> dict[str, int]:
-    """Remove albums, artists and covers that no track uses any more (e.g. after files were retagged)."""
+    """Remove every album, artist and cover that no track uses any more, wherever it is in the catalogue (the end of
+    each scan removes those its changes left)."""
     with transaction() as session:
-        return delete_orphans(session)
+        return delete_orphans(session, everywhere=True)
 
 
 def sweep_vanished_folders(session: Session, scan_id: int, root: str, started_at, model=Track) -> int:
