@@ -19,6 +19,7 @@ PIPELINE_MODULES = [
     "worker_app.pipeline.deferred",
     "worker_app.pipeline.stalls",
     "worker_app.pipeline.relay",
+    "worker_app.pipeline.retention",
     "worker_app.pipeline.analysis",
 ]
 

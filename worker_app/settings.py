@@ -55,6 +55,8 @@ class Settings:
     audio_analysis: bool = True
     # How often the relay looks for units that were registered but not sent, and for a restarted broker.
     relay_interval: int = 5
+    # The units and failure records of a scan are deleted this many days after it ended (pipeline/retention.py).
+    scan_retention_days: int = 30
     # Test-only: a file whose name holds this marker kills the extract worker, and a crash plan file kills the
     # worker of a chosen stage (see pipeline/crash_hook.py).
     test_crash_marker: str | None = None
@@ -145,6 +147,7 @@ def load_settings() -> Settings:
         file_time_limit=_positive_int(values, "SONIQUEBAY_FILE_TIME_LIMIT", 30) * max(scale, 0.1),
         timezone=values.get("SONIQUEBAY_TIMEZONE", "Europe/Paris"),
         relay_interval=_positive_int(values, "SONIQUEBAY_RELAY_INTERVAL", 5),
+        scan_retention_days=_positive_int(values, "SONIQUEBAY_SCAN_RETENTION_DAYS", 30),
         audio_analysis=_switch(values, "SONIQUEBAY_AUDIO_ANALYSIS", True),
         test_crash_marker=values.get("SONIQUEBAY_TEST_CRASH_MARKER") or None,
         test_crash_plan=values.get("SONIQUEBAY_TEST_CRASH_PLAN") or None,

@@ -32,7 +32,8 @@ def complete_unit(session: Session, scan_id: int, key: str, **counts: int) -> bo
     closed = session.execute(
         update(ScanUnit)
         .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key, ScanUnit.state.in_(("pending", CANCELLED)))
-        .values(state="done", updated_at=func.now(), last_error=None, **counts)
+        # Its message goes: only a pending unit's is ever sent again.
+        .values(state="done", updated_at=func.now(), last_error=None, message=None, **counts)
         .returning(ScanUnit.key)
     ).first()
     if closed is None:
