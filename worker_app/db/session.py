@@ -3,8 +3,9 @@ inherited across fork would be shared by two processes)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
@@ -29,7 +30,7 @@ def get_engine() -> Engine:
     return _engine
 
 
-def _connect_args(idle_transaction_timeout: int) -> dict:
+def _connect_args(idle_transaction_timeout: int) -> dict[str, Any]:
     """A worker host can vanish (power, network) without closing its connections. PostgreSQL would then keep its
     open transaction, and the row locks every other worker waits for, until the kernel gives up on the socket
     (hours). So the server ends a transaction idle for longer than the timeout, probes idle connections and checks
