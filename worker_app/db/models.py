@@ -17,6 +17,7 @@ from sqlalchemy import (
     LargeBinary,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
     cast,
@@ -31,6 +32,11 @@ from sqlalchemy.types import UserDefinedType
 
 class Base(DeclarativeBase):
     pass
+
+
+def table_of(model: type[Base]) -> Table:
+    """The model's Table, for Core statements (``model.__table__``, which SQLAlchemy's types call a FromClause)."""
+    return Base.metadata.tables[model.__tablename__]
 
 
 class Artist(Base):

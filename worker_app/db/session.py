@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import CursorResult, Engine, Result, create_engine
 from sqlalchemy.orm import Session
 
 from worker_app.settings import get_settings
@@ -46,6 +46,12 @@ def _connect_args(idle_transaction_timeout: int) -> dict[str, Any]:
         "options": " ".join(f"-c {name}={value}" for name, value in server_settings.items()),
         "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
     }
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched. ``Session.execute`` returns a CursorResult for those statements, but
+    is typed as returning a Result, which has no rowcount."""
+    return cast("CursorResult[Any]", result).rowcount
 
 
 @contextmanager
