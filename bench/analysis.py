@@ -54,9 +54,9 @@ def reference_track(folder: Path, seconds: float) -> Path:
 
 
 def warm_up_seconds() -> float:
-    code = ("import sys; sys.path.insert(0, %r); from tests.analysis_factory import write, click_track; "
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from tests.analysis_factory import write, click_track; "
             "import tempfile, os; d = tempfile.mkdtemp(); p = write(click_track(120, 1, seed=0), "
-            "os.path.join(d, 'a.wav')); from worker_app.analysis.track import analyse; analyse(p)") % str(REPO)
+            "os.path.join(d, 'a.wav')); from worker_app.analysis.track import analyse; analyse(p)")
 
     def run(source: str) -> float:
         start = time.monotonic()
@@ -69,7 +69,15 @@ def warm_up_seconds() -> float:
 
 def accuracy(seeds: int) -> dict:
     """The accuracy tables of tests/test_analysis_accuracy.py, over more seeds (never the tests' own)."""
-    from tests.analysis_factory import PITCH_CLASSES, chord_track, click_track, drum_track, ffmpeg_ebur128, kind_track, write
+    from tests.analysis_factory import (
+        PITCH_CLASSES,
+        chord_track,
+        click_track,
+        drum_track,
+        ffmpeg_ebur128,
+        kind_track,
+        write,
+    )
     from worker_app.analysis.decode import ANALYSIS_RATE, to_analysis_rate
     from worker_app.analysis.track import analyse, analyse_signal
 
@@ -89,7 +97,8 @@ def accuracy(seeds: int) -> dict:
     for seed in range(seeds):
         for index, tonic in enumerate(PITCH_CLASSES):
             for scale in ("major", "minor"):
-                found = excerpt(chord_track(tonic, scale, 20, seed=80_000 + seed * 100 + index * 2 + (scale == "minor")))
+                chord_seed = 80_000 + seed * 100 + index * 2 + (scale == "minor")
+                found = excerpt(chord_track(tonic, scale, 20, seed=chord_seed))
                 if (found["key"], found["scale"]) == (tonic, scale):
                     keys["right"] += 1
                 elif found["camelot"] and found["camelot"][:-1] == excerpt_camelot(tonic, scale)[:-1]:
@@ -102,7 +111,8 @@ def accuracy(seeds: int) -> dict:
     loudness = []
     with tempfile.TemporaryDirectory() as folder:
         for index, kind in enumerate(("techno", "ballad", "noise-rock", "ambient") * seeds):
-            path = write(kind_track(kind, 15, seed=70_000 + index), Path(folder) / f"{index}.{('mp3', 'flac', 'ogg')[index % 3]}")
+            suffix = ("mp3", "flac", "ogg")[index % 3]
+            path = write(kind_track(kind, 15, seed=70_000 + index), Path(folder) / f"{index}.{suffix}")
             loudness.append(abs(analyse(str(path), channels=2)["loudness_lufs"] - ffmpeg_ebur128(path)))
     return {"tempo": tempo, "key": keys,
             "loudness_lu_from_ebur128": {"tracks": len(loudness), "max": round(max(loudness), 3),

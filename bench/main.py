@@ -152,7 +152,7 @@ def measure_size(size: int, options, bench: BenchStack, beet: Path | None, work:
     # 2. + 5. + 6. the pipeline: first scan (median of --repeat), rescans, memory
     bench.use(PIPELINE)
     firsts = []
-    for attempt in range(options.repeat):
+    for _ in range(options.repeat):
         bench.empty_catalogue()
         firsts.append(_scan_measured(bench, lib, "pipeline, first scan", rss=True))
     first = sorted(firsts, key=lambda r: r["seconds"])[len(firsts) // 2]
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chmod(work, 0o755)  # the postgres user must reach its data folder inside
     bench = BenchStack(work / "services", [options.cache / "libraries"])
     results = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
         "cores": cores,
         "memory_gib": round(_memory_bytes() / 2**30, 1),

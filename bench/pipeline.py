@@ -58,7 +58,7 @@ class BenchStack:
         self.config: WorkerConfig | None = None
         self._engine = None
 
-    def start(self) -> "BenchStack":
+    def start(self) -> BenchStack:
         self.stack.start_services()
         self.stack.soniquebay("db", "upgrade")
         self._engine = create_engine(self.stack.postgres.url, future=True)
@@ -83,7 +83,7 @@ class BenchStack:
         supervisor = self.stack.start_workers(config.programs, config.queues)
         for program in config.programs:
             log = supervisor.base / f"worker-{program}.log"
-            wait_for(lambda: log.exists() and " ready." in log.read_text(errors="replace"), 120,
+            wait_for(lambda log=log: log.exists() and " ready." in log.read_text(errors="replace"), 120,
                      f"worker {program} ready")
         self.config = config
 
@@ -138,7 +138,8 @@ class BenchStack:
         try:
             summary = json.loads(result.stdout.strip().splitlines()[-1])
         except (IndexError, json.JSONDecodeError):
-            raise RuntimeError(f"soniquebay scan failed ({result.returncode}): {result.stdout}{result.stderr}")
+            raise RuntimeError(f"soniquebay scan failed ({result.returncode}): "
+                               f"{result.stdout}{result.stderr}") from None
         if summary.get("status") != "complete" and not (partial and summary.get("status") == "timeout"):
             raise RuntimeError(f"scan did not complete: {summary} {result.stderr[-2000:]}")
         summary["command_seconds"] = wall
@@ -176,7 +177,7 @@ class RssSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 
@@ -253,7 +254,7 @@ class CpuAccount:
         t = psutil.cpu_times()
         return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
-    def __enter__(self) -> "CpuAccount":
+    def __enter__(self) -> CpuAccount:
         self._wall, self._busy0, self._trees0 = time.perf_counter(), self._busy(), self._snapshot()
         return self
 

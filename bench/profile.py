@@ -154,7 +154,7 @@ def profile_pipeline(options) -> dict:
 def print_pipeline(result: dict) -> None:
     print(f"{result['config']}, {result['files']} files: scan {result['scan_seconds']:.2f} s "
           f"({result['files_per_s']:.0f} files/s)")
-    for program, tasks in result["tasks"].items():
+    for tasks in result["tasks"].values():
         for name, figures in tasks.items():
             print(f"  task {name:<24} x{figures['tasks']:<6} {figures['seconds']:8.2f} s of task bodies "
                   f"({figures['seconds'] / result['scan_seconds']:.0%} of the scan's wall time)")

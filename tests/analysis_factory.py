@@ -147,7 +147,8 @@ def chord_track(tonic: str, scale: str, seconds: float, seed: int, bpm: float | 
         root = (tonic_pc + degree) % 12
         for interval in CHORD_INTERVALS[quality]:
             # Voicing around middle C, a random octave for some notes.
-            midi = 60 + (root + interval) % 12 - (12 if (root + interval) % 12 > 7 else 0) + 12 * octave * (interval == 7)
+            pitch_class = (root + interval) % 12
+            midi = 60 + pitch_class - (12 if pitch_class > 7 else 0) + 12 * octave * (interval == 7)
             frequency = 440.0 * 2 ** ((midi - 69) / 12)
             _place(out, 0.3 * _note(frequency, chord_seconds, rng, decay=chord_seconds), int(at * RATE))
         bass = 440.0 * 2 ** ((36 + root - 69) / 12)
@@ -180,7 +181,8 @@ def kind_track(kind: str, seconds: float, seed: int) -> numpy.ndarray:
         for interval in (0, 3, 7, 12):
             frequency = 110.0 * 2 ** ((tonic + interval) / 12)
             tone = _note(frequency, seconds, rng, harmonics=2, decay=1e6)
-            out += 0.2 * tone * (1 + 0.3 * numpy.sin(2 * numpy.pi * rng.uniform(0.05, 0.2) * numpy.arange(len(out)) / RATE))
+            tremolo = numpy.sin(2 * numpy.pi * rng.uniform(0.05, 0.2) * numpy.arange(len(out)) / RATE)
+            out += 0.2 * tone * (1 + 0.3 * tremolo)
         return _normalise(_stereo(out, rng, width=0.4), rng.uniform(0.2, 0.5))
     raise ValueError(kind)
 

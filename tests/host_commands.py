@@ -179,7 +179,8 @@ def commands_in_script(path: Path) -> set[str]:
             if words[:2] == ["command", "-v"]:
                 continue
             if (word in SHELL_WORDS or word in functions or word == "Q" or word.endswith(")")
-                    or word.startswith(("$", '"', "'", "<", ">", "-", "{", "}", ")", "[")) or re.match(r"^\d*[<>]", word) is not None
+                    or word.startswith(("$", '"', "'", "<", ">", "-", "{", "}", ")", "["))
+                    or re.match(r"^\d*[<>]", word) is not None
                     or word.startswith(("./", "../")) or "/" in word and not word.startswith("/")):
                 continue
             found.add(word)

@@ -65,7 +65,7 @@ class PostgresServer:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         return subprocess.run([*prefix, *command], check=True, capture_output=True, text=True, **kwargs)
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         self.base.mkdir(parents=True, exist_ok=True)
         pwfile = self.base / "pgpass"
         pwfile.write_text(self.password + "\n")
@@ -131,7 +131,7 @@ class RedisServer:
     def folder(self) -> Path:
         return self.base / f"redis-{self.name}"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         config = self.folder / "redis.conf"
         config.write_text(
@@ -244,7 +244,7 @@ class Supervisor:
             raise RuntimeError(f"supervisorctl {' '.join(args)}: {result.stdout}{result.stderr}")
         return result.stdout
 
-    def start(self) -> "Supervisor":
+    def start(self) -> Supervisor:
         self.base.mkdir(parents=True, exist_ok=True)
         self.write_config()
         # The workers read their settings from env_file alone: none inherited from this process.
@@ -329,7 +329,7 @@ class Stack:
             **self.extra_env,
         }
 
-    def start_services(self) -> "Stack":
+    def start_services(self) -> Stack:
         self.base.mkdir(parents=True, exist_ok=True)
         try:
             self.postgres.start()

@@ -11,7 +11,14 @@ import numpy
 import pytest
 
 from tests.analysis_factory import (
-    PITCH_CLASSES, RATE, chord_track, click_track, drum_track, ffmpeg_ebur128, kind_track, write,
+    PITCH_CLASSES,
+    RATE,
+    chord_track,
+    click_track,
+    drum_track,
+    ffmpeg_ebur128,
+    kind_track,
+    write,
 )
 from worker_app.analysis.decode import ANALYSIS_RATE, DecodeError, to_analysis_rate
 from worker_app.analysis.track import analyse, analyse_signal

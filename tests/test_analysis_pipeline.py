@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 from sqlalchemy import select, text
@@ -40,7 +39,7 @@ def kinds_library(library_root):
 
 def scan(stack, root) -> dict:
     """Scan, then wait for the analysis the scan started: it runs after the scan is complete, not within it."""
-    from sqlalchemy import create_engine, func, select
+    from sqlalchemy import create_engine, func
     from sqlalchemy.orm import Session
 
     from tests.services import wait_for

@@ -11,7 +11,15 @@ import shutil
 import pytest
 
 from tests.host_commands import (
-    GROUPS, REPO, ProgramLog, commands_in_script, known_commands, owning_package, package_field, rows, script_files,
+    GROUPS,
+    REPO,
+    ProgramLog,
+    commands_in_script,
+    known_commands,
+    owning_package,
+    package_field,
+    rows,
+    script_files,
 )
 
 

@@ -122,7 +122,8 @@ def test_a_hostile_library_is_scanned_to_the_end(stack, hostile, db_session_fact
     assert any("extension" in w for w in catalogue[os.fsdecode(library.root / "Odd Files/really a flac.mp3")]
                ["warnings"])
 
-    failures = {f["path"]: f for f in json.loads(stack.soniquebay("failures", str(summary["scan_id"]), "--json").stdout)}
+    listed = stack.soniquebay("failures", str(summary["scan_id"]), "--json").stdout
+    failures = {f["path"]: f for f in json.loads(listed)}
     expected = dict(cases["expected_failures"])
     expected.update({db_path(os.fsdecode(p))[0]: "extract" for p in library.corrupt})
     assert {path: failures[path]["stage"] for path in expected if path in failures} == expected, \

@@ -96,7 +96,8 @@ def assert_catalogue_matches(library, db_session_factory):
     # Names that are not UTF-8 are shown with \\xNN escapes; their bytes are checked below.
     expected = {db_path(path)[0]: track for path, track in library.by_path.items()}
     assert sorted(catalogue) == sorted(expected), (
-        f"missing: {sorted(set(expected) - set(catalogue))[:5]}, unexpected: {sorted(set(catalogue) - set(expected))[:5]}"
+        f"missing: {sorted(set(expected) - set(catalogue))[:5]}, "
+        f"unexpected: {sorted(set(catalogue) - set(expected))[:5]}"
     )
     problems = {path: mismatches(expected[path], row) for path, row in catalogue.items()}
     problems = {path: p for path, p in problems.items() if p}

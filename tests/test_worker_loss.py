@@ -25,7 +25,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session
 
 from tests.audio_factory import make_library
-from tests.services import Stack, VENV_BIN, wait_for
+from tests.services import VENV_BIN, Stack, wait_for
 from worker_app.db.models import Album, Artist, ScanUnit, Track
 from worker_app.paths import db_path
 
@@ -82,7 +82,7 @@ def test_a_scan_survives_losing_every_worker_twice(lossy_stack):
 
     kills = []
     for share in (0.25, 0.6):
-        def far_enough():
+        def far_enough(share: float = share) -> bool:
             with Session(engine) as session:
                 done, known = _progress(session, scan_id)
             return known > 40 and done >= share * known

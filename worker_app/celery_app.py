@@ -1,9 +1,12 @@
 """The Celery application: five queues, their routes, and the reliability settings of seed-corrections.md."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, Protocol
+
 from celery import Celery
 from celery.signals import celeryd_init
-from kombu import Queue
+from kombu.entity import Queue
 
 from worker_app.limits import TASK_LIMITS
 from worker_app.settings import get_settings
@@ -30,9 +33,18 @@ TASK_ROUTES = {
 }
 
 
-def create_app() -> Celery:
+class CeleryApp(Protocol):
+    """What the type checker knows of the Celery application. celery ships no types: ``task`` is declared here so
+    that ``@app.task(...)`` is a typed decorator (the task it makes stays Any), and every other attribute is Any."""
+
+    def task(self, *args: Any, **options: Any) -> Callable[[Callable[..., Any]], Any]: ...
+
+    def __getattr__(self, name: str) -> Any: ...
+
+
+def create_app() -> CeleryApp:
     settings = get_settings()
-    app = Celery(
+    app: CeleryApp = Celery(
         "worker_app", broker=settings.broker_url, backend=settings.result_backend, include=PIPELINE_MODULES
     )
     redis_transport = {
@@ -99,11 +111,13 @@ def create_app() -> Celery:
 app = create_app()
 
 
-@celeryd_init.connect
-def _refuse_an_older_schema(**_) -> None:
+def _refuse_an_older_schema(**_: Any) -> None:
     """A worker whose code is newer than the catalogue's schema exits before it consumes anything (it would fail
     every unit); see worker_app/db/schema_check.py. celeryd_init is the worker's first signal, before the pipeline
     modules are imported: a refusing worker must exit within supervisor's startsecs to end FATAL."""
     from worker_app.db.schema_check import refuse_to_start_on_an_older_schema
 
     refuse_to_start_on_an_older_schema()
+
+
+celeryd_init.connect(_refuse_an_older_schema)  # celery's signals are untyped: connected by a call, not a decorator

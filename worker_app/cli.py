@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console
@@ -12,6 +13,10 @@ from rich.table import Table
 
 from worker_app.settings import ConfigurationError
 
+if TYPE_CHECKING:
+    from worker_app.db.catalogue_queries import TrackRow
+    from worker_app.pipeline.scan import ScanStart
+
 stderr = Console(stderr=True)
 stdout = Console()
 
@@ -19,12 +24,12 @@ SUMMARY_FIELDS = ("scan_id", "root", "status", "discovered", "unchanged", "extra
                   "removed", "seconds", "error")
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
-def _progress(scan_id: int) -> dict:
+def _progress(scan_id: int) -> dict[str, Any]:
     from worker_app.db.session import transaction
     from worker_app.pipeline.ledger import progress
 
@@ -48,7 +53,7 @@ def _latest_scan_id() -> int:
 class ReportingGroup(click.Group):
     """Turns an unreachable service or a bad setting into one line that says which, instead of a traceback."""
 
-    def invoke(self, ctx):
+    def invoke(self, ctx: click.Context) -> Any:
         from sqlalchemy.exc import OperationalError
 
         try:
@@ -101,7 +106,7 @@ def scan(path: str, wait: bool, as_json: bool, timeout: float | None, no_worker_
         _fail(summary.get("error") or f"scan {scan_id} ended as {summary['status']}", code)
 
 
-def _say_how_it_started(start) -> None:
+def _say_how_it_started(start: ScanStart) -> None:
     if start.how == "joined":
         stderr.print(f"scan {start.scan_id} of this root is already queued: following it", highlight=False)
     elif start.how == "queued":
@@ -126,7 +131,7 @@ def _consumed_queues() -> set[str] | None:
     return {queue["name"] for queues in replies.values() for queue in queues}
 
 
-def _watch(scan_id: int, timeout: float | None, no_worker_grace: float, quiet: bool) -> dict:
+def _watch(scan_id: int, timeout: float | None, no_worker_grace: float, quiet: bool) -> dict[str, Any]:
     from sqlalchemy.exc import OperationalError
 
     started = time.monotonic()
@@ -141,13 +146,13 @@ def _watch(scan_id: int, timeout: float | None, no_worker_grace: float, quiet: b
         TextColumn("ETA"),
         TimeRemainingColumn(),
     ]
-    summary: dict = {"scan_id": scan_id, "status": "unknown"}
+    summary: dict[str, Any] = {"scan_id": scan_id, "status": "unknown"}
     database_down_since: float | None = None
     # When each queue was last seen consumed (or the scan last moved, which needs every queue): a worker that is
     # restarting, or too busy to answer within the inspect timeout, does not count as missing at once.
     seen = {queue: started for queue in PIPELINE_QUEUES}
     warned: set[str] = set()
-    last_figures: tuple = ()
+    last_figures: tuple[Any, ...] = ()
     next_queue_check = started + min(5.0, no_worker_grace)
     with Progress(*columns, console=stderr, disable=quiet, transient=False) as bar:
         task = bar.add_task("scan", total=None, scan_id=scan_id, status="queued", discovered=0, extracted=0,
@@ -207,7 +212,7 @@ def _watch(scan_id: int, timeout: float | None, no_worker_grace: float, quiet: b
             time.sleep(min(0.5, 0.05 + elapsed / 10))  # a small rescan ends within a second: look often at first
 
 
-def _print_summary(summary: dict, as_json: bool) -> None:
+def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({k: summary.get(k) for k in SUMMARY_FIELDS}))
         return
@@ -334,7 +339,8 @@ def _log_migrations() -> None:
 @db.command()
 def upgrade() -> None:
     """Apply every Alembic migration not yet applied (safe while the workers run: see docs/deploy.md)."""
-    from worker_app.db.migrate import current_revision, upgrade as run_upgrade
+    from worker_app.db.migrate import current_revision
+    from worker_app.db.migrate import upgrade as run_upgrade
 
     _log_migrations()
     retries = run_upgrade()
@@ -345,7 +351,8 @@ def upgrade() -> None:
 @click.argument("revision")
 def downgrade(revision: str) -> None:
     """Undo migrations down to REVISION ("-1": the latest one). Workers of this release refuse to start after."""
-    from worker_app.db.migrate import current_revision, downgrade as run_downgrade
+    from worker_app.db.migrate import current_revision
+    from worker_app.db.migrate import downgrade as run_downgrade
 
     _log_migrations()
     run_downgrade(revision)
@@ -374,7 +381,7 @@ FEATURE_ROWS = (
 )
 
 
-def _analyse_here(path: str) -> tuple[dict, dict]:
+def _analyse_here(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Features and tag features of a file that is not in the catalogue, measured by this process."""
     import os
 
@@ -495,7 +502,7 @@ def analysis(scan_id: int | None, as_json: bool) -> None:
 # ------------------------------------------------------------------ reading the catalogue
 
 
-def _print_tracks(rows: list, as_json: bool, title: str) -> None:
+def _print_tracks(rows: list[TrackRow], as_json: bool, title: str) -> None:
     if as_json:
         click.echo(json.dumps([row.as_dict() for row in rows]))
         return

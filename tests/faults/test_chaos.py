@@ -20,8 +20,16 @@ from sqlalchemy.orm import Session
 from tests.audio_factory import make_library
 from tests.faults.report import record
 from tests.faults.stack import (
-    Timer, assert_catalogue_exact, engine_of, fault_stack, finish, newest_scan_id, scan_started_after, start_scan,
-    unit_failures, wait_until_under_way,
+    Timer,
+    assert_catalogue_exact,
+    engine_of,
+    fault_stack,
+    finish,
+    newest_scan_id,
+    scan_started_after,
+    start_scan,
+    unit_failures,
+    wait_until_under_way,
 )
 from tests.services import wait_for
 from worker_app.db.models import Album, Artist, ScanUnit

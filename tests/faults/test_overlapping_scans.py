@@ -11,7 +11,14 @@ from sqlalchemy.orm import Session
 
 from tests.audio_factory import make_library
 from tests.faults.stack import (
-    assert_catalogue_exact, engine_of, finish, newest_scan_id, scan, scan_started_after, set_plan, start_scan,
+    assert_catalogue_exact,
+    engine_of,
+    finish,
+    newest_scan_id,
+    scan,
+    scan_started_after,
+    set_plan,
+    start_scan,
     units_done_share,
 )
 from tests.services import wait_for

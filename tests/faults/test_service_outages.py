@@ -15,7 +15,14 @@ from sqlalchemy.orm import Session
 from tests.audio_factory import make_library
 from tests.faults.report import record
 from tests.faults.stack import (
-    Timer, assert_catalogue_exact, engine_of, finish, newest_scan_id, scan, scan_started_after, start_scan,
+    Timer,
+    assert_catalogue_exact,
+    engine_of,
+    finish,
+    newest_scan_id,
+    scan,
+    scan_started_after,
+    start_scan,
     unit_failures,
     wait_until_under_way,
 )

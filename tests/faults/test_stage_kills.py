@@ -13,7 +13,12 @@ from sqlalchemy.orm import Session
 
 from tests.audio_factory import make_library
 from tests.faults.stack import (
-    assert_catalogue_exact, engine_of, plan_left, scan, set_plan, unit_failures,
+    assert_catalogue_exact,
+    engine_of,
+    plan_left,
+    scan,
+    set_plan,
+    unit_failures,
 )
 from worker_app.db.models import FailedFile, ScanFailure, ScanUnit
 

@@ -12,7 +12,14 @@ from sqlalchemy.orm import Session
 
 from tests.audio_factory import make_library
 from tests.faults.stack import (
-    PIPELINE_ROLE, assert_catalogue_exact, engine_of, finish, newest_scan_id, scan, scan_started_after, start_scan,
+    PIPELINE_ROLE,
+    assert_catalogue_exact,
+    engine_of,
+    finish,
+    newest_scan_id,
+    scan,
+    scan_started_after,
+    start_scan,
 )
 from tests.services import wait_for
 from worker_app.db.models import ScanFailure, ScanUnit, Track

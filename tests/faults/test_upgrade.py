@@ -263,8 +263,8 @@ def test_a_worker_refuses_to_start_on_an_older_schema(upgrade_stack):
     wait_for(supervisor.all_running, 90, "every worker program RUNNING after the upgrade")
     for name in PROGRAMS:
         # RUNNING for supervisor means up for startsecs: Celery itself says when it consumes.
-        wait_for(lambda: " ready." in (supervisor.base / f"worker-{name}.log").read_text(errors="replace"),
-                 60, f"{name} ready")
+        log = supervisor.base / f"worker-{name}.log"
+        wait_for(lambda log=log: " ready." in log.read_text(errors="replace"), 60, f"{name} ready")
 
 
 # ----------------------------------------------------------------- the next release migrates during a scan

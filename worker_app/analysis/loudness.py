@@ -13,6 +13,7 @@ Parseval's theorem is the step's filtered energy, up to the filter's memory acro
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy
 from scipy.fft import rfft, rfftfreq
@@ -48,7 +49,8 @@ def step_weights(rate: int, step: int) -> numpy.ndarray:
     weights[0] /= 2
     if step % 2 == 0:
         weights[-1] /= 2
-    return (weights / step).astype(numpy.float32)
+    result: numpy.ndarray = (weights / step).astype(numpy.float32)
+    return result
 
 
 class LoudnessMeter:
@@ -97,7 +99,7 @@ class LoudnessMeter:
         gated = above & (loudness > relative)
         return float(-0.691 + 10 * math.log10(power[gated].mean()))
 
-    def result(self) -> dict:
+    def result(self) -> dict[str, Any]:
         lufs = self.integrated()
         return {
             "loudness_lufs": None if lufs is None else round(lufs, 2),
@@ -107,7 +109,7 @@ class LoudnessMeter:
         }
 
 
-def measure(signal: numpy.ndarray, rate: int) -> dict:
+def measure(signal: numpy.ndarray, rate: int) -> dict[str, Any]:
     """The figures of a whole signal in memory ((frames,) or (frames, channels)), one second at a time."""
     signal = signal.reshape(len(signal), -1)
     meter = LoudnessMeter(rate, signal.shape[1])

@@ -31,7 +31,9 @@ def onset_envelope(spec: Spectrogram) -> numpy.ndarray:
     mel = numpy.maximum(spec.mel_db, spec.mel_db.max() - 80.0)  # an 80 dB range: the noise floor is not a beat
     flux = numpy.maximum(0.0, numpy.diff(mel, axis=0)).sum(axis=1)
     # Minus its local mean (1 s): what is left is when things start, not how busy the passage is.
-    return numpy.maximum(0.0, flux - uniform_filter1d(flux, size=max(1, int(spec.frame_rate)), mode="nearest"))
+    local_mean = uniform_filter1d(flux, size=max(1, int(spec.frame_rate)), mode="nearest")
+    result: numpy.ndarray = numpy.maximum(0.0, flux - local_mean)
+    return result
 
 
 def autocorrelation(envelope: numpy.ndarray) -> numpy.ndarray:
@@ -73,9 +75,10 @@ def tempo(envelope: numpy.ndarray, frame_rate: float) -> tuple[float | None, flo
     # sub-beat (off-beat hi-hats) scores low since every other multiple falls between beats.
     multiples = numpy.arange(1, COMB + 1)
 
-    def near(points) -> numpy.ndarray:
+    def near(points: numpy.ndarray) -> numpy.ndarray:
         positions = numpy.clip(numpy.rint(points).astype(int), 1, len(acf) - 2)
-        return numpy.maximum(numpy.maximum(acf[positions - 1], acf[positions]), acf[positions + 1])
+        result: numpy.ndarray = numpy.maximum(numpy.maximum(acf[positions - 1], acf[positions]), acf[positions + 1])
+        return result
 
     comb = near(lags[:, None] * multiples[None, :]).mean(axis=1)
     bpm = 60 * frame_rate / lags
@@ -93,7 +96,7 @@ def tempo(envelope: numpy.ndarray, frame_rate: float) -> tuple[float | None, flo
             best = half
     # Refine: the least-squares period through the peaks near each multiple.
     peaks = [_peak_near(acf, best * k) for k in multiples]
-    period = sum(k * p for k, (p, _) in zip(multiples, peaks)) / float((multiples ** 2).sum())
+    period = sum(k * p for k, (p, _) in zip(multiples, peaks, strict=True)) / float((multiples ** 2).sum())
     # The autocorrelation is scale-free: a beatless pad whose faint envelope wobbles with the codec's frames can be
     # as "periodic" as a drum kit. So the confidence also asks for onsets worth the name: the envelope's 99th
     # percentile against a rise of 1 dB in every mel band (drums: 45-900, chords 16-60, sustained pads 4-7).

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy
+from numpy.typing import ArrayLike
 from scipy.fft import dct, rfft
 
 N_FFT = 1024  # 46 ms at 22,050 Hz
@@ -37,14 +39,14 @@ class Spectrogram:
         return numpy.arange(self.power.shape[1]) * self.rate / N_FFT
 
 
-def _hz_to_mel(hz):
+def _hz_to_mel(hz: ArrayLike) -> numpy.ndarray:
     hz = numpy.asarray(hz, dtype=float)
     linear = hz / (200.0 / 3)
     log_part = 15 + numpy.log(numpy.maximum(hz, 1e-9) / 1000) / (numpy.log(6.4) / 27)
     return numpy.where(hz >= 1000, log_part, linear)
 
 
-def _mel_to_hz(mel):
+def _mel_to_hz(mel: ArrayLike) -> numpy.ndarray:
     mel = numpy.asarray(mel, dtype=float)
     return numpy.where(mel >= 15, 1000 * numpy.exp((numpy.log(6.4) / 27) * (mel - 15)), mel * 200.0 / 3)
 
@@ -57,7 +59,8 @@ def mel_filterbank(rate: int, n_fft: int = N_FFT, n_mels: int = N_MELS) -> numpy
     lower = (bins[:, None] - edges[None, :-2]) / (edges[1:-1] - edges[:-2])[None, :]
     upper = (edges[None, 2:] - bins[:, None]) / (edges[2:] - edges[1:-1])[None, :]
     weights = numpy.maximum(0, numpy.minimum(lower, upper))
-    return (weights * (2.0 / (edges[2:] - edges[:-2]))[None, :]).astype(numpy.float32)
+    result: numpy.ndarray = (weights * (2.0 / (edges[2:] - edges[:-2]))[None, :]).astype(numpy.float32)
+    return result
 
 
 def frame(signal: numpy.ndarray, n_fft: int, hop: int) -> numpy.ndarray:
@@ -82,7 +85,7 @@ def spectrogram(signal: numpy.ndarray, rate: int) -> Spectrogram:
     return Spectrogram(rate, power, signal, mel_db)
 
 
-def timbre(spec: Spectrogram) -> dict:
+def timbre(spec: Spectrogram) -> dict[str, Any]:
     """Means over the frames that carry sound (silent frames would drag every statistic towards zero)."""
     power = spec.power
     total = power.sum(axis=1)

@@ -9,6 +9,7 @@ first spread over the harmonics the chroma will see (Gomez, 2006), which keeps m
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy
 from scipy.fft import rfft
@@ -72,10 +73,11 @@ def chroma(signal: numpy.ndarray, rate: int) -> numpy.ndarray:
     for pc in range(12):
         folded[:, pc] = (peaks[:, pitch_class == pc] * weight[pitch_class == pc]).sum(axis=1)
     top = folded.max(axis=1, keepdims=True)
-    return numpy.divide(folded, top, out=numpy.zeros_like(folded), where=top > 0)
+    result: numpy.ndarray = numpy.divide(folded, top, out=numpy.zeros_like(folded), where=top > 0)
+    return result
 
 
-def key(signal: numpy.ndarray, rate: int) -> dict:
+def key(signal: numpy.ndarray, rate: int) -> dict[str, Any]:
     """{key, scale, camelot, key_strength (0..1: the winning correlation)}; all None without tonal content."""
     chromagram = chroma(signal, rate)
     profile = chromagram.mean(axis=0) if len(chromagram) else numpy.zeros(12)

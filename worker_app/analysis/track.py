@@ -6,11 +6,18 @@ which bounds their cost whatever the track's length.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy
 
 from worker_app.analysis import ANALYSIS_VERSION, rhythm, spectral, tonality
 from worker_app.analysis.decode import (
-    ANALYSIS_RATE, DECODE_RATE, DecodeError, DecodeStats, stream_pcm, to_analysis_rate,
+    ANALYSIS_RATE,
+    DECODE_RATE,
+    DecodeError,
+    DecodeStats,
+    stream_pcm,
+    to_analysis_rate,
 )
 from worker_app.analysis.loudness import LoudnessMeter
 
@@ -30,7 +37,7 @@ def excerpt_window(duration: float | None, excerpt_seconds: float) -> tuple[floa
 
 def analyse(path: str | bytes, *, channels: int | None = None, duration: float | None = None,
             excerpt_seconds: float = EXCERPT_SECONDS, time_limit: float = FILE_TIME_LIMIT,
-            max_seconds: float = MAX_SECONDS) -> dict:
+            max_seconds: float = MAX_SECONDS) -> dict[str, Any]:
     """Every feature of one file; raises DecodeError (with its ``reason``) when it cannot be decoded."""
     start, end = excerpt_window(duration, excerpt_seconds)
     stats = DecodeStats()
@@ -47,6 +54,8 @@ def analyse(path: str | bytes, *, channels: int | None = None, duration: float |
             last = min(len(chunk), int(round((end - position) * DECODE_RATE)))
             kept.append(chunk[first:last])
         position = chunk_end
+    if meter is None:  # stream_pcm raises DecodeError rather than yield nothing: this is that case, said again
+        raise DecodeError("ffmpeg decoded no audio from it")
     excerpt = numpy.concatenate(kept) if kept else numpy.zeros((0, stats.channels or 1), numpy.float32)
     features = analyse_signal(to_analysis_rate(excerpt), ANALYSIS_RATE)
     features.update(meter.result())
@@ -55,7 +64,7 @@ def analyse(path: str | bytes, *, channels: int | None = None, duration: float |
     return features
 
 
-def analyse_signal(mono: numpy.ndarray, rate: int) -> dict:
+def analyse_signal(mono: numpy.ndarray, rate: int) -> dict[str, Any]:
     """The excerpt features of a mono float signal: rhythm, tonality, timbre."""
     spec = spectral.spectrogram(mono, rate)
     timbre = spectral.timbre(spec)

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy
 
@@ -36,7 +38,7 @@ DIMENSIONS = 1 + 2 + 1 + 1 + 3 + 4 + (N_MFCC - 1) + N_MFCC + GENRE_BUCKETS + 1 +
 CLIP = 4.0
 
 
-def _scaled(value, transform, weight: float) -> float:
+def _scaled(value: float | None, transform: Callable[[float], float], weight: float) -> float:
     if value is None:
         return 0.0
     try:
@@ -45,10 +47,10 @@ def _scaled(value, transform, weight: float) -> float:
         return 0.0
     if not math.isfinite(scaled):
         return 0.0
-    return weight * max(-CLIP, min(CLIP, scaled))
+    return weight * max(-CLIP, min(CLIP, float(scaled)))
 
 
-def _log2_ratio(reference: float):
+def _log2_ratio(reference: float) -> Callable[[float], float]:
     return lambda v: math.log2(v / reference) if v > 0 else 0.0
 
 
@@ -58,7 +60,7 @@ def _camelot_angle(code: str | None) -> float | None:
     return 2 * math.pi * (int(code[:-1]) - 1) / 12
 
 
-def build(features: dict, tags: dict) -> list[float]:
+def build(features: dict[str, Any], tags: dict[str, Any]) -> list[float]:
     """``features``: an audio_features row as a dict; ``tags``: {genre, year, duration_seconds} of the track."""
     parts: list[float] = [
         _scaled(features.get("bpm"), lambda v: math.log2(v / 120) * 2, 1.0),

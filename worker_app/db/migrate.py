@@ -43,7 +43,7 @@ def _retryable(error: BaseException) -> bool:
 
 def backoff(attempt: int, lock_timeout: float) -> float:
     """Pause after the ``attempt``-th failed attempt: the lock timeout, doubling each time, at most a minute."""
-    return min(lock_timeout * 2 ** (attempt - 1), MAX_BACKOFF)
+    return min(lock_timeout * 2.0 ** (attempt - 1), MAX_BACKOFF)
 
 
 def upgrade(revision: str = "head", script_location: str | Path | None = None) -> int:

@@ -2,7 +2,9 @@
 ``INSERT ... ON CONFLICT`` on them and a task that runs twice changes nothing."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -19,14 +21,23 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    cast,
     func,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
+from sqlalchemy.types import UserDefinedType
 
 
 class Base(DeclarativeBase):
     pass
+
+
+def table_of(model: type[Base]) -> Table:
+    """The model's Table, for Core statements (``model.__table__``, which SQLAlchemy's types call a FromClause)."""
+    return Base.metadata.tables[model.__tablename__]
 
 
 class Artist(Base):
@@ -107,7 +118,7 @@ class Track(Base):
     replaygain_track_peak: Mapped[float | None] = mapped_column(Float)
     replaygain_album_gain: Mapped[float | None] = mapped_column(Float)
     replaygain_album_peak: Mapped[float | None] = mapped_column(Float)
-    tags: Mapped[dict] = mapped_column(JSONB, default=dict, server_default="{}")
+    tags: Mapped[dict[str, list[str]]] = mapped_column(JSONB, default=dict, server_default="{}")
     # What the extractor had to clean (NUL bytes, invalid UTF-8, absurd numbers), kept for people to check.
     warnings: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default="{}")
     search_vector: Mapped[str | None] = mapped_column(TSVECTOR)
@@ -277,31 +288,27 @@ class BrokerEpoch(Base):
 
 # ---------------------------------------------------------------- audio analysis (migration 0004_audio_features)
 
-from sqlalchemy import cast  # noqa: E402  (kept with the classes that need them: this section is appended)
-from sqlalchemy.types import UserDefinedType  # noqa: E402
-
-
-class Cube(UserDefinedType):
+class Cube(UserDefinedType[list[float]]):
     """PostgreSQL's ``cube`` (postgresql-contrib): a point of up to 100 dimensions, GiST-indexable for
     k-nearest-neighbour search with ``<->``. Python side: a list of floats."""
 
     cache_ok = True
 
-    def get_col_spec(self, **kw) -> str:
+    def get_col_spec(self, **kw: Any) -> str:
         return "cube"
 
-    def bind_processor(self, dialect):
-        def process(value):
+    def bind_processor(self, dialect: Dialect) -> Callable[[Iterable[float] | None], str | None]:
+        def process(value: Iterable[float] | None) -> str | None:
             if value is None:
                 return None
             return "(" + ", ".join(repr(float(v)) for v in value) + ")"
         return process
 
-    def bind_expression(self, bindvalue):
+    def bind_expression(self, bindvalue: BindParameter[list[float]]) -> ColumnElement[list[float]]:
         return cast(bindvalue, self)
 
-    def result_processor(self, dialect, coltype):
-        def process(value):
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[str | None], list[float] | None]:
+        def process(value: str | None) -> list[float] | None:
             if value is None:
                 return None
             return [float(v) for v in value.strip("()").split(",")]
@@ -340,7 +347,7 @@ class AudioFeatures(Base):
     mfcc_var: Mapped[list[float] | None] = mapped_column(ARRAY(Float))
     chroma: Mapped[list[float] | None] = mapped_column(ARRAY(Float))
     # The rest of what the analysis reports (peak in dBFS, excerpt position...), for people and later versions.
-    details: Mapped[dict] = mapped_column(JSONB, default=dict, server_default="{}")
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
 
 
 class TrackVector(Base):

@@ -3,10 +3,11 @@ inherited across fork would be shared by two processes)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import CursorResult, Engine, Result, create_engine
 from sqlalchemy.orm import Session
 
 from worker_app.settings import get_settings
@@ -29,7 +30,7 @@ def get_engine() -> Engine:
     return _engine
 
 
-def _connect_args(idle_transaction_timeout: int) -> dict:
+def _connect_args(idle_transaction_timeout: int) -> dict[str, Any]:
     """A worker host can vanish (power, network) without closing its connections. PostgreSQL would then keep its
     open transaction, and the row locks every other worker waits for, until the kernel gives up on the socket
     (hours). So the server ends a transaction idle for longer than the timeout, probes idle connections and checks
@@ -45,6 +46,12 @@ def _connect_args(idle_transaction_timeout: int) -> dict:
         "options": " ".join(f"-c {name}={value}" for name, value in server_settings.items()),
         "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
     }
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched. ``Session.execute`` returns a CursorResult for those statements, but
+    is typed as returning a Result, which has no rowcount."""
+    return cast("CursorResult[Any]", result).rowcount
 
 
 @contextmanager

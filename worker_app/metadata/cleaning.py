@@ -132,11 +132,14 @@ def decode_text(raw: bytes) -> str:
 # ---------------------------------------------------------------- repairing text encodings
 
 
-def _windows_1252_fallback(error: UnicodeDecodeError):
+def _windows_1252_fallback(error: UnicodeError) -> tuple[str, int]:
     """Codec error handler: bytes that are not UTF-8 are read as Windows-1252 (Latin-1 where it has a hole).
 
     This is what taggers that ignore the declared encoding actually wrote: "Caf\\xe9" in a frame that says UTF-8.
+    A decoding handler only: encoding errors are raised as they are.
     """
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
     bad = error.object[error.start:error.end]
     return "".join(bytes([byte]).decode("cp1252", "strict") if byte not in _CP1252_HOLES else chr(byte)
                    for byte in bad), error.end
@@ -291,8 +294,8 @@ def parse_mbid(text: str, key: str, warnings: list[str]) -> str | None:
     return None
 
 
-def positive_number(value, key: str, warnings: list[str], *, warn_negative: bool = True, maximum=None,
-                    minimum=None):
+def positive_number(value: int | float | None, key: str, warnings: list[str], *, warn_negative: bool = True,
+                    maximum: int | float | None = None, minimum: int | float | None = None) -> int | float | None:
     """Stream numbers: zero means "unknown" to mutagen; negative, non-finite or absurd values are nonsense."""
     if value is None:
         return None

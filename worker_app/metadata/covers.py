@@ -35,7 +35,7 @@ class EmbeddedPicture:
     picture_type: int | None  # None where the format has no types (MP4): then it counts as a front cover
     size: int = -1  # bytes of image data; -1: len(data)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.size < 0:
             self.size = len(self.data) if self.data is not None else 0
 
@@ -95,7 +95,7 @@ def find_folder_cover(names: list[str]) -> str | None:
     return best[2] if best else None
 
 
-def read_folder_cover(path: str | os.PathLike, max_bytes: int | None = None) -> CoverImage:
+def read_folder_cover(path: str | os.PathLike[str], max_bytes: int | None = None) -> CoverImage:
     """Read a folder image file; UnreadableFileError when it cannot be read or is above ``max_bytes`` (default:
     the ``max_cover_bytes`` setting)."""
     if max_bytes is None:

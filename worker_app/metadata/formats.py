@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mutagen import FileType
 from mutagen.aac import AAC
 from mutagen.ac3 import AC3
 from mutagen.aiff import AIFF
@@ -42,7 +43,7 @@ class Container:
 
 
 _OGG = (b"OggS",)
-CONTAINERS: dict[type, Container] = {
+CONTAINERS: dict[type[FileType], Container] = {
     MP3: Container("mp3", "MP3", None),  # an ID3 tag or an MPEG frame sync: see reader._has_signature
     FLAC: Container("flac", "FLAC", "flac", (b"fLaC", b"ID3")),
     OggVorbis: Container("ogg", "Ogg Vorbis", "vorbis", _OGG),
@@ -65,7 +66,7 @@ CONTAINERS: dict[type, Container] = {
     AC3: Container("ac3", "AC-3", "ac3", (b"\x0b\x77",)),
 }
 
-CLASS_BY_EXTENSION: dict[str, type] = {
+CLASS_BY_EXTENSION: dict[str, type[FileType]] = {
     ".mp3": MP3, ".mp2": MP3, ".mpga": MP3,
     ".flac": FLAC,
     ".ogg": OggVorbis, ".oga": OggVorbis,

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import struct
 import zlib
-from contextvars import ContextVar
+from collections.abc import Callable
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from typing import Any
 
 import mutagen
 import mutagen.id3._frames as id3_frames
 from mutagen.apev2 import APEv2, _get_value_type, is_valid_apev2_key
 from mutagen.apev2 import error as APEError
+from mutagen.asf import ASF
 from mutagen.asf._attrs import ASFBaseAttribute, ASFUnicodeAttribute
 from mutagen.asf._objects import (
     BaseObject,
@@ -38,6 +41,7 @@ from mutagen.asf._objects import (
 from mutagen.asf._util import ASFError
 from mutagen.id3 import Encoding, Frame, ID3JunkFrameError
 from mutagen.id3._specs import EncodedTextSpec, EncodingSpec, SpecError
+from mutagen.id3._tags import ID3Header
 
 from worker_app.metadata.cleaning import decode_utf8_lenient, format_size, shown
 from worker_app.metadata.covers import EmbeddedPicture
@@ -87,12 +91,12 @@ def current() -> ReadContext | None:
     return _CURRENT.get()
 
 
-def enter(context: ReadContext):
+def enter(context: ReadContext) -> Token[ReadContext | None]:
     """Make ``context`` the current one; returns the token for ``leave``."""
     return _CURRENT.set(context)
 
 
-def leave(token) -> None:
+def leave(token: Token[ReadContext | None]) -> None:
     _CURRENT.reset(token)
 
 
@@ -121,10 +125,13 @@ def _lenient_text(data: bytes, encoding: int) -> tuple[str, bytes, bool]:
     return text, rest, repaired
 
 
-_original_encoded_text_read = EncodedTextSpec.read
+# The patched functions take mutagen's internal objects: a frame's fields (encoding...) are set at run time from its
+# _framespec, so frames are typed Any.
+_original_encoded_text_read: Callable[[EncodedTextSpec, ID3Header, Any, bytes], tuple[str, bytes]] = \
+    EncodedTextSpec.read
 
 
-def _encoded_text_read(self, header, frame, data):
+def _encoded_text_read(self: EncodedTextSpec, header: ID3Header, frame: Any, data: bytes) -> tuple[str, bytes]:
     try:
         return _original_encoded_text_read(self, header, frame, data)
     except SpecError:
@@ -142,10 +149,10 @@ def _encoded_text_read(self, header, frame, data):
         return text, rest
 
 
-_original_encoding_read = EncodingSpec.read
+_original_encoding_read: Callable[[EncodingSpec, ID3Header, Any, bytes], tuple[int, bytes]] = EncodingSpec.read
 
 
-def _encoding_read(self, header, frame, data):
+def _encoding_read(self: EncodingSpec, header: ID3Header, frame: Any, data: bytes) -> tuple[int, bytes]:
     try:
         return _original_encoding_read(self, header, frame, data)
     except SpecError:
@@ -156,10 +163,11 @@ def _encoding_read(self, header, frame, data):
         return Encoding.UTF8, data[1:]
 
 
-_original_from_data = Frame._fromData.__func__
+# the classmethod's function
+_original_from_data: Callable[[type[Frame], ID3Header, int, bytes], Frame] = Frame.__dict__["_fromData"].__func__
 
 
-def _from_data(cls, header, tflags, data):
+def _from_data(cls: type[Frame], header: ID3Header, tflags: int, data: bytes) -> Frame:
     try:
         return _original_from_data(cls, header, tflags, data)
     except ID3JunkFrameError:
@@ -174,11 +182,11 @@ class _BoundedZlib:
 
     error = zlib.error
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(zlib, name)
 
     @staticmethod
-    def decompress(data, *args, **kwargs):
+    def decompress(data: bytes, *args: Any, **kwargs: Any) -> bytes:
         context = current()
         if context is None:
             return zlib.decompress(data, *args, **kwargs)
@@ -195,10 +203,10 @@ class _BoundedZlib:
 
 # ---------------------------------------------------------------- APEv2
 
-_original_ape_parse_tag = APEv2._APEv2__parse_tag
+_original_ape_parse_tag: Callable[[APEv2, bytes, int], None] = APEv2.__dict__["_APEv2__parse_tag"]  # name-mangled
 
 
-def _ape_parse_tag(self, tag, count):
+def _ape_parse_tag(self: APEv2, tag: bytes, count: int) -> None:
     try:
         return _original_ape_parse_tag(self, tag, count)
     except (APEError, UnicodeError, ValueError):
@@ -209,7 +217,7 @@ def _ape_parse_tag(self, tag, count):
         _ape_items_leniently(self, tag, count, context)
 
 
-def _ape_items_leniently(tags, tag: bytes, count: int, context: ReadContext) -> None:
+def _ape_items_leniently(tags: APEv2, tag: bytes, count: int, context: ReadContext) -> None:
     position = 0
     for _ in range(count):
         if position + 8 > len(tag):
@@ -243,10 +251,10 @@ def _ape_items_leniently(tags, tag: bytes, count: int, context: ReadContext) -> 
 
 # ---------------------------------------------------------------- ASF
 
-_original_unicode_parse = ASFUnicodeAttribute.parse
+_original_unicode_parse: Callable[[ASFUnicodeAttribute, bytes], str] = ASFUnicodeAttribute.parse
 
 
-def _unicode_parse(self, data):
+def _unicode_parse(self: ASFUnicodeAttribute, data: bytes) -> str:
     try:
         return _original_unicode_parse(self, data)
     except ASFError:
@@ -264,7 +272,7 @@ def _asf_name(raw: bytes, context: ReadContext) -> str:
     return name
 
 
-def _asf_descriptors_leniently(obj, asf, data: bytes, context: ReadContext) -> None:
+def _asf_descriptors_leniently(obj: BaseObject, asf: ASF, data: bytes, context: ReadContext) -> None:
     """Extended Content Description, Metadata and Metadata Library objects, skipping what cannot be read."""
     BaseObject.parse(obj, asf, data)
     entries = asf._tags.setdefault(obj.GUID, [])
@@ -308,7 +316,8 @@ def _asf_descriptors_leniently(obj, asf, data: bytes, context: ReadContext) -> N
         entries.append((name, attribute))
 
 
-def _asf_content_description_leniently(obj, asf, data: bytes, context: ReadContext) -> None:
+def _asf_content_description_leniently(obj: ContentDescriptionObject, asf: ASF, data: bytes,
+                                       context: ReadContext) -> None:
     BaseObject.parse(obj, asf, data)
     if len(data) < 10:
         return
@@ -324,11 +333,14 @@ def _asf_content_description_leniently(obj, asf, data: bytes, context: ReadConte
             asf._tags.setdefault(obj.GUID, []).append((name, ASFUnicodeAttribute(value=text)))
 
 
-def _asf_object_parse(original, lenient):
-    def parse(self, asf, data):
+_Lenient = Callable[[Any, ASF, bytes, ReadContext], None]
+
+
+def _asf_object_parse(original: Callable[[Any, ASF, bytes], None], lenient: _Lenient) -> Callable[..., None]:
+    def parse(self: BaseObject, asf: ASF, data: bytes) -> None:
         before = len(asf._tags.get(self.GUID, ()))
         try:
-            return original(self, asf, data)
+            original(self, asf, data)
         except Exception:
             context = current()
             if context is None:
@@ -342,19 +354,29 @@ def _asf_object_parse(original, lenient):
 
 
 def _install() -> None:
-    if getattr(EncodedTextSpec, "_soniquebay_lenient", False):
+    if getattr(EncodedTextSpec, _INSTALLED, False):
         return
-    EncodedTextSpec.read = _encoded_text_read
-    EncodingSpec.read = _encoding_read
-    Frame._fromData = classmethod(_from_data)
-    id3_frames.zlib = _BoundedZlib()
-    APEv2._APEv2__parse_tag = _ape_parse_tag
-    ASFUnicodeAttribute.parse = _unicode_parse
-    ContentDescriptionObject.parse = _asf_object_parse(ContentDescriptionObject.parse,
-                                                       _asf_content_description_leniently)
+    # (owner, attribute, replacement): set with setattr, as replacing mutagen's attributes is the point (mypy
+    # rejects assigning to a method).
+    patches: list[tuple[object, str, object]] = [
+        (EncodedTextSpec, "read", _encoded_text_read),
+        (EncodingSpec, "read", _encoding_read),
+        (Frame, "_fromData", classmethod(_from_data)),
+        (id3_frames, "zlib", _BoundedZlib()),
+        (APEv2, "_APEv2__parse_tag", _ape_parse_tag),
+        (ASFUnicodeAttribute, "parse", _unicode_parse),
+        (ContentDescriptionObject, "parse",
+         _asf_object_parse(ContentDescriptionObject.parse, _asf_content_description_leniently)),
+    ]
     for descriptor_class in (ExtendedContentDescriptionObject, MetadataObject, MetadataLibraryObject):
-        descriptor_class.parse = _asf_object_parse(descriptor_class.parse, _asf_descriptors_leniently)
-    EncodedTextSpec._soniquebay_lenient = True
+        patches.append((descriptor_class, "parse", _asf_object_parse(descriptor_class.parse,
+                                                                     _asf_descriptors_leniently)))
+    patches.append((EncodedTextSpec, _INSTALLED, True))
+    for owner, attribute, replacement in patches:
+        setattr(owner, attribute, replacement)
+
+
+_INSTALLED = "_soniquebay_lenient"
 
 
 _install()

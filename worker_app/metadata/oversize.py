@@ -20,13 +20,16 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import IO, Any, Protocol, TypeVar
 
 from mutagen._vorbis import VCommentDict
 from mutagen.asf._objects import HeaderExtensionObject, HeaderObject, MetadataLibraryObject, MetadataObject
 from mutagen.id3 import BitPaddedInt
 from mutagen.id3 import Frames as ID3_FRAMES
 from mutagen.mp4 import MP4, MP4Cover, MP4Tags
+from mutagen.mp4._atom import Atom, Atoms
 from mutagen.ogg import OggPage
 from mutagen.oggopus import OggOpus, OggOpusVComment
 from mutagen.oggspeex import OggSpeex, OggSpeexVComment
@@ -39,6 +42,9 @@ from worker_app.metadata.safefile import Edit
 _MAX_ITEMS = 100_000  # frames, blocks, comments walked before a scanner gives up
 _HEAD = 4096  # bytes read at the start of a skipped item to describe it
 _ID3_PICTURE_MIME = {b"JPG": "image/jpeg", b"PNG": "image/png", b"GIF": "image/gif", b"BMP": "image/bmp"}
+
+
+_T = TypeVar("_T")
 
 
 class _GiveUp(Exception):
@@ -65,7 +71,7 @@ class _Plan:
 
 
 class _Reader:
-    def __init__(self, fileobj, size: int):
+    def __init__(self, fileobj: IO[bytes], size: int):
         self.file = fileobj
         self.size = size
 
@@ -82,13 +88,13 @@ class _Reader:
         return data
 
 
-def plan_edits(fileobj, size: int, context: ReadContext) -> list[Edit]:
+def plan_edits(fileobj: IO[bytes], size: int, context: ReadContext) -> list[Edit]:
     """The edits that leave out every tag item above ``context.max_cover_bytes``; reports them to ``context``."""
     reader = _Reader(fileobj, size)
     plan = _Plan()
     head = reader.at(0, 16)
 
-    def attempt(scanner, *args):
+    def attempt(scanner: Callable[..., _T], *args: Any) -> _T | None:
         sub = _Plan()
         try:
             result = scanner(reader, sub, context.max_cover_bytes, *args)
@@ -351,7 +357,7 @@ def _vorbis_comments_in_file(reader: _Reader, plan: _Plan, limit: int, start: in
         raise _GiveUp("absurd vendor string")
     count_at = start + 4 + vendor_length
     count, = struct.unpack("<I", reader.exactly(count_at, 4))
-    position = count_at + 4
+    position: int = count_at + 4
     removed = 0
     for _ in range(min(count, _MAX_ITEMS + 1)):
         length, = struct.unpack("<I", reader.exactly(position, 4))
@@ -518,27 +524,30 @@ def _asf_records(reader: _Reader, plan: _Plan, limit: int, start: int, size: int
 class CappedMP4Tags(MP4Tags):
     """MP4Tags that leaves the oversized children of ``ilst`` unread; small covers of ``covr`` are still read."""
 
-    def load(self, atoms, fileobj):
+    def load(self, atoms: Atoms, fileobj: IO[bytes]) -> None:
         context = current()
         try:
             ilst = atoms.path(b"moov", b"udta", b"meta", b"ilst")[-1]
         except KeyError:
             ilst = None
+        # mutagen's MP4Tags.load is unannotated
         if context is None or ilst is None:
-            return super().load(atoms, fileobj)
+            super().load(atoms, fileobj)  # type: ignore[no-untyped-call]
+            return
         limit = context.max_cover_bytes
         oversized = [atom for atom in ilst.children if atom.length > limit]
         if not oversized:
-            return super().load(atoms, fileobj)
+            super().load(atoms, fileobj)  # type: ignore[no-untyped-call]
+            return
         ilst.children = [atom for atom in ilst.children if atom.length <= limit]
-        super().load(atoms, fileobj)
+        super().load(atoms, fileobj)  # type: ignore[no-untyped-call]
         for atom in oversized:
             if atom.name == b"covr":
                 self._read_covers(atom, fileobj, context)
             else:
                 context.skip_item(f"MP4 atom {atom.name.decode('latin-1')!r}", atom.datalength)
 
-    def _read_covers(self, atom, fileobj, context: ReadContext) -> None:
+    def _read_covers(self, atom: Atom, fileobj: IO[bytes], context: ReadContext) -> None:
         covers = []
         position, end = atom.offset + (atom.length - atom.datalength), atom.offset + atom.length
         while position + 16 <= end:
@@ -574,12 +583,12 @@ class CappedMP4(MP4):
 class _Fragments:
     """The bytes of the first packet of a logical stream, page by page: a reader that never holds the packet."""
 
-    def __init__(self, fileobj, serial: int, prefix: bytes):
+    def __init__(self, fileobj: IO[bytes], serial: int, prefix: bytes):
         self._pages = self._pieces(fileobj, serial, prefix)
         self._buffer = bytearray()
 
     @staticmethod
-    def _pieces(fileobj, serial: int, prefix: bytes):
+    def _pieces(fileobj: IO[bytes], serial: int, prefix: bytes) -> Iterator[bytes]:
         page = OggPage(fileobj)
         while page.serial != serial or not page.packets or (prefix and not page.packets[0].startswith(prefix)):
             page = OggPage(fileobj)
@@ -617,7 +626,14 @@ class _Fragments:
             size -= step
 
 
-def _filtered_comment_packet(fileobj, info, prefix: bytes, framing: bool, context: ReadContext) -> bytes:
+class _OggInfo(Protocol):
+    """An Ogg stream's info (OggVorbisInfo, OggOpusInfo, OggSpeexInfo): its logical stream's serial number."""
+
+    serial: int
+
+
+def _filtered_comment_packet(fileobj: IO[bytes], info: _OggInfo, prefix: bytes, framing: bool,
+                             context: ReadContext) -> bytes:
     """The comment packet (prefix stripped) rebuilt without the comments above the limit."""
     keep_limit = comment_limit(context.max_cover_bytes)
     packet = _Fragments(fileobj, info.serial, prefix if prefix == b"OpusTags" else b"")
@@ -661,14 +677,14 @@ def _filtered_comment_packet(fileobj, info, prefix: bytes, framing: bool, contex
     return b"".join(parts)
 
 
-class _CappedComments:
+class _CappedComments(VCommentDict):
     _PREFIX = b""
     _FRAMING = False
 
-    def __init__(self, fileobj, info):
+    def __init__(self, fileobj: IO[bytes], info: _OggInfo) -> None:
         context = current()
         if context is None:
-            super().__init__(fileobj, info)
+            super().__init__(fileobj, info)  # type: ignore[no-untyped-call]  # mutagen's __init__ is unannotated
             return
         data = _filtered_comment_packet(fileobj, info, self._PREFIX, self._FRAMING, context)
         VCommentDict.__init__(self, data, framing=self._FRAMING)
@@ -676,17 +692,17 @@ class _CappedComments:
         self._pad_data = b""
 
 
-class CappedVorbisComments(_CappedComments, OggVCommentDict):
+class CappedVorbisComments(_CappedComments, OggVCommentDict):  # type: ignore[misc]  # mutagen's list/DictMixin __hash__ clash
     _PREFIX = b"\x03vorbis"
     _FRAMING = True
 
 
-class CappedOpusComments(_CappedComments, OggOpusVComment):
+class CappedOpusComments(_CappedComments, OggOpusVComment):  # type: ignore[misc]  # mutagen's list/DictMixin __hash__ clash
     _PREFIX = b"OpusTags"
     _FRAMING = False
 
 
-class CappedSpeexComments(_CappedComments, OggSpeexVComment):
+class CappedSpeexComments(_CappedComments, OggSpeexVComment):  # type: ignore[misc]  # mutagen's list/DictMixin __hash__ clash
     _PREFIX = b""  # Speex's comment packet has no magic: it is the stream's second packet
     _FRAMING = False
 

@@ -21,9 +21,14 @@ import os
 import re
 import stat
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
+# Celery's soft time limit must stop a batch, not become one more unreadable file (billiard comes with celery)
+from billiard.exceptions import SoftTimeLimitExceeded as _SoftTimeLimitExceeded
+from mutagen import FileType, StreamInfo
 from mutagen.aac import AAC
 from mutagen.ac3 import AC3
 from mutagen.aiff import AIFF
@@ -86,16 +91,16 @@ from worker_app.metadata.timelimit import FileTimeLimit, FileTimeLimitExceeded
 __all__ = ["read_track", "read_stream_info", "read_folder_cover", "find_folder_cover", "current_limits", "ReadLimits",
            "AUDIO_EXTENSIONS"]
 
+if TYPE_CHECKING:
+    from worker_app.settings import Settings
+
 log = logging.getLogger(__name__)
 
 DEFAULT_FILE_TIME_LIMIT = 30.0  # seconds; mutagen reads a file in about a millisecond
 DEFAULT_MAX_COVER_BYTES = 16 * 1024 * 1024
 
-try:  # Celery's soft time limit must stop a batch, not become one more unreadable file
-    from billiard.exceptions import SoftTimeLimitExceeded as _SoftTimeLimitExceeded
-except ImportError:  # pragma: no cover - billiard comes with celery
-    class _SoftTimeLimitExceeded(Exception):
-        pass
+_T = TypeVar("_T")
+AudioClass = type[FileType]
 
 
 # Sniffing candidates: the catalogue's formats. Not mutagen.File's whole default list: its ID3FileType accepts any junk
@@ -117,7 +122,7 @@ class ReadLimits:
 _settings_failure_logged = False
 
 
-def _get_settings():
+def _get_settings() -> Settings:
     from worker_app.settings import get_settings  # here, not at import: settings read the environment
 
     global _get_settings
@@ -147,7 +152,7 @@ def current_limits(time_limit: float | None = None, max_cover_bytes: int | None 
     return ReadLimits(time_limit, max(int(max_cover_bytes), 0))
 
 
-def read_track(path: str | os.PathLike, stat_result: os.stat_result | None = None, *,
+def read_track(path: str | os.PathLike[str], stat_result: os.stat_result | None = None, *,
                time_limit: float | None = None, max_cover_bytes: int | None = None) -> TrackRecord:
     """Everything the catalogue keeps about one file. Raises only UnreadableFileError.
 
@@ -158,7 +163,7 @@ def read_track(path: str | os.PathLike, stat_result: os.stat_result | None = Non
     return _run(current_limits(time_limit, max_cover_bytes), _read_track, path_text, stat_result)
 
 
-def read_stream_info(path: str | os.PathLike, *, time_limit: float | None = None,
+def read_stream_info(path: str | os.PathLike[str], *, time_limit: float | None = None,
                      max_cover_bytes: int | None = None) -> dict[str, Any]:
     """Only the stream facts: format, codec, duration_seconds, bitrate, sample_rate, channels, bits_per_sample.
 
@@ -169,7 +174,7 @@ def read_stream_info(path: str | os.PathLike, *, time_limit: float | None = None
     return _run(current_limits(time_limit, max_cover_bytes), _read_stream_info, path_text)
 
 
-def _run(limits: ReadLimits, function, *args):
+def _run(limits: ReadLimits, function: Callable[..., _T], *args: Any) -> _T:
     """``function(context, *args)`` under the time limit, any failure turned into UnreadableFileError."""
     context = ReadContext(limits.max_cover_bytes)
     token = lenient.enter(context)
@@ -185,7 +190,7 @@ def _run(limits: ReadLimits, function, *args):
         lenient.leave(token)
 
 
-def _guarded(function, *args):
+def _guarded(function: Callable[..., _T], *args: Any) -> _T:
     try:
         return function(*args)
     except (UnreadableFileError, _SoftTimeLimitExceeded):
@@ -205,11 +210,13 @@ def _read_stream_info(context: ReadContext, path: str) -> dict[str, Any]:
     warnings: list[str] = []
     extension = os.path.splitext(path)[1].lower()
     with _opened(path, file_stat.st_size, context) as view:
-        info = None
-        audio_class = CLASS_BY_EXTENSION.get(extension)
-        if (audio_class is MP3 or audio_class is FLAC) and not view.spliced:
-            info = _read_bare_stream_info(view, audio_class)
-        if info is None:
+        info: StreamInfo | None = None
+        expected_class = CLASS_BY_EXTENSION.get(extension)
+        if (expected_class is MP3 or expected_class is FLAC) and not view.spliced:
+            info = _read_bare_stream_info(view, expected_class)
+        if expected_class is not None and info is not None:
+            audio_class = expected_class
+        else:
             audio = _load(view, path, warnings)
             audio_class, info = _base_class(type(audio)), audio.info
             _check_has_audio(audio_class, info)
@@ -297,7 +304,7 @@ def _os_error_reason(error: OSError) -> str:
 def _raise_if_os_error(error: BaseException) -> None:
     """mutagen wraps I/O errors in its own types; an unreadable disk or file is not a corrupt file."""
     seen = set()
-    pending = [error]
+    pending: list[BaseException | None] = [error]
     while pending:
         current = pending.pop()
         if current is None or id(current) in seen:
@@ -317,48 +324,49 @@ class _opened:
         self.path = path
         self.size = size  # from the stat already made: a file that grows meanwhile is read as it was
         self.context = context
-        self.file = None
+        self.file: BinaryIO | None = None
 
     def __enter__(self) -> SafeFile:
         size = self.size
         try:
-            self.file = open(self.path, "rb")
+            self.file = file = open(self.path, "rb")
         except OSError as error:
             raise _access_error(error) from None
         try:
             edits = []
             capped = size > self.context.max_cover_bytes
             if capped:
-                edits = plan_edits(self.file, size, self.context)
-            return SafeFile(self.file, size, edits, name=self.path, capped=capped)
+                edits = plan_edits(file, size, self.context)
+            return SafeFile(file, size, edits, name=self.path, capped=capped)
         except OSError as error:
-            self.file.close()
+            file.close()
             raise _access_error(error) from None
         except BaseException:  # the time limit, or a bug: __exit__ will not run
-            self.file.close()
+            file.close()
             raise
 
-    def __exit__(self, *exc_info) -> bool:
-        self.file.close()
-        return False
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 # Per mutagen class: arguments for loading. MP3: ID3v1 is read separately (see _read_mp3_tags). AIFF, WAV, DSF:
 # their ID3 tag is a chunk; "TAG" in the last 128 bytes of audio samples is not an ID3v1 tag.
-_LOAD_OPTIONS: dict[type, dict[str, Any]] = {MP3: {"load_v1": False}, AIFF: {"load_v1": False},
+_LOAD_OPTIONS: dict[AudioClass, dict[str, Any]] = {MP3: {"load_v1": False}, AIFF: {"load_v1": False},
                                              WAVE: {"load_v1": False}, DSF: {"load_v1": False}}
 _BASE_CLASS = {capped: base for base, capped in CAPPED_CLASSES.items()}
 
 
-def _base_class(audio_class: type) -> type:
+def _base_class(audio_class: AudioClass) -> AudioClass:
     return _BASE_CLASS.get(audio_class, audio_class)
 
 
-def _reader_class(audio_class: type, view: SafeFile) -> type:
+def _reader_class(audio_class: AudioClass, view: SafeFile) -> AudioClass:
     return CAPPED_CLASSES.get(audio_class, audio_class) if view.capped else audio_class
 
 
-def _load(view: SafeFile, path: str, warnings: list[str]):
+def _load(view: SafeFile, path: str, warnings: list[str]) -> FileType:
     extension = os.path.splitext(path)[1].lower()
     expected_class = CLASS_BY_EXTENSION.get(extension)
     first_error: Exception | None = None
@@ -377,7 +385,7 @@ def _load(view: SafeFile, path: str, warnings: list[str]):
         _raise_if_looping(error, None)
         audio = None
     if audio is None:
-        if first_error is not None:
+        if first_error is not None and expected_class is not None:
             raise UnreadableFileError(_corrupt_reason(view, path, expected_class, first_error)) from None
         raise UnreadableFileError("not an audio file mutagen can read")
     if expected_class is not None:
@@ -385,8 +393,8 @@ def _load(view: SafeFile, path: str, warnings: list[str]):
     return audio
 
 
-def _raise_if_looping(error: BaseException, audio_class: type | None) -> None:
-    seen = error
+def _raise_if_looping(error: BaseException, audio_class: AudioClass | None) -> None:
+    seen: BaseException | None = error
     for _ in range(10):  # mutagen may wrap it
         if seen is None:
             return
@@ -396,7 +404,7 @@ def _raise_if_looping(error: BaseException, audio_class: type | None) -> None:
         seen = seen.__cause__ or seen.__context__
 
 
-def _sniff(view: SafeFile, path: str, candidates: list[type]):
+def _sniff(view: SafeFile, path: str, candidates: list[AudioClass]) -> FileType | None:
     """mutagen.File's choice (best score, ties by class name), with this module's load options."""
     view.seek(0)
     header = view.read(128)
@@ -408,11 +416,11 @@ def _sniff(view: SafeFile, path: str, candidates: list[type]):
     return _reader_class(kind, view)(view, **_LOAD_OPTIONS.get(kind, {}))
 
 
-def _score(kind: type, path: str, view: SafeFile, header: bytes) -> int:
+def _score(kind: AudioClass, path: str, view: SafeFile, header: bytes) -> int:
     """mutagen's score, and for ADTS AAC, which mutagen knows only by its extension, its frame sync: 12 bits set,
     then a layer field of 0 (an MPEG audio frame, which MP3 scores, has a layer of 1 to 3). Above the 2 an ID3v2
     tag gives MP3, as taggers put one in front of both."""
-    score = kind.score(path, view, header)
+    score: int = kind.score(path, view, header)
     if kind is AAC:
         start = 10 + BitPaddedInt(header[6:10]) if header[:3] == b"ID3" and len(header) >= 10 else 0
         view.seek(start)
@@ -423,7 +431,7 @@ def _score(kind: type, path: str, view: SafeFile, header: bytes) -> int:
 
 
 _TRUNCATION_HINTS = ("truncated", "unexpected", "eof", "end of file", "not enough", "too short", "ended", "said")
-def _corrupt_reason(view: SafeFile, path: str, audio_class: type, error: Exception) -> str:
+def _corrupt_reason(view: SafeFile, path: str, audio_class: AudioClass, error: Exception) -> str:
     """Why a file whose extension promised ``audio_class`` could not be parsed as it, nor sniffed as anything."""
     label = CONTAINERS[audio_class].label
     view.seek(0)
@@ -479,16 +487,17 @@ def _recognisable_content(head: bytes) -> str | None:
 
 def _is_invalid_seek(error: BaseException) -> bool:
     """A seek before the start of the file (SafeFile raises EINVAL, as files do), maybe wrapped by mutagen."""
+    seen: BaseException | None = error
     for _ in range(10):
-        if error is None:
+        if seen is None:
             return False
-        if isinstance(error, OSError) and error.errno == errno.EINVAL:
+        if isinstance(seen, OSError) and seen.errno == errno.EINVAL:
             return True
-        error = error.__cause__ or error.__context__
+        seen = seen.__cause__ or seen.__context__
     return False
 
 
-def _has_signature(audio_class: type, header: bytes) -> bool:
+def _has_signature(audio_class: AudioClass, header: bytes) -> bool:
     if audio_class is MP3:  # an ID3 tag or an MPEG frame sync
         return header.startswith(b"ID3") or (len(header) > 1 and header[0] == 0xFF and header[1] & 0xE0 == 0xE0)
     if audio_class is MP4:
@@ -496,12 +505,13 @@ def _has_signature(audio_class: type, header: bytes) -> bool:
     return header.startswith(CONTAINERS[audio_class].signatures or (b"",))
 
 
-def _read_bare_stream_info(view: SafeFile, audio_class: type):
+def _read_bare_stream_info(view: SafeFile, audio_class: AudioClass) -> StreamInfo | None:
     """The stream header without the tags, or None to fall back to a full parse."""
     try:
         view.seek(0)
         if audio_class is MP3:
-            return MPEGInfo(view)
+            mpeg_info: MPEGInfo = MPEGInfo(view)
+            return mpeg_info
         header = view.read(8)
         # STREAMINFO must be the first block: type 0, 34 bytes
         if header[:4] == b"fLaC" and header[4] & 0x7F == 0 and header[5:8] == b"\x00\x00\x22":
@@ -513,7 +523,7 @@ def _read_bare_stream_info(view: SafeFile, audio_class: type):
     return None
 
 
-def _flac_stream_info(audio_file, is_last_block: bool):
+def _flac_stream_info(audio_file: SafeFile, is_last_block: bool) -> FLACStreamInfo | None:
     """STREAMINFO, then the other blocks' headers only, to find where audio starts (for the bitrate, as mutagen)."""
     info = FLACStreamInfo(audio_file.read(34))
     while not is_last_block:
@@ -545,7 +555,7 @@ MAX_BITS_PER_SAMPLE = 64
 _CODEC_NAME = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,15}$")
 
 
-def _stream_fields(audio_class: type, info, size_bytes: int, warnings: list[str],
+def _stream_fields(audio_class: AudioClass, info: StreamInfo | None, size_bytes: int, warnings: list[str],
                    audio_share: float = 1.0) -> dict[str, Any]:
     """``audio_share``: the part of mutagen's length that is audio (see _audio_share)."""
     try:
@@ -566,6 +576,7 @@ def _stream_fields(audio_class: type, info, size_bytes: int, warnings: list[str]
         bitrate = size_bytes * 8 / duration  # what mutagen leaves out (WavPack, APE, TTA): the file's average
         if not 1 <= bitrate <= MAX_BITRATE:  # (a corrupt duration of days over a few kB rounds to 0)
             bitrate = None
+    sample_rate: int | float | None
     if audio_class is OggOpus:
         sample_rate = _OPUS_OUTPUT_RATE
     else:
@@ -585,7 +596,7 @@ def _stream_fields(audio_class: type, info, size_bytes: int, warnings: list[str]
     }
 
 
-def _check_has_audio(audio_class: type, info) -> None:
+def _check_has_audio(audio_class: AudioClass, info: StreamInfo | None) -> None:
     """Containers that may hold no audio stream at all: an MP4 made only of metadata boxes (or of video), an ASF
     without a stream properties object. mutagen reads them without complaint, with every stream number zero; they
     are not tracks."""
@@ -601,7 +612,7 @@ def _check_has_audio(audio_class: type, info) -> None:
         raise UnreadableFileError(f"no audio stream in the {label} file (only metadata or other tracks)")
 
 
-def _add_true_audio_format(audio, view: SafeFile) -> None:
+def _add_true_audio_format(audio: FileType, view: SafeFile) -> None:
     """mutagen's TrueAudioInfo keeps only the sample rate and length of the TTA header (after any ID3v2 tag):
     "TTA1", format, channels, bits per sample, sample rate, samples, all little-endian."""
     if not isinstance(audio, TrueAudio):
@@ -609,10 +620,11 @@ def _add_true_audio_format(audio, view: SafeFile) -> None:
     view.seek(audio.tags.size if audio.tags is not None else 0)
     header = view.read(10)
     if len(header) == 10 and header.startswith(b"TTA"):
-        audio.info.channels, audio.info.bits_per_sample = struct.unpack_from("<HH", header, 6)
+        info: Any = audio.info  # a TrueAudioInfo: mutagen declares FileType.info as None
+        info.channels, info.bits_per_sample = struct.unpack_from("<HH", header, 6)
 
 
-def _audio_share(audio_class: type, view: SafeFile) -> float:
+def _audio_share(audio_class: AudioClass, view: SafeFile) -> float:
     """ADTS AAC and AC-3 have no index: mutagen guesses their length from the bytes after the first frame, tags at
     the end (APEv2 with its pictures, ID3v1) included. The share of those bytes that is audio, to correct it."""
     if audio_class is not AAC and audio_class is not AC3:
@@ -634,7 +646,7 @@ def _audio_share(audio_class: type, view: SafeFile) -> float:
     return (end - lead) / stream if stream > 0 and lead < end <= view.size else 1.0
 
 
-def _info(info, attribute: str, label: str, warnings: list[str]):
+def _info(info: StreamInfo | None, attribute: str, label: str, warnings: list[str]) -> int | float | None:
     """A stream number; some are properties that divide by header fields (DSF length by a zero sample rate)."""
     try:
         value = getattr(info, attribute, None)
@@ -646,7 +658,8 @@ def _info(info, attribute: str, label: str, warnings: list[str]):
     return value
 
 
-def _positive_int(value, key: str, warnings: list[str], maximum: int, minimum: int | None = None) -> int | None:
+def _positive_int(value: int | float | None, key: str, warnings: list[str], maximum: int,
+                  minimum: int | None = None) -> int | None:
     value = positive_number(value, key, warnings, maximum=maximum, minimum=minimum)
     return int(value) if value is not None else None
 
@@ -660,13 +673,13 @@ def _clean_codec(codec: str | None, warnings: list[str]) -> str | None:
     return None
 
 
-def _codec(audio_class: type, info) -> str:
+def _codec(audio_class: AudioClass, info: StreamInfo | None) -> str:
     if audio_class is MP3:
         return _MPEG_LAYER_CODECS.get(getattr(info, "layer", 3), "mp3")
     if audio_class is MP4:
         return _mp4_codec(getattr(info, "codec", "") or "")
     if audio_class is ASF:
-        description = f"{info.codec_type} {info.codec_name}".lower()
+        description = f"{getattr(info, 'codec_type', '')} {getattr(info, 'codec_name', '')}".lower()
         for marker, codec in (("lossless", "wmalossless"), ("pro", "wmapro"), ("voice", "wmavoice")):
             if marker in description:
                 return codec
@@ -691,8 +704,8 @@ def _mp4_codec(codec: str) -> str:
 # ---------------------------------------------------------------- tags
 
 
-def _read_tags(audio, view: SafeFile, raw: RawTags) -> None:
-    tags = audio.tags
+def _read_tags(audio: FileType, view: SafeFile, raw: RawTags) -> None:
+    tags: Any = audio.tags  # each class's own Tags subclass: mutagen declares FileType.tags as None
     if isinstance(audio, MP3):
         _read_mp3_tags(tags, view, raw)
     elif isinstance(audio, FLAC):
@@ -722,7 +735,7 @@ def _read_tags(audio, view: SafeFile, raw: RawTags) -> None:
         merge_missing(raw, info)
 
 
-def _leading_id3(view: SafeFile, raw: RawTags):
+def _leading_id3(view: SafeFile, raw: RawTags) -> ID3 | None:
     """The ID3v2 tag at the start of a raw stream (ADTS AAC, AC-3), as mutagen's MP3 class would load it."""
     view.seek(0)
     try:
@@ -735,7 +748,7 @@ def _leading_id3(view: SafeFile, raw: RawTags):
         return None
 
 
-def _read_mp3_tags(tags, view: SafeFile, raw: RawTags) -> None:
+def _read_mp3_tags(tags: ID3 | None, view: SafeFile, raw: RawTags) -> None:
     """ID3v2 wins; APEv2 (foobar2000 and mp3gain write it, often beside ID3v2) fills the fields ID3v2 lacks;
     ID3v1 (30 Latin-1 characters a field, the least trustworthy source) fills what is still missing."""
     if tags is not None:  # loaded with load_v1=False: ID3v2 only

@@ -13,7 +13,8 @@ from __future__ import annotations
 import bisect
 import errno
 import os
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import BinaryIO, NamedTuple
 
 MAX_READS = 250_000  # read calls one file may take: a typical file takes 10-100, 5,000 Vorbis comments 10,000
 
@@ -40,7 +41,8 @@ class _Segment(NamedTuple):
 class SafeFile:
     """Read-only, seekable; ``close`` leaves the real file open (its owner closes it)."""
 
-    def __init__(self, fileobj, size: int, edits=(), name: str = "", capped: bool = False):
+    def __init__(self, fileobj: BinaryIO, size: int, edits: Iterable[Edit] = (), name: str = "",
+                 capped: bool = False):
         self._file = fileobj
         self.name = name
         self.capped = capped  # the file is above the picture limit: read it with the capped mutagen classes

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import base64
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from mutagen._riff import RiffFile
-from mutagen.apev2 import APEBinaryValue, APEExtValue, APETextValue
+from mutagen._vorbis import VComment
+from mutagen.apev2 import APEBinaryValue, APEExtValue, APETextValue, APEv2
+from mutagen.asf import ASFTags
 from mutagen.flac import Picture
 from mutagen.id3 import (
     APIC,
     COMM,
+    ID3,
     PCNT,
     POPM,
     RVA2,
@@ -28,12 +33,13 @@ from mutagen.id3 import (
     USLT,
     WXXX,
     Encoding,
+    Frame,
     PairedTextFrame,
     TextFrame,
     TimeStampTextFrame,
     UrlFrame,
 )
-from mutagen.mp4 import AtomDataType, MP4FreeForm
+from mutagen.mp4 import AtomDataType, MP4FreeForm, MP4Tags
 
 from worker_app.metadata.cleaning import (
     MAX_FIELD_BYTES,
@@ -45,6 +51,9 @@ from worker_app.metadata.cleaning import (
     repair_utf16_byte_order,
 )
 from worker_app.metadata.covers import APE_PICTURE_TYPES, MIME_BY_EXTENSION, MP4_COVER_MIME, EmbeddedPicture
+
+if TYPE_CHECKING:
+    from worker_app.metadata.safefile import SafeFile
 
 
 @dataclass
@@ -71,7 +80,7 @@ class RawTags:
             if not (is_field and cleaned in values):
                 values.append(cleaned)
 
-    def add_all(self, key: str, values) -> None:
+    def add_all(self, key: str, values: Iterable[object]) -> None:
         for value in values:
             self.add(key, value if isinstance(value, str) else str(value))
 
@@ -266,7 +275,7 @@ def free_form_key(name: str, key_without_name: str = "") -> str:
 
 # ---------------------------------------------------------------- Vorbis comments (FLAC, Ogg Vorbis, Opus, Speex)
 
-def read_vorbis_comments(comments, flac_pictures, raw: RawTags) -> None:
+def read_vorbis_comments(comments: VComment | None, flac_pictures: list[Picture] | None, raw: RawTags) -> None:
     """``comments`` is mutagen's VComment (a list of (key, value) pairs); FLAC keeps pictures in their own blocks."""
     for picture in flac_pictures or ():
         raw.pictures.append(EmbeddedPicture(picture.data, picture.mime or None, int(picture.type)))
@@ -297,18 +306,20 @@ def read_vorbis_comments(comments, flac_pictures, raw: RawTags) -> None:
 
 
 
-def read_apev2(tags, raw: RawTags) -> None:
+def read_apev2(tags: APEv2, raw: RawTags) -> None:
     for key, value in tags.items():
         lowered = key.lower()
+        # An item's value is set by its constructor; mypy sees the class default (None).
+        payload: Any = value.value
         if isinstance(value, APETextValue):
             raw.add_all(free_form_key(lowered), list(value))
         elif isinstance(value, APEExtValue):  # a link (URL or file)
-            raw.add(free_form_key(lowered), value.value)
+            raw.add(free_form_key(lowered), payload)
         elif isinstance(value, APEBinaryValue) and lowered.startswith("cover art"):
             # "<file name>\0<image bytes>" by convention (foobar2000, mp3tag, Picard)
-            file_name, separator, data = value.value.partition(b"\x00")
+            file_name, separator, data = payload.partition(b"\x00")
             if not separator:
-                file_name, data = b"", value.value
+                file_name, data = b"", payload
             suffix = file_name.decode("latin-1").rpartition(".")[2].lower()
             raw.pictures.append(EmbeddedPicture(data, MIME_BY_EXTENSION.get(suffix), APE_PICTURE_TYPES.get(lowered, 0)))
         # other binary items are opaque application data, not tags people read
@@ -317,7 +328,7 @@ def read_apev2(tags, raw: RawTags) -> None:
 # ---------------------------------------------------------------- RIFF INFO (WAV)
 
 
-def read_riff_info(view, raw: RawTags) -> None:
+def read_riff_info(view: SafeFile, raw: RawTags) -> None:
     """The INFO list of a WAV file (what Windows and most audio editors write; mutagen reads only WAV's ID3 chunk):
     each sub-chunk a NUL-terminated string, UTF-8 or, from older software, Windows-1252."""
     view.seek(0)
@@ -337,7 +348,7 @@ _ID3V1_COMMENT = "ID3v1 Comment"  # the description mutagen gives an ID3v1 comme
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
-def read_id3(tags, raw: RawTags) -> None:
+def read_id3(tags: ID3, raw: RawTags) -> None:
     """``tags`` is a mutagen ID3 loaded with translate=True: v2.2/v2.3 frames already upgraded to v2.4 ones.
 
     Every frame that holds text people read ends up in ``raw``: text frames under their Picard name (else their
@@ -345,59 +356,62 @@ def read_id3(tags, raw: RawTags) -> None:
     know (``unknown_frames``). Binary frames (APIC aside) are skipped: PRIV, GEOB, MCDI, ETCO, CHAP...
     Text in a Latin-1 frame that is really UTF-8, and BOM-less big-endian UTF-16, are repaired with a warning.
     """
-    volume_adjustments: dict[str, RVA2] = {}
+    # A frame's fields (desc, text, data...) are set at run time from its class's _framespec: mypy sees none of
+    # them, so they are read through ``fields``, the same frame typed Any.
+    volume_adjustments: dict[str, Any] = {}
     for frame in tags.values():
         frame_id = frame.FrameID
+        fields: Any = frame
         if isinstance(frame, TXXX):
-            raw.add_all(free_form_key(_repaired(frame, frame.desc, raw), "txxx"), _texts(frame, raw))
+            raw.add_all(free_form_key(_repaired(frame, fields.desc, raw), "txxx"), _texts(frame, raw))
         elif isinstance(frame, COMM):  # before TextFrame, which it subclasses
-            description = _repaired(frame, frame.desc, raw)
+            description = _repaired(frame, fields.desc, raw)
             if description in ("", _ID3V1_COMMENT):
                 raw.add_all("comment", _texts(frame, raw))
             else:
                 raw.add_all(f"comment:{description.lower()}", _texts(frame, raw))
         elif isinstance(frame, TCON):
             # resolves ID3v1 numeric references: "(17)" -> "Rock"
-            raw.add_all("genre", [_repaired(frame, genre, raw) for genre in frame.genres])
+            raw.add_all("genre", [_repaired(frame, genre, raw) for genre in fields.genres])
         elif isinstance(frame, TimeStampTextFrame):
-            raw.add_all(_ID3_KEYS.get(frame_id, frame_id.lower()), [stamp.text for stamp in frame.text])
+            raw.add_all(_ID3_KEYS.get(frame_id, frame_id.lower()), [stamp.text for stamp in fields.text])
         elif isinstance(frame, TextFrame):
             raw.add_all(_ID3_KEYS.get(frame_id, frame_id.lower()), _texts(frame, raw))
         elif isinstance(frame, APIC):
-            if frame.mime != "-->":  # "-->" means the data is a URL to an image, not an image
-                raw.pictures.append(EmbeddedPicture(frame.data, frame.mime or None, int(frame.type)))
+            if fields.mime != "-->":  # "-->" means the data is a URL to an image, not an image
+                raw.pictures.append(EmbeddedPicture(fields.data, fields.mime or None, int(fields.type)))
         elif isinstance(frame, USLT):
-            description = _repaired(frame, frame.desc, raw)
-            raw.add("lyrics" if not description else f"lyrics:{description.lower()}", _repaired(frame, frame.text, raw))
+            description = _repaired(frame, fields.desc, raw)
+            raw.add("lyrics" if not description else f"lyrics:{description.lower()}", _repaired(frame, fields.text, raw))
         elif isinstance(frame, SYLT):
-            description = _repaired(frame, frame.desc, raw)
+            description = _repaired(frame, fields.desc, raw)
             raw.add("syncedlyrics" if not description else f"syncedlyrics:{description.lower()}",
                     _synced_lyrics(frame))
         elif isinstance(frame, UFID):
-            if frame.owner:
-                key = _ID3_KEYS.get(f"UFID:{frame.owner}", f"ufid:{frame.owner.lower()}")
-                raw.add(key, _printable_or_hex(frame.data))
+            if fields.owner:
+                key = _ID3_KEYS.get(f"UFID:{fields.owner}", f"ufid:{fields.owner.lower()}")
+                raw.add(key, _printable_or_hex(fields.data))
         elif isinstance(frame, POPM):  # rating 0-255 (and a play count) per player e-mail
-            suffix = f":{frame.email.lower()}" if frame.email else ""
-            raw.add(f"rating{suffix}", str(frame.rating))
+            suffix = f":{fields.email.lower()}" if fields.email else ""
+            raw.add(f"rating{suffix}", str(fields.rating))
             if getattr(frame, "count", None) is not None:
-                raw.add(f"playcount{suffix}", str(frame.count))
+                raw.add(f"playcount{suffix}", str(fields.count))
         elif isinstance(frame, PCNT):
-            raw.add("playcount", str(frame.count))
+            raw.add("playcount", str(fields.count))
         elif isinstance(frame, USER):
-            raw.add("termsofuse", _repaired(frame, frame.text, raw))
+            raw.add("termsofuse", _repaired(frame, fields.text, raw))
         elif isinstance(frame, PairedTextFrame):  # TIPL (involved people), TMCL (musicians)
-            for role, name in frame.people:
+            for role, name in fields.people:
                 if frame_id == "TMCL":
                     raw.add(f"performer:{role.lower()}", name)
                 else:
                     raw.add(_ID3_KEYS.get(f"TIPL:{role.lower()}", role.lower()), name)
         elif isinstance(frame, WXXX):
-            raw.add(free_form_key(frame.desc, "wxxx"), frame.url)
+            raw.add(free_form_key(fields.desc, "wxxx"), fields.url)
         elif isinstance(frame, UrlFrame):
-            raw.add(_ID3_KEYS.get(frame_id, frame_id.lower()), frame.url)
+            raw.add(_ID3_KEYS.get(frame_id, frame_id.lower()), fields.url)
         elif isinstance(frame, RVA2):
-            volume_adjustments[frame.desc.lower()] = frame
+            volume_adjustments[fields.desc.lower()] = frame
         # PRIV, GEOB, MCDI, ETCO, CHAP, CTOC...: binary or player state, not catalogue tags
 
     for frame_data in getattr(tags, "unknown_frames", None) or ():
@@ -411,7 +425,7 @@ def read_id3(tags, raw: RawTags) -> None:
             raw.add_if_absent(f"replaygain_{scope}_peak", f"{frame.peak:.6f}")
 
 
-def _repaired(frame, text: str, raw: RawTags) -> str:
+def _repaired(frame: Frame, text: str, raw: RawTags) -> str:
     """``text`` from ``frame``, repaired when its bytes were in another encoding than the frame declared."""
     encoding = getattr(frame, "encoding", None)
     if encoding == Encoding.LATIN1:
@@ -427,11 +441,11 @@ def _repaired(frame, text: str, raw: RawTags) -> str:
     return text
 
 
-def _texts(frame, raw: RawTags) -> list[str]:
+def _texts(frame: Any, raw: RawTags) -> list[str]:
     return [_repaired(frame, text if isinstance(text, str) else str(text), raw) for text in frame.text]
 
 
-def _synced_lyrics(frame: SYLT) -> str:
+def _synced_lyrics(frame: Any) -> str:  # a SYLT: its fields are untyped (see read_id3)
     if frame.format == 2:  # times in milliseconds: LRC-style lines
         return "\n".join(f"[{time // 60000:02d}:{time // 1000 % 60:02d}.{time % 1000 // 10:02d}]{text}"
                          for text, time in frame.text)
@@ -473,7 +487,7 @@ def _read_unknown_id3_frame(frame_data: bytes, version: int, raw: RawTags) -> No
 _TEXT_FORMATS = (AtomDataType.UTF8, AtomDataType.IMPLICIT)
 
 
-def read_mp4(tags, raw: RawTags) -> None:
+def read_mp4(tags: MP4Tags, raw: RawTags) -> None:
     for key, values in tags.items():
         if not isinstance(values, list):  # flags (cpil, pgap, pcst, shwm) are a bare bool
             values = [values]
@@ -548,7 +562,7 @@ def _recover_mp4_text(key: str, payloads: list[bytes], raw: RawTags) -> bool:
 
 # ---------------------------------------------------------------- ASF (WMA)
 
-def read_asf(tags, raw: RawTags) -> None:
+def read_asf(tags: ASFTags, raw: RawTags) -> None:
     zero_based_track = None
     for key, attribute in tags:
         lowered = key.lower()
@@ -578,7 +592,7 @@ def read_asf(tags, raw: RawTags) -> None:
             raw.add("wm/track", str(zero_based_track))
 
 
-def _parse_asf_picture(blob) -> EmbeddedPicture | None:
+def _parse_asf_picture(blob: object) -> EmbeddedPicture | None:
     """WM/Picture: type (1 byte), data size (uint32 LE), MIME and description (UTF-16LE, NUL-terminated), data."""
     if not isinstance(blob, bytes) or len(blob) < 9:
         return None

@@ -15,6 +15,7 @@ import _signal
 import signal
 import threading
 import time
+from types import FrameType, TracebackType
 
 # _signal holds the C functions: signal.signal() and getsignal() convert handlers to enums, which costs ~10 us a
 # call, and this runs for every file (~500 us of mutagen work). Same semantics otherwise.
@@ -32,7 +33,7 @@ class FileTimeLimit:
         self._active = False  # our handler is installed (restoring it is pending)
         self._stopping = False
         self._fired = False
-        self._previous_handler = None
+        self._previous_handler: signal._HANDLER = None
         self._previous_timer = (0.0, 0.0)
         self._started = 0.0
 
@@ -40,9 +41,9 @@ class FileTimeLimit:
         self.start()
         return self
 
-    def __exit__(self, *exc_info) -> bool:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
         self.stop()
-        return False
 
     def start(self) -> None:
         if self.seconds is None or threading.current_thread() is not threading.main_thread():
@@ -71,7 +72,7 @@ class FileTimeLimit:
             remaining = delay - (time.monotonic() - self._started)
             _signal.setitimer(signal.ITIMER_REAL, max(remaining, 1e-6), interval)
 
-    def _on_alarm(self, signum, frame) -> None:
+    def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
         if self._fired or self._stopping or not self._active:
             return
         self._fired = True

@@ -14,7 +14,7 @@ Migrations run while the fleet works (playbooks/upgrade.yml migrates before the 
 import logging
 
 from alembic import context
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from worker_app.db.migrate import MIGRATION_LOCK_KEY
 from worker_app.db.models import Base
@@ -45,7 +45,7 @@ def run_migrations_online() -> None:
             _release(connection)
 
 
-def _release(connection) -> None:
+def _release(connection: Connection) -> None:
     """The connection goes back to the process's pool: leave it as it was found, or drop it (which ends its
     session, and the advisory lock with it) when it cannot be."""
     try:

@@ -13,7 +13,8 @@ behind; the next attempt drops it and builds it again, so `soniquebay db upgrade
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from alembic import op
 from sqlalchemy import text
@@ -27,7 +28,7 @@ def _invalid_index_exists(name: str) -> bool:
     ).scalar())
 
 
-def create_index_concurrently(index_name: str, table_name: str, columns: Sequence[str], **kw) -> None:
+def create_index_concurrently(index_name: str, table_name: str, columns: Sequence[str], **kw: Any) -> None:
     """``op.create_index`` without blocking writes to ``table_name`` (``CREATE INDEX CONCURRENTLY IF NOT EXISTS``);
     keyword arguments as for ``op.create_index`` (``unique``, ``postgresql_where``, ``postgresql_using``...)."""
     with op.get_context().autocommit_block():

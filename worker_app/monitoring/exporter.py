@@ -16,9 +16,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import redis
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import func, select
 
@@ -47,11 +49,11 @@ class FleetCollector(Collector):
         self._lock = threading.Lock()
         self._broker: redis.Redis | None = None
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         with self._lock:
             up = GaugeMetricFamily("soniquebay_exporter_source_up",
                                    "1 when the exporter could read the source at this scrape", labels=["source"])
-            families: list = []
+            families: list[Metric] = []
             for source, read in (("broker", self._queues), ("workers", self._workers),
                                  ("postgresql", self._catalogue)):
                 started = time.monotonic()
@@ -76,7 +78,7 @@ class FleetCollector(Collector):
                                                 socket_connect_timeout=5, health_check_interval=25)
         return self._broker
 
-    def _queues(self) -> list:
+    def _queues(self) -> list[Metric]:
         from worker_app.celery_app import QUEUES, app
 
         sep = app.conf.broker_transport_options.get("sep", ":")
@@ -95,7 +97,7 @@ class FleetCollector(Collector):
 
     # The workers, through Celery's control broadcast (over the broker).
 
-    def _workers(self) -> list:
+    def _workers(self) -> list[Metric]:
         from worker_app.celery_app import QUEUES, app
 
         replies = app.control.inspect(timeout=self.inspect_timeout).active_queues() or {}
@@ -116,7 +118,7 @@ class FleetCollector(Collector):
 
     # PostgreSQL: the scans.
 
-    def _catalogue(self) -> list:
+    def _catalogue(self) -> list[Metric]:
         from worker_app.db.models import Scan, ScanUnit
         from worker_app.db.session import transaction
         from worker_app.pipeline.ledger import progress
@@ -141,7 +143,7 @@ class FleetCollector(Collector):
         scans = GaugeMetricFamily("soniquebay_scans", "Scans by status", labels=["status"])
         for status in sorted(set(SCAN_STATUSES) | set(by_status)):
             scans.add_metric([status], by_status.get(status, 0))
-        families = [scans]
+        families: list[Metric] = [scans]
         families += self._scan_figures(figures)
         units = GaugeMetricFamily("soniquebay_units_pending",
                                   "Pending units by kind (extract: the files still to read)",
@@ -160,14 +162,14 @@ class FleetCollector(Collector):
         return [*families, units, retrying, oldest]
 
     @staticmethod
-    def _scan_figures(figures: dict | None) -> list:
+    def _scan_figures(figures: dict[str, Any] | None) -> list[Metric]:
         if figures is None:
             return []
         labels = [str(figures["scan_id"]), figures["root"]]
         info = GaugeMetricFamily("soniquebay_scan_info", "The current scan (the latest running one, else the "
                                  "latest): 1, with its status", labels=["scan_id", "root", "status"])
         info.add_metric([*labels, figures["status"]], 1)
-        families = [info]
+        families: list[Metric] = [info]
         for name in FIGURES:
             # Gauges, not counters: a snapshot of the ledger, labelled by scan (each scan starts from zero).
             family = GaugeMetricFamily(f"soniquebay_scan_{name}", f"Files {name} by the current scan",
@@ -233,7 +235,7 @@ class TaskEvents:
             self.connected = False
             time.sleep(2)
 
-    def on_event(self, event: dict) -> None:
+    def on_event(self, event: dict[str, Any]) -> None:
         kind, uuid = event.get("type", ""), event.get("uuid")
         if not kind.startswith("task-") or uuid is None:
             return
@@ -271,7 +273,7 @@ class EventsUp(Collector):
     def __init__(self, events: TaskEvents):
         self.events = events
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("soniquebay_exporter_events_connected",
                                "1 while the exporter receives the workers' task events")
         up.add_metric([], 1 if self.events.connected else 0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy import text as text_sql
@@ -27,8 +28,8 @@ from worker_app.analysis import vector as vectors
 from worker_app.analysis.decode import DecodeError
 from worker_app.analysis.track import analyse
 from worker_app.celery_app import app
-from worker_app.db.models import AudioFeatures, Track, TrackVector
-from worker_app.db.session import transaction
+from worker_app.db.models import AudioFeatures, Track, TrackVector, table_of
+from worker_app.db.session import rowcount, transaction
 from worker_app.limits import ANALYSE, DEFERRED
 from worker_app.pipeline.ledger import Failure, Unit, complete_unit, record_failures, register_units, send_after_commit
 from worker_app.pipeline.unit_task import UnitTask
@@ -47,8 +48,8 @@ class AnalysisTask(UnitTask):
     stage = "analysis"
     unit_kind = "analysis"
 
-    def run_delivery(self, scan_id, key, *args, **kwargs):
-        if scan_id is None:  # outside a scan: no unit to count
+    def run_delivery(self, scan_id: int | None, key: str | None, *args: Any, **kwargs: Any) -> Any:
+        if scan_id is None or key is None:  # outside a scan (both None): no unit to count
             return self.run(scan_id, key, *args, **kwargs)
         return super().run_delivery(scan_id, key, *args, **kwargs)
 
@@ -71,7 +72,7 @@ def per_file_time_limit() -> float:
     return 2 * get_settings().file_time_limit
 
 
-def tracks_to_analyse(session: Session, track_ids: list[int], force: bool = False) -> list:
+def tracks_to_analyse(session: Session, track_ids: list[int], force: bool = False) -> list[Any]:
     """The tracks among ``track_ids`` not yet analysed at this version for their current (size, mtime)."""
     rows = session.execute(
         select(Track.id, Track.path, Track.path_bytes, Track.size_bytes, Track.mtime, Track.channels,
@@ -84,25 +85,25 @@ def tracks_to_analyse(session: Session, track_ids: list[int], force: bool = Fals
             or row.done_size != row.size_bytes or row.done_mtime != row.mtime]
 
 
-def features_row(track, features: dict | None, error: str | None) -> dict:
-    row = {"track_id": track.id, "analysis_version": ANALYSIS_VERSION, "size_bytes": track.size_bytes,
+def features_row(track: Track, features: dict[str, Any] | None, error: str | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"track_id": track.id, "analysis_version": ANALYSIS_VERSION, "size_bytes": track.size_bytes,
            "mtime": track.mtime, "error": error, "analysed_at": func.now()}
     row.update({column: (features or {}).get(column) for column in COLUMNS})
     row["details"] = {k: v for k, v in (features or {}).items() if k not in COLUMNS}
     return row
 
 
-def store_features(session: Session, rows: list[dict]) -> None:
+def store_features(session: Session, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
-    statement = insert(AudioFeatures.__table__).values(rows)
+    statement = insert(table_of(AudioFeatures)).values(rows)
     session.execute(statement.on_conflict_do_update(
         index_elements=["track_id"],
         set_={column: statement.excluded[column] for column in rows[0] if column != "track_id"},
     ))
 
 
-def analyse_track(track) -> tuple[dict | None, str | None]:
+def analyse_track(track: Track) -> tuple[dict[str, Any] | None, str | None]:
     """(features, None) or (None, reason)."""
     try:
         return analyse(file_path(track.path, track.path_bytes), channels=track.channels,
@@ -114,8 +115,8 @@ def analyse_track(track) -> tuple[dict | None, str | None]:
 
 
 @app.task(name="extract_audio_features_batch", base=AnalysisTask, bind=True, acks_late=True, **ANALYSE.options)
-def extract_audio_features_batch(self, scan_id: int | None, key: str | None, track_ids: list[int],
-                                 force: bool = False) -> dict:
+def extract_audio_features_batch(self: AnalysisTask, scan_id: int | None, key: str | None, track_ids: list[int],
+                                 force: bool = False) -> dict[str, Any]:
     """Measure the tracks ``track_ids`` that need it and store their features; then have them vectorised."""
     started = time.monotonic()
     budget = (self.soft_time_limit or ANALYSE.options["soft_time_limit"]) * BATCH_TIME_SHARE
@@ -137,12 +138,13 @@ def extract_audio_features_batch(self, scan_id: int | None, key: str | None, tra
         # Vectors for every track of the batch that has features: cheap, and it repairs any that went missing.
         done = [track_id for track_id in track_ids if track_id not in set(left)]
         if scan_id is not None:
+            assert key is not None  # a scan's unit: its message carries both
             record_failures(session, scan_id, failures)
             if done:
                 follow_ups.append(Unit(f"{key}/vectorize", "audio-vector", vectorize_audio.name,
                                        [scan_id, f"{key}/vectorize", done]))
             album_ids = sorted({album for (album,) in session.execute(
-                select(Track.album_id).where(Track.id.in_(done), Track.album_id.is_not(None)))})
+                select(Track.album_id).where(Track.id.in_(done), Track.album_id.is_not(None))) if album is not None})
             if album_ids:
                 follow_ups.append(Unit(f"{key}/albums", "audio-album", enrich_album_audio.name,
                                        [scan_id, f"{key}/albums", album_ids]))
@@ -158,7 +160,8 @@ def extract_audio_features_batch(self, scan_id: int | None, key: str | None, tra
             vectorize_audio.delay(None, None, done)
             with transaction() as session:
                 album_ids = sorted({album for (album,) in session.execute(
-                    select(Track.album_id).where(Track.id.in_(done), Track.album_id.is_not(None)))})
+                    select(Track.album_id).where(Track.id.in_(done), Track.album_id.is_not(None)))
+                    if album is not None})
             if album_ids:
                 enrich_album_audio.delay(None, None, album_ids)
         if left:
@@ -169,7 +172,8 @@ def extract_audio_features_batch(self, scan_id: int | None, key: str | None, tra
             "deferred": len(left)}
 
 
-def tags_and_features(session: Session, track_ids: list[int]) -> list[tuple[int, dict, dict]]:
+def tags_and_features(session: Session,
+                      track_ids: list[int]) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
     rows = session.execute(
         select(Track.id, Track.genre, Track.year, Track.duration_seconds, AudioFeatures)
         .join(AudioFeatures, AudioFeatures.track_id == Track.id)
@@ -181,10 +185,11 @@ def tags_and_features(session: Session, track_ids: list[int]) -> list[tuple[int,
 
 
 @app.task(name="vectorize_audio", base=AudioVectorTask, bind=True, acks_late=True, **DEFERRED.options)
-def vectorize_audio(self, scan_id: int | None, key: str | None, track_ids: list[int]) -> dict:
+def vectorize_audio(self: AudioVectorTask, scan_id: int | None, key: str | None,
+                    track_ids: list[int]) -> dict[str, Any]:
     """Build and store the similarity vector of each track of ``track_ids`` that has audio features."""
     with transaction() as session:
-        built = [{"track_id": track_id, "vector_version": vectors.VECTOR_VERSION,
+        built: list[dict[str, Any]] = [{"track_id": track_id, "vector_version": vectors.VECTOR_VERSION,
                   "embedding": vectors.build(features, tags), "updated_at": func.now()}
                  for track_id, features, tags in tags_and_features(session, track_ids)]
         if built:
@@ -203,7 +208,7 @@ def vectorize_audio(self, scan_id: int | None, key: str | None, track_ids: list[
         # A track whose file can no longer be analysed keeps no stale vector.
         session.execute(delete(TrackVector).where(
             TrackVector.track_id.in_(sorted(set(track_ids) - {row["track_id"] for row in built}))))
-        finished = complete_unit(session, scan_id, key) if scan_id is not None else False
+        finished = complete_unit(session, scan_id, key) if scan_id is not None and key is not None else False
     if scan_id is not None:
         send_after_commit(scan_id, [], finished)
     return {"vectors": len(built)}
@@ -234,15 +239,16 @@ ALBUM_FIGURES = """
 
 
 @app.task(name="enrich_album_audio", base=AudioAlbumTask, bind=True, acks_late=True, **DEFERRED.options)
-def enrich_album_audio(self, scan_id: int | None, key: str | None, album_ids: list[int]) -> dict:
+def enrich_album_audio(self: AudioAlbumTask, scan_id: int | None, key: str | None,
+                       album_ids: list[int]) -> dict[str, Any]:
     """Album gain and peak, track count, total duration and year range of each album, from its tracks. Computed
     from everything the catalogue holds at the time, so whichever of an album's batches runs last leaves the
     figures of the whole album."""
     from sqlalchemy import text
 
     with transaction() as session:
-        updated = session.execute(text(ALBUM_FIGURES), {"album_ids": list(album_ids)}).rowcount
-        finished = complete_unit(session, scan_id, key) if scan_id is not None else False
+        updated = rowcount(session.execute(text(ALBUM_FIGURES), {"album_ids": list(album_ids)}))
+        finished = complete_unit(session, scan_id, key) if scan_id is not None and key is not None else False
     if scan_id is not None:
         send_after_commit(scan_id, [], finished)
     return {"albums": updated}
@@ -257,7 +263,7 @@ _PGVECTOR: dict[str, bool] = {}
 def has_pgvector_column(session: Session) -> bool:
     """Whether migration 0004 found pgvector on this server and added ``track_vectors.embedding_pgvector`` (an
     HNSW index, which stays fast where cube's GiST does not at a million vectors). Asked once per process."""
-    url = str(session.get_bind().url)
+    url = str(session.get_bind().engine.url)
     if url not in _PGVECTOR:
         _PGVECTOR[url] = session.execute(text_sql(
             "SELECT 1 FROM information_schema.columns WHERE table_name = 'track_vectors' "
@@ -278,7 +284,7 @@ def find_track(session: Session, path_or_id: str) -> int | None:
     return None
 
 
-def stored_features(session: Session, track_id: int) -> dict | None:
+def stored_features(session: Session, track_id: int) -> dict[str, Any] | None:
     row = session.get(AudioFeatures, track_id)
     if row is None:
         return None
@@ -289,7 +295,7 @@ def stored_features(session: Session, track_id: int) -> dict | None:
     return out
 
 
-def nearest(session: Session, embedding: list[float], limit: int, exclude: int | None = None) -> list[dict]:
+def nearest(session: Session, embedding: list[float], limit: int, exclude: int | None = None) -> list[dict[str, Any]]:
     """The ``limit`` tracks whose vectors are nearest ``embedding`` (GiST k-nearest-neighbour on cube)."""
     from sqlalchemy import text
 
@@ -310,7 +316,7 @@ def nearest(session: Session, embedding: list[float], limit: int, exclude: int |
     return [{**row, "distance": round(float(row["distance"]), 4)} for row in rows]
 
 
-def analysis_status(session: Session, window_minutes: int = 10) -> dict:
+def analysis_status(session: Session, window_minutes: int = 10) -> dict[str, Any]:
     """The backlog (tracks without features at this version for their current file) and the recent rate."""
     from sqlalchemy import text
 
@@ -329,7 +335,7 @@ def analysis_status(session: Session, window_minutes: int = 10) -> dict:
             "rate_per_minute": round(row["recent"] / window_minutes, 1), "window_minutes": window_minutes}
 
 
-def scan_analysis(session: Session, scan_id: int) -> dict:
+def scan_analysis(session: Session, scan_id: int) -> dict[str, Any]:
     """How many of the tracks a scan wrote were analysed, and how many failed analysis (their reasons are in
     ``soniquebay failures SCAN_ID``, stage ``analysis``)."""
     from sqlalchemy import text

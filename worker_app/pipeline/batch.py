@@ -6,6 +6,7 @@ import os
 import re
 import unicodedata
 from collections import Counter, defaultdict
+from typing import Any
 
 from worker_app.celery_app import app
 from worker_app.limits import BATCH
@@ -23,7 +24,7 @@ def name_key(name: str) -> str:
     return _SPACES.sub(" ", unicodedata.normalize("NFKC", name)).strip().casefold()
 
 
-def _album_artist_name(records: list[dict]) -> tuple[str, bool]:
+def _album_artist_name(records: list[dict[str, Any]]) -> tuple[str, bool]:
     """(album artist, is compilation) for the records of one album in one folder."""
     tagged = Counter(" & ".join(a for a in r["album_artists"] if a.strip()) for r in records
                      if any(a.strip() for a in r["album_artists"]))
@@ -43,10 +44,10 @@ def _album_artist_name(records: list[dict]) -> tuple[str, bool]:
 
 @app.task(name="group_by_artist", acks_late=True, ignore_result=False,
           **BATCH.options)
-def group_by_artist(records: list[dict]) -> dict:
+def group_by_artist(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Artists and albums of a batch, each once, and each track annotated with their natural keys."""
-    artists: dict[str, dict] = {}
-    albums: dict[str, dict] = {}
+    artists: dict[str, dict[str, Any]] = {}
+    albums: dict[str, dict[str, Any]] = {}
 
     def add_artist(name: str, mbid: str | None) -> str:
         key = name_key(name)
@@ -54,7 +55,7 @@ def group_by_artist(records: list[dict]) -> dict:
         known["mbid"] = known["mbid"] or mbid
         return key
 
-    by_album: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    by_album: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         record["warnings"] = list(record.get("warnings") or [])
         for field in list(record):
@@ -97,7 +98,7 @@ def group_by_artist(records: list[dict]) -> dict:
 
 @app.task(name="prepare_insertion_batch", acks_late=True, ignore_result=False,
           **BATCH.options)
-def prepare_insertion_batch(grouped: dict, failures: list, covers: dict) -> dict:
+def prepare_insertion_batch(grouped: dict[str, Any], failures: list[Any], covers: dict[str, Any]) -> dict[str, Any]:
     """The insert stage's payload: every entity once, sorted by natural key (every insert worker then locks rows
     in the same order, which rules out deadlocks between them), covers only when a track uses them."""
     tracks = sorted({t["path"]: t for t in grouped["tracks"]}.values(), key=lambda t: t["path"])
@@ -121,7 +122,7 @@ class BatchTask(UnitTask):
     unit_stage = BATCH_STAGE
     unit_kind = "batch"
 
-    def paths_of(self, args, kwargs):
+    def paths_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
         records = args[2] if len(args) > 2 else []
         failures = args[3] if len(args) > 3 else []
         return [record["path"] for record in records] + [failure[0] for failure in failures]
@@ -129,7 +130,8 @@ class BatchTask(UnitTask):
 
 @app.task(name="batch_entities", base=BatchTask, bind=True, acks_late=True,
           **BATCH.options)
-def batch_entities(self, scan_id: int, key: str, records: list[dict], failures: list, covers: dict) -> dict:
+def batch_entities(self: BatchTask, scan_id: int, key: str, records: list[dict[str, Any]], failures: list[Any],
+                   covers: dict[str, Any]) -> dict[str, Any]:
     from worker_app.pipeline.insert import INSERT_STAGE, insert_batch_direct
 
     payload = prepare_insertion_batch(group_by_artist(records), failures, covers)

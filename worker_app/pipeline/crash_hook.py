@@ -20,6 +20,7 @@ import errno
 import fcntl
 import os
 import time
+from typing import Any
 
 from worker_app.settings import get_settings
 
@@ -76,7 +77,7 @@ def install_read_faults() -> None:
         return
     real_open = open
 
-    def planned_open(path, *args, **kwargs):
+    def planned_open(path: str | bytes | os.PathLike[str], *args: Any, **kwargs: Any) -> Any:
         wanted = os.fsdecode(path)
         for fields in (line.split(" ", 2) for line in _plan_lines()):
             if len(fields) == 3 and fields[0] == "read" and fields[2] == wanted:
@@ -90,6 +91,7 @@ def install_read_faults() -> None:
                     os._exit(70)
         return real_open(path, *args, **kwargs)
 
+    # A module global named open shadows the builtin inside the reader: mypy knows no such attribute.
     reader.open = planned_open  # type: ignore[attr-defined]
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, exists, func, literal, or_, select, text, update
+from sqlalchemy import ColumnElement, Update, delete, exists, func, literal, or_, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from worker_app.celery_app import app
@@ -21,7 +22,7 @@ from worker_app.db.models import (
     TrackArtist,
     orphan_candidates,
 )
-from worker_app.db.session import transaction
+from worker_app.db.session import rowcount, transaction
 from worker_app.limits import DEFERRED, DEFERRED_FINALIZE
 from worker_app.pipeline.ledger import complete_unit, send_after_commit, unit_totals
 from worker_app.pipeline.scan import start_queued_after
@@ -43,40 +44,46 @@ class VectorizeTask(DeferredTask):
     unit_kind = "vectorize"
 
 
-def _update_and_close(statement, scan_id: int | None, key: str | None) -> int:
+def _update_and_close(statement: Update, scan_id: int | None, key: str | None) -> int:
     """Run a bulk UPDATE and, for a scan's unit, close the unit in the same transaction; returns the row count."""
     with transaction() as session:
-        updated = session.execute(statement.execution_options(synchronize_session=False)).rowcount
-        finished = complete_unit(session, scan_id, key) if key else False
-    send_after_commit(scan_id, [], finished)
+        updated = rowcount(session.execute(statement.execution_options(synchronize_session=False)))
+        finished = complete_unit(session, scan_id, key) if scan_id is not None and key else False
+    if scan_id is not None:
+        send_after_commit(scan_id, [], finished)
     return updated
 
 
 @app.task(name="cleanup_removed_files", base=DeferredTask, bind=True, acks_late=True,
           **DEFERRED.options)
-def cleanup_removed_files(self, scan_id: int, key: str, paths: list[str], listed_at: str | None = None) -> dict:
+def cleanup_removed_files(self: DeferredTask, scan_id: int, key: str, paths: list[str],
+                          listed_at: str | None = None) -> dict[str, Any]:
     """Remove the tracks of files that a scan no longer found in their folder, unless a track was written after
     that listing (by another scan, which found the file)."""
     with transaction() as session:
         statement = delete(Track).where(Track.path.in_(paths))
         if listed_at is not None:
             statement = statement.where(Track.updated_at < datetime.fromisoformat(listed_at))
-        removed = session.execute(statement).rowcount
+        removed = rowcount(session.execute(statement))
         finished = complete_unit(session, scan_id, key, removed=removed)
     send_after_commit(scan_id, [], finished)
     return {"removed": removed}
 
 
-# What makes each kind of row an orphan: nothing references it any more.
-UNUSED = {
-    "album": (Album, lambda: [~exists().where(Track.album_id == Album.id)]),
-    "artist": (Artist, lambda: [~exists().where(Track.artist_id == Artist.id),
-                                ~exists().where(TrackArtist.artist_id == Artist.id),
-                                ~exists().where(Album.album_artist_id == Artist.id)]),
-    "cover": (Cover, lambda: [~exists().where(Track.cover_id == Cover.id),
-                              ~exists().where(Track.folder_cover_id == Cover.id),
-                              ~exists().where(Album.cover_id == Cover.id)]),
-}
+# In this order: deleting an album can orphan its artist and its cover.
+ORPHAN_KINDS = ("album", "artist", "cover")
+
+
+def _unused(kind: str) -> tuple[type[Album] | type[Artist] | type[Cover], list[ColumnElement[bool]]]:
+    """The table of a kind of row, and what makes one an orphan: nothing references it any more."""
+    if kind == "album":
+        return Album, [~exists().where(Track.album_id == Album.id)]
+    if kind == "artist":
+        return Artist, [~exists().where(Track.artist_id == Artist.id),
+                        ~exists().where(TrackArtist.artist_id == Artist.id),
+                        ~exists().where(Album.album_artist_id == Artist.id)]
+    return Cover, [~exists().where(Track.cover_id == Cover.id), ~exists().where(Track.folder_cover_id == Cover.id),
+                   ~exists().where(Album.cover_id == Cover.id)]
 
 
 def delete_orphans(session: Session, everywhere: bool = False) -> dict[str, int]:
@@ -85,16 +92,17 @@ def delete_orphans(session: Session, everywhere: bool = False) -> dict[str, int]
     checked, so the cost follows what changed, not the catalogue; ``everywhere`` checks every row instead (for
     orphans older than the triggers). A candidate is taken once: a concurrent caller skips it."""
     deleted = {}
-    for kind, (model, unused) in UNUSED.items():
+    for kind in ORPHAN_KINDS:
+        model, unused = _unused(kind)
         taken = (delete(orphan_candidates).where(orphan_candidates.c.kind == kind)
                  .returning(orphan_candidates.c.id).cte(f"taken_{kind}"))
-        statement = delete(model).where(*unused())
+        statement = delete(model).where(*unused)
         if not everywhere:
             statement = statement.where(model.id.in_(select(taken.c.id)))
         else:
             # The candidates go all the same: every row is checked.
             statement = statement.add_cte(taken)
-        deleted[f"{kind}s"] = session.execute(statement).rowcount
+        deleted[f"{kind}s"] = rowcount(session.execute(statement))
     return deleted
 
 
@@ -107,7 +115,8 @@ def cleanup_orphans() -> dict[str, int]:
         return delete_orphans(session, everywhere=True)
 
 
-def sweep_vanished_folders(session: Session, scan_id: int, root: str, started_at, model=Track) -> int:
+def sweep_vanished_folders(session: Session, scan_id: int, root: str, started_at: datetime | None,
+                           model: type[Track] | type[FailedFile] = Track) -> int:
     """Rows of ``model`` (tracks, or known failures) under the scanned root whose folder the scan did not find,
     unless the folder sits under one the scan could not read (its files may well still be there), or the track was
     written after the scan started (another scan found it, in a folder created after this one listed its parent)."""
@@ -116,7 +125,7 @@ def sweep_vanished_folders(session: Session, scan_id: int, root: str, started_at
     prefix = root.rstrip("/") + "/"
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     newer = [model.updated_at < started_at] if model is Track and started_at is not None else []
-    return session.execute(delete(model).where(
+    return rowcount(session.execute(delete(model).where(
         *newer,
         or_(model.folder == root, model.path.like(escaped + "%", escape="\\")),
         ~exists().where(walked.scan_id == scan_id, walked.folder == model.folder),
@@ -124,12 +133,12 @@ def sweep_vanished_folders(session: Session, scan_id: int, root: str, started_at
             unreadable.scan_id == scan_id, unreadable.listed.is_(False),
             or_(model.folder == unreadable.folder, model.folder.startswith(unreadable.folder + literal("/"))),
         ),
-    )).rowcount
+    )))
 
 
 @app.task(name="cleanup_finish_scan", base=PipelineTask, bind=True, acks_late=True,
           **DEFERRED_FINALIZE.options)
-def cleanup_finish_scan(self, scan_id: int) -> dict:
+def cleanup_finish_scan(self: PipelineTask, scan_id: int) -> dict[str, Any]:
     """The end of a scan: sweep vanished folders and orphans, fix the final figures, mark the scan complete.
     Runs once per scan in effect: a second delivery finds the scan complete and does nothing."""
     with transaction() as session:
@@ -164,7 +173,7 @@ def cleanup_finish_scan(self, scan_id: int) -> dict:
 
 @app.task(name="enrich_album_covers", base=EnrichTask, bind=True, acks_late=True,
           **DEFERRED.options)
-def enrich_album_covers(self, scan_id: int | None, key: str | None, album_ids: list[int]) -> dict:
+def enrich_album_covers(self: EnrichTask, scan_id: int | None, key: str | None, album_ids: list[int]) -> dict[str, Any]:
     """Give each album the picture its tracks show most, a folder image (cover.jpg...) before embedded art."""
     folder_picture = (
         select(Track.folder_cover_id).where(Track.album_id == Album.id, Track.folder_cover_id.is_not(None))
@@ -194,7 +203,7 @@ SEARCH_VECTOR = text("""
 
 @app.task(name="vectorize_tracks", base=VectorizeTask, bind=True, acks_late=True,
           **DEFERRED.options)
-def vectorize_tracks(self, scan_id: int | None, key: str | None, track_ids: list[int]) -> dict:
+def vectorize_tracks(self: VectorizeTask, scan_id: int | None, key: str | None, track_ids: list[int]) -> dict[str, Any]:
     """Build each track's full-text search vector (title, artists, album, genres: tracks.search_vector)."""
     statement = update(Track).where(Track.id.in_(track_ids)).values(search_vector=SEARCH_VECTOR)
     return {"tracks": _update_and_close(statement, scan_id, key)}

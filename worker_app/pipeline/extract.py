@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from worker_app.celery_app import app
 from worker_app.limits import EXTRACT
@@ -16,7 +17,13 @@ from worker_app.metadata.record import UnreadableFileError
 from worker_app.paths import display_path
 from worker_app.pipeline.crash_hook import crash_if_marked, hold_if_planned, install_read_faults
 from worker_app.pipeline.ledger import (
-    PASSING, VERDICT, Failure, hand_off, mark_current_path, publish, take_poison,
+    PASSING,
+    VERDICT,
+    Failure,
+    hand_off,
+    mark_current_path,
+    publish,
+    take_poison,
 )
 from worker_app.pipeline.unit_task import UnitTask
 
@@ -28,14 +35,15 @@ class ExtractTask(UnitTask):
     unit_stage = 1
     unit_kind = "extract"
 
-    def paths_of(self, args, kwargs):
+    def paths_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
         files = args[2] if len(args) > 2 else kwargs.get("files", [])
         return [entry[0] for entry in files]
 
 
 @app.task(name="extract_metadata_batch", base=ExtractTask, bind=True, acks_late=True,
           **EXTRACT.options)
-def extract_metadata_batch(self, scan_id: int, key: str, files: list, folder_covers: dict[str, str]) -> dict:
+def extract_metadata_batch(self: ExtractTask, scan_id: int, key: str, files: list[Any],
+                           folder_covers: dict[str, str]) -> dict[str, Any]:
     from worker_app.pipeline.batch import BATCH_STAGE, batch_entities
 
     install_read_faults()
@@ -85,7 +93,7 @@ def extract_metadata_batch(self, scan_id: int, key: str, files: list, folder_cov
 
 @app.task(name="extract_single_file", acks_late=True, ignore_result=False,
           **EXTRACT.options)
-def extract_single_file(path: str) -> dict:
+def extract_single_file(path: str) -> dict[str, Any]:
     """Read one file and return its record (what the catalogue would hold), or the reason it is unreadable."""
     try:
         return {"path": path, "record": read_track(path).to_message()}

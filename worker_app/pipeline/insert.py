@@ -16,18 +16,25 @@ from __future__ import annotations
 import base64
 import logging
 import os
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Executable, Result, delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from worker_app.celery_app import app
-from worker_app.db.models import Album, Artist, Cover, FailedFile, Track, TrackArtist
+from worker_app.db.models import Album, Artist, Cover, FailedFile, Track, TrackArtist, table_of
 from worker_app.db.session import transaction
 from worker_app.limits import INSERT
 from worker_app.paths import db_path
 from worker_app.pipeline.ledger import (
-    VERDICT, Failure, Unit, complete_unit, record_failures, register_units, send_after_commit,
+    VERDICT,
+    Failure,
+    Unit,
+    complete_unit,
+    record_failures,
+    register_units,
+    send_after_commit,
 )
 from worker_app.pipeline.unit_task import UnitTask, is_row_error
 from worker_app.settings import get_settings
@@ -45,16 +52,16 @@ TRACK_FIELDS = (
 )
 
 
-def _execute_many(session: Session, statement, rows: list[dict]):
+def _execute_many(session: Session, statement: Executable, rows: list[dict[str, Any]]) -> Result[*tuple[Any, ...]]:
     """One cached statement, many rows: Core executemany (no ORM bookkeeping), batched by insertmanyvalues."""
     return session.connection().execute(statement, rows)
 
 
-COVERS, ARTISTS, ALBUMS, TRACKS, TRACK_ARTISTS = (model.__table__ for model in (Cover, Artist, Album, Track,
+COVERS, ARTISTS, ALBUMS, TRACKS, TRACK_ARTISTS = (table_of(model) for model in (Cover, Artist, Album, Track,
                                                                                    TrackArtist))
 
 
-def upsert_covers(session: Session, covers: list[dict]) -> dict[str, int]:
+def upsert_covers(session: Session, covers: list[dict[str, Any]]) -> dict[str, int]:
     if not covers:
         return {}
     rows = [{**cover, "data": base64.b64decode(cover["data"])} for cover in covers]
@@ -64,7 +71,7 @@ def upsert_covers(session: Session, covers: list[dict]) -> dict[str, int]:
     return {sha: cover_id for cover_id, sha in found}
 
 
-def upsert_artists(session: Session, artists: list[dict]) -> dict[str, int]:
+def upsert_artists(session: Session, artists: list[dict[str, Any]]) -> dict[str, int]:
     if not artists:
         return {}
     statement = insert(ARTISTS)
@@ -79,7 +86,7 @@ def upsert_artists(session: Session, artists: list[dict]) -> dict[str, int]:
     return {key: artist_id for artist_id, key in found}
 
 
-def upsert_albums(session: Session, albums: list[dict], artist_ids: dict[str, int]) -> dict[str, int]:
+def upsert_albums(session: Session, albums: list[dict[str, Any]], artist_ids: dict[str, int]) -> dict[str, int]:
     if not albums:
         return {}
     rows = [{
@@ -99,7 +106,7 @@ def upsert_albums(session: Session, albums: list[dict], artist_ids: dict[str, in
     return {a["key"]: ids[(artist_ids[a["album_artist_key"]], a["title_key"])] for a in albums}
 
 
-def upsert_tracks(session: Session, scan_id: int | None, tracks: list[dict], artist_ids: dict[str, int],
+def upsert_tracks(session: Session, scan_id: int | None, tracks: list[dict[str, Any]], artist_ids: dict[str, int],
                   album_ids: dict[str, int], cover_ids: dict[str, int]) -> dict[str, int]:
     if not tracks:
         return {}
@@ -136,7 +143,7 @@ def upsert_tracks(session: Session, scan_id: int | None, tracks: list[dict], art
     return track_ids
 
 
-def write_payload(session: Session, scan_id: int | None, payload: dict) -> dict[str, int]:
+def write_payload(session: Session, scan_id: int | None, payload: dict[str, Any]) -> dict[str, int]:
     """Every row of a batch payload, in dependency order; returns the track ids by path."""
     cover_ids = upsert_covers(session, payload["covers"])
     artist_ids = upsert_artists(session, payload["artists"])
@@ -144,7 +151,7 @@ def write_payload(session: Session, scan_id: int | None, payload: dict) -> dict[
     return upsert_tracks(session, scan_id, payload["tracks"], artist_ids, album_ids, cover_ids)
 
 
-def _payload_for(payload: dict, track: dict) -> dict:
+def _payload_for(payload: dict[str, Any], track: dict[str, Any]) -> dict[str, Any]:
     """The part of a payload one track needs."""
     covers = {track.get("cover"), track.get("folder_cover")}
     album = [a for a in payload["albums"] if a["key"] == track.get("album_key")]
@@ -162,14 +169,14 @@ class InsertTask(UnitTask):
     unit_stage = INSERT_STAGE
     unit_kind = "insert"
 
-    def paths_of(self, args, kwargs):
+    def paths_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
         payload = args[2] if len(args) > 2 else {}
         return [track["path"] for track in payload.get("tracks", [])] + [f[0] for f in payload.get("failures", [])]
 
 
 @app.task(name="insert_batch_direct", base=InsertTask, bind=True, acks_late=True,
           **INSERT.options)
-def insert_batch_direct(self, scan_id: int, key: str, payload: dict) -> dict:
+def insert_batch_direct(self: InsertTask, scan_id: int, key: str, payload: dict[str, Any]) -> dict[str, Any]:
     from worker_app.pipeline.analysis import extract_audio_features_batch
     from worker_app.pipeline.deferred import enrich_album_covers, vectorize_tracks
 
@@ -202,7 +209,8 @@ def insert_batch_direct(self, scan_id: int, key: str, payload: dict) -> dict:
         session.execute(delete(FailedFile).where(FailedFile.path.in_(list(track_ids))))
         record_failures(session, scan_id, failures)
         album_ids = sorted({album_id for (album_id,) in session.execute(
-            select(Track.album_id).where(Track.id.in_(list(track_ids.values())), Track.album_id.is_not(None)))})
+            select(Track.album_id).where(Track.id.in_(list(track_ids.values())), Track.album_id.is_not(None)))
+            if album_id is not None})
         follow_ups = []
         if album_ids:
             follow_ups.append(Unit(f"{key}/enrich", "enrich", enrich_album_covers.name,
@@ -225,7 +233,7 @@ def insert_batch_direct(self, scan_id: int, key: str, payload: dict) -> dict:
 
 @app.task(name="insert_covers_batch", acks_late=True, ignore_result=False,
           **INSERT.options)
-def insert_covers_batch(covers: list[dict]) -> dict[str, int]:
+def insert_covers_batch(covers: list[dict[str, Any]]) -> dict[str, int]:
     """Upsert covers (``CoverImage.to_message`` dicts); returns their ids by sha256."""
     with transaction() as session:
         return upsert_covers(session, sorted(covers, key=lambda c: c["sha256"]))
@@ -233,7 +241,7 @@ def insert_covers_batch(covers: list[dict]) -> dict[str, int]:
 
 @app.task(name="insert_artists_batch", acks_late=True, ignore_result=False,
           **INSERT.options)
-def insert_artists_batch(artists: list[dict]) -> dict[str, int]:
+def insert_artists_batch(artists: list[dict[str, Any]]) -> dict[str, int]:
     """Upsert artists ({name, name_key, mbid}); returns their ids by natural key."""
     with transaction() as session:
         return upsert_artists(session, sorted(artists, key=lambda a: a["name_key"]))
@@ -241,7 +249,7 @@ def insert_artists_batch(artists: list[dict]) -> dict[str, int]:
 
 @app.task(name="insert_albums_batch", acks_late=True, ignore_result=False,
           **INSERT.options)
-def insert_albums_batch(albums: list[dict], artists: list[dict]) -> dict[str, int]:
+def insert_albums_batch(albums: list[dict[str, Any]], artists: list[dict[str, Any]]) -> dict[str, int]:
     """Upsert albums (as ``prepare_insertion_batch`` gives them) with their album artists; ids by album key."""
     with transaction() as session:
         artist_ids = upsert_artists(session, sorted(artists, key=lambda a: a["name_key"]))
@@ -250,7 +258,7 @@ def insert_albums_batch(albums: list[dict], artists: list[dict]) -> dict[str, in
 
 @app.task(name="insert_tracks_batch", acks_late=True, ignore_result=False,
           **INSERT.options)
-def insert_tracks_batch(payload: dict) -> dict[str, int]:
+def insert_tracks_batch(payload: dict[str, Any]) -> dict[str, int]:
     """Upsert a whole ``prepare_insertion_batch`` payload outside any scan; returns track ids by path."""
     with transaction() as session:
         return write_payload(session, None, payload)

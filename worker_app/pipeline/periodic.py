@@ -3,13 +3,14 @@ relay and the stalled-scan check. The clock only sends a message; the work runs 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import bootsteps
 
 log = logging.getLogger(__name__)
 
 
-class PeriodicSend(bootsteps.StartStopStep):
+class PeriodicSend(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships no types: its base is Any
     """Subclasses name the task and its period; ``expires_periods`` drops a message that waited that many periods
     (a newer one is on its way), None keeps it."""
 
@@ -17,24 +18,24 @@ class PeriodicSend(bootsteps.StartStopStep):
     what = ""
     expires_periods: int | None = None
 
-    def __init__(self, worker, **kwargs):
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
-        self.timer_entry = None
+        self.timer_entry: Any = None  # kombu's timer entry
 
-    def task(self):
+    def task(self) -> Any:
         raise NotImplementedError
 
     def interval(self) -> int:
         raise NotImplementedError
 
-    def start(self, worker):
+    def start(self, worker: Any) -> None:
         if "deferred" not in worker.app.amqp.queues.consume_from:
             return
         interval = self.interval()
         self.timer_entry = worker.timer.call_repeatedly(interval, self.send, args=(interval,), priority=10)
         log.info("%s every %d s", self.what, interval)
 
-    def stop(self, worker):
+    def stop(self, worker: Any) -> None:
         if self.timer_entry is not None:
             self.timer_entry.cancel()
             self.timer_entry = None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from kombu.transport.redis import Mutex, MutexHeld
 from sqlalchemy import and_, func, select, text
@@ -71,7 +72,7 @@ def notice_broker(run_id: str) -> bool:
     """Record the broker's run_id; True the first time a new one is seen after another (a restart), once in the
     whole fleet."""
     with transaction() as session:
-        known = session.execute(select(func.count()).select_from(BrokerEpoch)).scalar()
+        known = session.execute(select(func.count()).select_from(BrokerEpoch)).scalar_one()
         new = session.execute(
             insert(BrokerEpoch).values(run_id=run_id).on_conflict_do_nothing().returning(BrokerEpoch.run_id)
         ).scalar()
@@ -134,7 +135,7 @@ def resend_lost_with_broker(uptime: float) -> dict[str, int]:
 
 
 @app.task(name="relay_units", acks_late=True, ignore_result=True, **DEFERRED_FINALIZE.options)
-def relay_units() -> dict:
+def relay_units() -> dict[str, Any]:
     """Send unsent units; after a broker restart, what it lost. Returns figures for the log. Not retried: the next
     tick (a second or a few later) is the retry."""
     try:
@@ -146,8 +147,8 @@ def relay_units() -> dict:
         return {"error": str(error)}
 
 
-def _relay() -> dict:
-    figures: dict = {"unsent": send_unsent_units()}
+def _relay() -> dict[str, Any]:
+    figures: dict[str, Any] = {"unsent": send_unsent_units()}
     run_id, uptime, broker_started = broker_identity()
     if notice_broker(run_id):
         figures["restored"] = restore_orphans(broker_started)
@@ -162,7 +163,7 @@ class RelayWatch(PeriodicSend):
     what = "relaying unsent units"
     expires_periods = 2
 
-    def task(self):
+    def task(self) -> Any:
         return relay_units
 
     def interval(self) -> int:

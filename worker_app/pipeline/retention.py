@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
 from worker_app.celery_app import app
 from worker_app.db.models import Scan, ScanFailure, ScanUnit
-from worker_app.db.session import transaction
+from worker_app.db.session import rowcount, transaction
 from worker_app.limits import DEFERRED
 from worker_app.pipeline.ledger import ACTIVE
 from worker_app.pipeline.periodic import PeriodicSend
@@ -42,8 +43,8 @@ def prune_old_scans(retention_days: int, limit: int = SCANS_PER_RUN) -> dict[str
         ).scalars().all()
         if not scan_ids:
             return pruned
-        pruned["units"] = session.execute(delete(ScanUnit).where(ScanUnit.scan_id.in_(scan_ids))).rowcount
-        pruned["failures"] = session.execute(delete(ScanFailure).where(ScanFailure.scan_id.in_(scan_ids))).rowcount
+        pruned["units"] = rowcount(session.execute(delete(ScanUnit).where(ScanUnit.scan_id.in_(scan_ids))))
+        pruned["failures"] = rowcount(session.execute(delete(ScanFailure).where(ScanFailure.scan_id.in_(scan_ids))))
         session.execute(update(Scan).where(Scan.id.in_(scan_ids)).values(pruned_at=func.now()))
         pruned["scans"] = len(scan_ids)
     log.info("pruned the records of %d scans ended over %d days ago: %d units, %d failure records",
@@ -63,7 +64,7 @@ class RetentionWatch(PeriodicSend):
     what = "pruning the records of old scans"
     expires_periods = 1
 
-    def task(self):
+    def task(self) -> Any:
         return cleanup_old_scans
 
     def interval(self) -> int:

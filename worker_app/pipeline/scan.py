@@ -13,12 +13,14 @@ import os
 import stat
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
 
 from worker_app.celery_app import app
 from worker_app.db.models import FailedFile, Scan, ScanFolder, Track
@@ -28,8 +30,17 @@ from worker_app.metadata.reader import find_folder_cover
 from worker_app.paths import PathRefused, db_path, display_path, is_audio_name, is_within, resolve_scan_path
 from worker_app.pipeline.crash_hook import crash_if_marked
 from worker_app.pipeline.ledger import (
-    PASSING, Failure, Unit, complete_unit, mark_current_path, publish, record_failures, register_units,
-    resend_unsent, send_after_commit, take_poison,
+    PASSING,
+    Failure,
+    Unit,
+    complete_unit,
+    mark_current_path,
+    publish,
+    record_failures,
+    register_units,
+    resend_unsent,
+    send_after_commit,
+    take_poison,
 )
 from worker_app.pipeline.unit_task import PipelineTask, UnitTask
 from worker_app.settings import get_settings
@@ -69,7 +80,8 @@ class Listing:
 
 
 def list_folders(folders: list[str], root: str, budget: int, deadline: float | None = None,
-                 poison: frozenset[str] = frozenset(), before_listing=None) -> Listing:
+                 poison: frozenset[str] = frozenset(),
+                 before_listing: Callable[[str], None] | None = None) -> Listing:
     """List ``folders`` and their subfolders breadth-first until ``budget`` entries were seen or the monotonic
     clock passed ``deadline`` (a slow or overloaded file system must not run a chunk into its time limit); what is
     left goes to ``unvisited``. Folders in ``poison`` killed a worker before and are not listed again;
@@ -92,8 +104,8 @@ def list_folders(folders: list[str], root: str, budget: int, deadline: float | N
             before_listing(folder)
         crash_if_marked(folder)
         try:
-            with os.scandir(folder) as entries:
-                entries = sorted(entries, key=lambda entry: entry.name)
+            with os.scandir(folder) as listed:
+                entries = sorted(listed, key=lambda entry: entry.name)
         except FileNotFoundError:
             continue  # vanished since its parent was listed: its tracks are swept at the end of the scan
         except OSError as error:
@@ -126,7 +138,7 @@ def list_folders(folders: list[str], root: str, budget: int, deadline: float | N
     return listing
 
 
-def _entry_kind(entry: os.DirEntry, root: str, listing: Listing) -> str | None:
+def _entry_kind(entry: os.DirEntry[str], root: str, listing: Listing) -> str | None:
     """"dir", "file" or None (skipped). Only regular files are ever opened: FIFOs, sockets and devices would
     block or have no end. Symbolic links are followed only inside the scanned root, and never to a folder that
     holds the link (a loop)."""
@@ -171,7 +183,7 @@ def plan_batches(files: list[FoundFile], batch_size: int) -> list[list[FoundFile
     return batches
 
 
-def _scan_root(session, scan_id: int) -> tuple[str, datetime]:
+def _scan_root(session: Session, scan_id: int) -> tuple[str, datetime]:
     """The scan's root, and the database's clock now: the catalogue's rows older than this are the ones the
     listing that follows may find gone (a row written later is another scan's, of a file this listing missed)."""
     root, now = session.execute(select(Scan.root, func.now()).where(Scan.id == scan_id)).one()
@@ -185,10 +197,10 @@ class ScanChunkTask(UnitTask):
 
     stage = "scan"
 
-    def paths_of(self, args, kwargs):
+    def paths_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
         return list(args[2] if len(args) > 2 else kwargs.get("folders", []))
 
-    def record_unit_failure(self, session, scan_id: int, key: str, paths: list[str], reason: str) -> int:
+    def record_unit_failure(self, session: Session, scan_id: int, key: str, paths: list[str], reason: str) -> int:
         if not paths:
             return super().record_unit_failure(session, scan_id, key, paths, reason)
         reason = f"this folder and everything under it were not scanned: {reason}"
@@ -202,13 +214,13 @@ class ScanChunkTask(UnitTask):
 class ScanFileTask(UnitTask):
     stage = "scan"
 
-    def paths_of(self, args, kwargs):
+    def paths_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
         return [args[2] if len(args) > 2 else kwargs["path"]]
 
 
 @app.task(name="scan_directory_parallel", base=PipelineTask, bind=True, acks_late=True,
           **SCAN.options)
-def scan_directory_parallel(self, scan_id: int) -> dict:
+def scan_directory_parallel(self: PipelineTask, scan_id: int) -> dict[str, Any]:
     """Start a scan: check its root against the library roots and send the first chunk (or the single file)."""
     settings = get_settings()
     first: Unit | None = None
@@ -240,7 +252,7 @@ def scan_directory_parallel(self, scan_id: int) -> dict:
 
 @app.task(name="scan_directory_chunk", base=ScanChunkTask, bind=True, acks_late=True,
           **SCAN.options)
-def scan_directory_chunk(self, scan_id: int, key: str, folders: list[str]) -> dict:
+def scan_directory_chunk(self: ScanChunkTask, scan_id: int, key: str, folders: list[str]) -> dict[str, Any]:
     settings = get_settings()
     with transaction() as session:
         root, listed_at = _scan_root(session, scan_id)
@@ -261,7 +273,7 @@ def scan_directory_chunk(self, scan_id: int, key: str, folders: list[str]) -> di
 
 @app.task(name="scan_single_file", base=ScanFileTask, bind=True, acks_late=True,
           **SCAN.options)
-def scan_single_file(self, scan_id: int, key: str, path: str) -> dict:
+def scan_single_file(self: ScanFileTask, scan_id: int, key: str, path: str) -> dict[str, Any]:
     """Re-index one file: catalogue it if it is new or changed, remove it from the catalogue if it is gone."""
     with transaction() as session:
         _, listed_at = _scan_root(session, scan_id)
@@ -282,7 +294,7 @@ def scan_single_file(self, scan_id: int, key: str, path: str) -> dict:
 
 
 def _commit_listing(scan_id: int, key: str, listing: Listing, batch_size: int, listed_at: datetime,
-                    only_path: str | None = None) -> dict:
+                    only_path: str | None = None) -> dict[str, Any]:
     """Compare what is on disk with the catalogue, register the follow-up units and close this one.
 
     A catalogued file is removed only if the listing did not find it, it was not merely unreadable, and its row is

@@ -11,6 +11,7 @@ queue then runs twice, which costs a lookup: units are idempotent.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
@@ -35,7 +36,7 @@ class StalledScanWatch(PeriodicSend):
 
     what = "looking for stalled scans"
 
-    def task(self):
+    def task(self) -> Any:
         return cleanup_stalled_scans
 
     def interval(self) -> int:

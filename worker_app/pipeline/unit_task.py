@@ -7,7 +7,8 @@ backoff, for as long as it takes, and nothing is recorded as failed or deleted m
 ``UnitTask`` (a task that does one unit of a scan: ``run(scan_id, unit_key, ...)``), in addition:
 - each delivery is counted at the unit's stage, committed before the work starts (``ledger.begin_delivery``);
 - a message whose earlier deliveries at this stage killed their worker (the same message came back; a retry after a
-  passing error is a new message, not a death) is not run once more after ``max_deliveries`` deaths: its files are parked as failed, and the scan goes on;
+  passing error is a new message, not a death) is not run once more after ``max_deliveries`` deaths: its files are
+  parked as failed, and the scan goes on;
 - a unit of a cancelled scan is not run (its scan's status is checked when the delivery is counted);
 - a unit already done, or already at a later stage, is not done again (a duplicate delivery); a done unit's
   children that were never sent are sent then;
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+from typing import Any
 
 import kombu.exceptions
 import redis.exceptions
@@ -30,8 +32,16 @@ from sqlalchemy.orm import Session
 from worker_app.db.session import transaction
 from worker_app.pipeline.crash_hook import crash_if_planned
 from worker_app.pipeline.ledger import (
-    CANCELLED, PASSING, Failure, begin_delivery, complete_unit, note_passing_error, record_failures, resend_unsent,
-    send_after_commit, unit_is_done,
+    CANCELLED,
+    PASSING,
+    Failure,
+    begin_delivery,
+    complete_unit,
+    note_passing_error,
+    record_failures,
+    resend_unsent,
+    send_after_commit,
+    unit_is_done,
 )
 from worker_app.settings import get_settings
 
@@ -61,7 +71,7 @@ def is_passing_error(error: BaseException) -> bool:
                               redis.exceptions.TimeoutError, ConnectionError, TimeoutError))
 
 
-class PipelineTask(Task):
+class PipelineTask(Task):  # type: ignore[misc]  # celery ships no types: Task is Any
     abstract = True
     # Seconds before the first retry after a passing error, doubled each time up to the cap (times the
     # SONIQUEBAY_TIME_LIMIT_SCALE setting), with jitter so that a fleet does not come back in step.
@@ -70,7 +80,7 @@ class PipelineTask(Task):
     # Retried for as long as the passing error lasts (None: no limit; Celery's default would give up after 3).
     max_retries = None
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return self.run_delivery(*args, **kwargs)
         except Retry:
@@ -91,10 +101,10 @@ class PipelineTask(Task):
                 # it back at once after a broker restart).
                 raise Reject(rejected.reason, requeue=True) from None
 
-    def run_delivery(self, *args, **kwargs):
+    def run_delivery(self, *args: Any, **kwargs: Any) -> Any:
         return self.run(*args, **kwargs)
 
-    def on_passing_error(self, args: tuple, error: BaseException) -> None:
+    def on_passing_error(self, args: tuple[Any, ...], error: BaseException) -> None:
         """Called before a retry after a passing error."""
 
 
@@ -107,11 +117,11 @@ class UnitTask(PipelineTask):
     unit_kind = "chunk"
     unit_deaths = 0
 
-    def paths_of(self, args: tuple, kwargs: dict) -> list[str]:
+    def paths_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
         """The files this unit's message is about, to be recorded as failed if the unit cannot be done."""
         return []
 
-    def run_delivery(self, scan_id: int, key: str, *args, **kwargs):
+    def run_delivery(self, scan_id: int, key: str, *args: Any, **kwargs: Any) -> Any:
         delivery = begin_delivery(scan_id, key, self.unit_stage, self.request.retries or 0)
         if delivery.action == "missing":
             log.warning("scan %s has no unit %s: dropping the message", scan_id, key)
@@ -137,7 +147,7 @@ class UnitTask(PipelineTask):
         crash_if_planned(f"{self.unit_kind}-after")
         return result
 
-    def on_passing_error(self, args: tuple, error: BaseException) -> None:
+    def on_passing_error(self, args: tuple[Any, ...], error: BaseException) -> None:
         if len(args) >= 2:
             try:
                 note_passing_error(args[0], args[1], _describe(error))
@@ -165,7 +175,7 @@ class UnitTask(PipelineTask):
             send_after_commit(scan_id, [], finished)
 
 
-def _unit_of(args: tuple) -> str:
+def _unit_of(args: tuple[Any, ...]) -> str:
     return f"(scan {args[0]}, unit {args[1]})" if len(args) >= 2 and isinstance(args[1], str) else ""
 
 
@@ -174,8 +184,8 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {detail[0] if detail else ''}"
 
 
-@task_failure.connect
-def close_failed_unit(sender=None, exception=None, args=None, kwargs=None, **_):
+def close_failed_unit(sender: object, exception: BaseException, args: tuple[Any, ...] | list[Any] | None = None,
+                      kwargs: dict[str, Any] | None = None, **_: Any) -> None:
     if not isinstance(sender, UnitTask) or not args or len(args) < 2:
         return
     if isinstance(exception, (Reject, Retry)) or is_passing_error(exception):
@@ -187,3 +197,6 @@ def close_failed_unit(sender=None, exception=None, args=None, kwargs=None, **_):
     except DBAPIError:
         # The database is down: the unit stays pending and `soniquebay status` shows it.
         log.exception("could not record the failure of unit %s of scan %s", key, scan_id)
+
+
+task_failure.connect(close_failed_unit)  # celery's signals are untyped: connected by a call, not a decorator

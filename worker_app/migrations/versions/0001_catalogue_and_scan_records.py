@@ -1,11 +1,11 @@
 """catalogue and scan records
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-28 13:43:44.162075
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0001'
@@ -115,7 +115,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['scan_id'], ['scans.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('scan_id', 'key')
     )
-    op.create_index('ix_scan_units_pending', 'scan_units', ['scan_id'], unique=False, postgresql_where="state = 'pending'")
+    op.create_index('ix_scan_units_pending', 'scan_units', ['scan_id'], unique=False,
+                    postgresql_where="state = 'pending'")
     op.create_table('tracks',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('path', sa.Text(), nullable=False),

@@ -12,6 +12,8 @@
 Revision ID: 0005_catalogue_indexes
 Revises: 0004_audio_features
 """
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -22,7 +24,7 @@ down_revision = "0004_audio_features"
 branch_labels = None
 depends_on = None
 
-INDEXES = (
+INDEXES: tuple[tuple[str, str, list[str], dict[str, Any]], ...] = (
     ("ix_tracks_added_at", "tracks", ["added_at"], {}),
     ("ix_albums_cover_id", "albums", ["cover_id"], {}),
     ("ix_tracks_path_prefix", "tracks", ["path"], {"postgresql_ops": {"path": "text_pattern_ops"}}),

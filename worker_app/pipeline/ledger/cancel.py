@@ -7,16 +7,17 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from worker_app.db.models import Scan, ScanUnit
+from worker_app.db.session import rowcount
 from worker_app.pipeline.ledger.figures import store_totals
 from worker_app.pipeline.ledger.states import ACTIVE, CANCELLED, FOLLOW_UPS
 
 
 def drop_pending(session: Session, scan_id: int) -> int:
-    return session.execute(
+    return rowcount(session.execute(
         update(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.state == "pending",
                                ScanUnit.kind.not_in(FOLLOW_UPS))
         .values(state=CANCELLED, updated_at=func.now())
-    ).rowcount
+    ))
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def cancel_scan(session: Session, scan_id: int) -> Cancelled:
     dropped = drop_pending(session, scan_id)
     status = session.execute(
         select(Scan.status).where(Scan.id == scan_id).with_for_update(key_share=True)
-    ).scalar()
+    ).scalar_one()
     if status not in ACTIVE:
         # It ended meanwhile (its last unit closed and its end ran): it had no pending unit to drop.
         return Cancelled(scan_id, status)

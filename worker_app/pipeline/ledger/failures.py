@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
@@ -29,10 +30,10 @@ class Failure:
     def remembered(self) -> bool:
         return self.kind == VERDICT and self.size_bytes is not None and self.mtime is not None
 
-    def as_message(self) -> list:
+    def as_message(self) -> list[Any]:
         return [self.path, self.stage, self.reason, self.size_bytes, self.mtime, self.kind]
 
-    def as_row(self, scan_id: int) -> dict:
+    def as_row(self, scan_id: int) -> dict[str, Any]:
         return {"scan_id": scan_id, "path": display_path(self.path), "stage": self.stage,
                 "reason": self.reason.replace("\x00", "")[:2000], "kind": self.kind}
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from worker_app.celery_app import app
 from worker_app.db.models import Scan, ScanUnit
@@ -23,7 +25,7 @@ from worker_app.db.session import transaction
 log = logging.getLogger(__name__)
 
 
-def publish(task: str, args: list) -> None:
+def publish(task: str, args: list[Any]) -> None:
     """Send one task message. Results are never stored (the pipeline does not wait on them), so sending needs only
     the broker: a lost or black-holed result Redis costs nothing."""
     app.send_task(task, args=args, ignore_result=True)
@@ -36,13 +38,13 @@ class Unit:
     key: str
     kind: str
     task: str
-    args: list
+    args: list[Any]
 
     def send(self) -> None:
         publish(self.task, self.args)
 
 
-def _stored_message(task: str, args: list) -> str:
+def _stored_message(task: str, args: list[Any]) -> str:
     """A task message as the ledger keeps it (scan_units.message), to be sent again by ``send_stored``."""
     return json.dumps({"task": task, "args": args})
 
@@ -79,7 +81,7 @@ def send_after_commit(scan_id: int, units: list[Unit], finished: bool) -> None:
         publish("cleanup_finish_scan", [scan_id])
 
 
-def send_unsent(session: Session, *conditions, limit: int | None = None) -> dict[int, list[str]]:
+def send_unsent(session: Session, *conditions: ColumnElement[bool], limit: int | None = None) -> dict[int, list[str]]:
     """Send the pending units matching ``conditions`` that were never sent, and record them as sent (in
     ``session``'s transaction; a unit another sender holds is skipped). Returns {scan id: keys sent}."""
     rows = session.execute(
@@ -89,6 +91,8 @@ def send_unsent(session: Session, *conditions, limit: int | None = None) -> dict
     ).all()
     by_scan: dict[int, list[str]] = {}
     for scan_id, key, message in rows:
+        if message is None:  # excluded by the query: the column is nullable
+            continue
         send_stored(message)
         by_scan.setdefault(scan_id, []).append(key)
     for scan_id, keys in by_scan.items():
@@ -123,7 +127,7 @@ def reset_units(session: Session, scan_id: int, keys: list[str] | None = None) -
         .values(stage=0, deliveries=0, deaths=0, sent_at=None, updated_at=func.now())
         .returning(ScanUnit.key, ScanUnit.message)
     ).all()
-    return sorted((key, message) for key, message in rows)
+    return sorted((key, message) for key, message in rows if message is not None)  # None: excluded by the query
 
 
 def send_units(scan_id: int, stored: list[tuple[str, str]]) -> None:

@@ -1,6 +1,9 @@
 """What `soniquebay status`, the progress bar and the exporter show of a scan."""
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -9,7 +12,7 @@ from worker_app.pipeline.ledger.figures import unit_totals
 from worker_app.pipeline.ledger.states import CANCELLED, COUNTS
 
 
-def progress(session: Session, scan_id: int) -> dict:
+def progress(session: Session, scan_id: int) -> dict[str, Any]:
     """What `soniquebay status` and the progress bar show: the scan row plus live sums over its units."""
     scan = session.get(Scan, scan_id)
     if scan is None:
@@ -47,5 +50,5 @@ def progress(session: Session, scan_id: int) -> dict:
     }
 
 
-def _now(session: Session):
-    return session.execute(select(func.now())).scalar()
+def _now(session: Session) -> datetime:
+    return session.execute(select(func.now())).scalar_one()
