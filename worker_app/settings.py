@@ -57,6 +57,10 @@ class Settings:
     relay_interval: int = 5
     # The units and failure records of a scan are deleted this many days after it ended (pipeline/retention.py).
     scan_retention_days: int = 30
+    # Back-pressure (pipeline/backpressure.py): scan chunks wait while the extract queue holds this many messages,
+    # extract batches while the batch and insert queues together do. The Ansible role sizes them from the fleet.
+    extract_backlog: int = 64
+    insert_backlog: int = 16
     # Test-only: a file whose name holds this marker kills the extract worker, and a crash plan file kills the
     # worker of a chosen stage (see pipeline/crash_hook.py).
     test_crash_marker: str | None = None
@@ -148,6 +152,8 @@ def load_settings() -> Settings:
         timezone=values.get("SONIQUEBAY_TIMEZONE", "Europe/Paris"),
         relay_interval=_positive_int(values, "SONIQUEBAY_RELAY_INTERVAL", 5),
         scan_retention_days=_positive_int(values, "SONIQUEBAY_SCAN_RETENTION_DAYS", 30),
+        extract_backlog=_positive_int(values, "SONIQUEBAY_EXTRACT_BACKLOG", 64),
+        insert_backlog=_positive_int(values, "SONIQUEBAY_INSERT_BACKLOG", 16),
         audio_analysis=_switch(values, "SONIQUEBAY_AUDIO_ANALYSIS", True),
         test_crash_marker=values.get("SONIQUEBAY_TEST_CRASH_MARKER") or None,
         test_crash_plan=values.get("SONIQUEBAY_TEST_CRASH_PLAN") or None,

@@ -26,18 +26,11 @@ from sqlalchemy import func, select
 
 log = logging.getLogger(__name__)
 
-# kombu's Redis transport emulates priorities with one list per step (worker_app/celery_app.py: priority_steps
-# 0..9, sep ":"): step 0 is the queue's own name, step N is "QUEUE:N".
-PRIORITY_STEPS = range(10)
 SCAN_STATUSES = ("queued", "running", "finalizing", "complete", "failed", "cancelled")
 ACTIVE_STATUSES = ("running", "finalizing")
 # A worker that has not answered the control broadcast within this many seconds counts as down.
 INSPECT_TIMEOUT = 1.0
 FIGURES = ("discovered", "unchanged", "extracted", "inserted", "failed", "removed")
-
-
-def queue_keys(queue: str, sep: str = ":") -> list[str]:
-    return [queue if step == 0 else f"{queue}{sep}{step}" for step in PRIORITY_STEPS]
 
 
 class FleetCollector(Collector):
@@ -79,20 +72,14 @@ class FleetCollector(Collector):
         return self._broker
 
     def _queues(self) -> list[Metric]:
-        from worker_app.celery_app import QUEUES, app
+        from worker_app.celery_app import QUEUES
+        from worker_app.pipeline.backpressure import queue_depths
 
-        sep = app.conf.broker_transport_options.get("sep", ":")
-        pipe = self._broker_client().pipeline(transaction=False)
-        for queue in QUEUES:
-            for key in queue_keys(queue, sep):
-                pipe.llen(key)
-        lengths = pipe.execute()
         family = GaugeMetricFamily("celery_queue_length",
                                    "Messages waiting in the queue (its priority sub-queues summed)",
                                    labels=["queue_name"])
-        steps = len(PRIORITY_STEPS)
-        for index, queue in enumerate(QUEUES):
-            family.add_metric([queue], sum(lengths[index * steps:(index + 1) * steps]))
+        for queue, depth in queue_depths(self._broker_client(), QUEUES).items():
+            family.add_metric([queue], depth)
         return [family]
 
     # The workers, through Celery's control broadcast (over the broker).

@@ -34,6 +34,8 @@ class ExtractTask(UnitTask):
     stage = "extract"
     unit_stage = 1
     unit_kind = "extract"
+    # Batch and insert messages carry the records: the broker's memory is theirs.
+    feeds = ("batch", "insert")
 
     def paths_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
         files = args[2] if len(args) > 2 else kwargs.get("files", [])

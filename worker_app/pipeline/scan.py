@@ -196,6 +196,7 @@ class ScanChunkTask(UnitTask):
     instead of sweeping them as removed, and the next scan lists them again."""
 
     stage = "scan"
+    feeds = ("extract",)
 
     def paths_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
         return list(args[2] if len(args) > 2 else kwargs.get("folders", []))

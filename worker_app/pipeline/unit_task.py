@@ -10,6 +10,7 @@ backoff, for as long as it takes, and nothing is recorded as failed or deleted m
   passing error is a new message, not a death) is not run once more after ``max_deliveries`` deaths: its files are
   parked as failed, and the scan goes on;
 - a unit of a cancelled scan is not run (its scan's status is checked when the delivery is counted);
+- a unit that feeds a queue waits while that queue is full (``backpressure``: a retry, never a death);
 - a unit already done, or already at a later stage, is not done again (a duplicate delivery); a done unit's
   children that were never sent are sent then;
 - a task that fails for good (an error no retry cures, a time limit) still closes its unit with failure records,
@@ -30,6 +31,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from worker_app.db.session import transaction
+from worker_app.pipeline.backpressure import wait_for_room
 from worker_app.pipeline.crash_hook import crash_if_planned
 from worker_app.pipeline.ledger import (
     CANCELLED,
@@ -116,12 +118,16 @@ class UnitTask(PipelineTask):
     unit_stage = 1
     unit_kind = "chunk"
     unit_deaths = 0
+    # The queues this unit's task feeds, whose backlog holds it back (pipeline/backpressure.py); () for none.
+    feeds: tuple[str, ...] = ()
 
     def paths_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
         """The files this unit's message is about, to be recorded as failed if the unit cannot be done."""
         return []
 
     def run_delivery(self, scan_id: int, key: str, *args: Any, **kwargs: Any) -> Any:
+        if self.feeds:
+            wait_for_room(self, self.feeds)  # before the delivery is counted: a wait is no delivery
         delivery = begin_delivery(scan_id, key, self.unit_stage, self.request.retries or 0)
         if delivery.action == "missing":
             log.warning("scan %s has no unit %s: dropping the message", scan_id, key)
