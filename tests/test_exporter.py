@@ -83,6 +83,10 @@ def test_the_metrics_move_as_a_scan_runs(stack, library_root, exporter, forget_a
         assert value(before, "celery_active_worker_count", queue_name=queue) == 1, queue
         assert value(before, "celery_queue_length", queue_name=queue) is not None, queue
     complete_before = value(before, "soniquebay_scans", status="complete") or 0
+    from worker_app.settings import get_settings
+
+    assert value(before, "soniquebay_backlog_bound", queues="extract") == get_settings().extract_backlog
+    assert value(before, "soniquebay_backlog_bound", queues="batch+insert") == get_settings().insert_backlog
 
     forget_afterwards(str(library_root / "exporter-moves"))
     library = make_library(library_root / "exporter-moves", n_files=60, seed=901, odd_file_names=False,

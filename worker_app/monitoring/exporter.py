@@ -73,14 +73,21 @@ class FleetCollector(Collector):
 
     def _queues(self) -> list[Metric]:
         from worker_app.celery_app import QUEUES
-        from worker_app.pipeline.backpressure import queue_depths
+        from worker_app.pipeline.backpressure import FEEDS, bound_of, queue_depths
 
         family = GaugeMetricFamily("celery_queue_length",
                                    "Messages waiting in the queue (its priority sub-queues summed)",
                                    labels=["queue_name"])
-        for queue, depth in queue_depths(self._broker_client(), QUEUES).items():
+        depths = queue_depths(self._broker_client(), QUEUES)
+        for queue, depth in depths.items():
             family.add_metric([queue], depth)
-        return [family]
+        bounds = GaugeMetricFamily("soniquebay_backlog_bound",
+                                   "Messages the queues may hold before the stage that feeds them waits "
+                                   "(back-pressure); compare with their celery_queue_length summed",
+                                   labels=["queues"])
+        for queues in FEEDS:
+            bounds.add_metric(["+".join(queues)], bound_of(queues))
+        return [family, bounds]
 
     # The workers, through Celery's control broadcast (over the broker).
 

@@ -68,9 +68,16 @@ def backlog(queues: tuple[str, ...]) -> int:
     return sum(queue_depths(_broker(), queues).values())
 
 
+# The queue groups a stage may feed: scan chunks feed extract; extract batches feed batch, whose messages become
+# insert messages (both carry the records).
+EXTRACT_FEED = ("extract",)
+RECORDS_FEED = ("batch", "insert")
+FEEDS = (EXTRACT_FEED, RECORDS_FEED)
+
+
 def bound_of(queues: tuple[str, ...]) -> int:
     settings = get_settings()
-    return settings.extract_backlog if queues == ("extract",) else settings.insert_backlog
+    return {EXTRACT_FEED: settings.extract_backlog, RECORDS_FEED: settings.insert_backlog}[queues]
 
 
 def wait_for_room(task: Any, queues: tuple[str, ...]) -> None:

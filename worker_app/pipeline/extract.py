@@ -15,6 +15,7 @@ from worker_app.limits import EXTRACT
 from worker_app.metadata.reader import read_folder_cover, read_track
 from worker_app.metadata.record import UnreadableFileError
 from worker_app.paths import display_path
+from worker_app.pipeline.backpressure import RECORDS_FEED
 from worker_app.pipeline.crash_hook import crash_if_marked, hold_if_planned, install_read_faults
 from worker_app.pipeline.ledger import (
     PASSING,
@@ -35,7 +36,7 @@ class ExtractTask(UnitTask):
     unit_stage = 1
     unit_kind = "extract"
     # Batch and insert messages carry the records: the broker's memory is theirs.
-    feeds = ("batch", "insert")
+    feeds = RECORDS_FEED
 
     def paths_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
         files = args[2] if len(args) > 2 else kwargs.get("files", [])

@@ -28,6 +28,7 @@ from worker_app.db.session import transaction
 from worker_app.limits import SCAN
 from worker_app.metadata.reader import find_folder_cover
 from worker_app.paths import PathRefused, db_path, display_path, is_audio_name, is_within, resolve_scan_path
+from worker_app.pipeline.backpressure import EXTRACT_FEED
 from worker_app.pipeline.crash_hook import crash_if_marked
 from worker_app.pipeline.ledger import (
     PASSING,
@@ -196,7 +197,7 @@ class ScanChunkTask(UnitTask):
     instead of sweeping them as removed, and the next scan lists them again."""
 
     stage = "scan"
-    feeds = ("extract",)
+    feeds = EXTRACT_FEED
 
     def paths_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
         return list(args[2] if len(args) > 2 else kwargs.get("folders", []))
