@@ -4,9 +4,14 @@ A chunk task lists folders breadth-first until it has seen ``chunk_entries`` ent
 not reach to new chunk tasks, so no task runs long however big or deep the library. What it found goes out as
 extract batches of whole folders (an album stays in one batch, which the batch stage needs to recognise
 compilations), and as one cleanup unit for the files that vanished from the folders it listed.
+
+A single folder with more entries than a chunk's budget (a flat dump of a million files) is listed by names only
+(cheap) and its audio files go to slice units of the same task, each with a bounded list of names to stat and
+compare; the chunk that listed it still tells which of its catalogued files vanished, since it saw every name.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -56,6 +61,9 @@ CHILD_CHUNKS = 4
 MAX_FOLDERS_PER_CHILD_CHUNK = 2000
 # The part of a chunk's soft time limit it may spend listing; the rest is for comparing with the catalogue.
 LISTING_SHARE_OF_TIME_LIMIT = 0.3
+# A slice of a folder too big for one chunk carries at most this many bytes of file names: its message stays well
+# under 64 KB.
+SLICE_NAME_BYTES = 48 * 1024
 
 
 @dataclass
@@ -78,6 +86,8 @@ class Listing:
     failures: list[Failure] = field(default_factory=list)
     # Audio files that are there but could not be looked at (stat failed): not removed, not read.
     unreadable_files: list[str] = field(default_factory=list)
+    # Folders with more entries than the budget: their audio files' names, sorted, to be stat-ed by slice units.
+    sliced: dict[str, list[str]] = field(default_factory=dict)
 
 
 def list_folders(folders: list[str], root: str, budget: int, deadline: float | None = None,
@@ -117,12 +127,16 @@ def list_folders(folders: list[str], root: str, budget: int, deadline: float | N
         listing.listed_folders.append(folder)
         seen_entries += len(entries)
         image_names = []
+        # Too big for one chunk: its audio files are stat-ed by slice units, not here.
+        sliced = listing.sliced.setdefault(folder, []) if len(entries) > budget else None
         for entry in entries:
             kind = _entry_kind(entry, root, listing)
             if kind == "dir":
                 queue.append(entry.path)
             elif kind == "file":
-                if is_audio_name(entry.name):
+                if sliced is not None and is_audio_name(entry.name):
+                    sliced.append(entry.name)
+                elif is_audio_name(entry.name):
                     try:
                         info = entry.stat()
                     except OSError as error:
@@ -160,6 +174,44 @@ def _entry_kind(entry: os.DirEntry[str], root: str, listing: Listing) -> str | N
                                         kind=PASSING))
         listing.unreadable_files.append(entry.path)
         return None
+
+
+def stat_names(folder: str, names: list[str], root: str) -> Listing:
+    """A slice of a big folder: stat each of ``names`` in ``folder`` (a link only to a file inside ``root``, as the
+    listing followed it)."""
+    listing = Listing()
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            if os.path.islink(path) and not is_within(os.path.realpath(path), root):
+                continue
+            info = os.stat(path)
+        except FileNotFoundError:
+            continue  # gone since the folder was listed: the listing chunk saw it, the next scan removes it
+        except OSError as error:
+            listing.failures.append(Failure(path, "scan", f"cannot stat: {error.strerror}", kind=PASSING))
+            listing.unreadable_files.append(path)
+            continue
+        if stat.S_ISREG(info.st_mode):
+            listing.files.append(FoundFile(path, folder, info.st_size, info.st_mtime))
+    return listing
+
+
+def slice_names(names: list[str], max_bytes: int = SLICE_NAME_BYTES) -> list[list[str]]:
+    """Consecutive slices of ``names`` of at most ``max_bytes`` of names each."""
+    slices: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for name in names:
+        length = len(json.dumps(name)) + 2  # as the message's JSON spells it, with its separator
+        if current and size + length > max_bytes:
+            slices.append(current)
+            current, size = [], 0
+        current.append(name)
+        size += length
+    if current:
+        slices.append(current)
+    return slices
 
 
 def plan_batches(files: list[FoundFile], batch_size: int) -> list[list[FoundFile]]:
@@ -254,10 +306,19 @@ def scan_directory_parallel(self: PipelineTask, scan_id: int) -> dict[str, Any]:
 
 @app.task(name="scan_directory_chunk", base=ScanChunkTask, bind=True, acks_late=True,
           **SCAN.options)
-def scan_directory_chunk(self: ScanChunkTask, scan_id: int, key: str, folders: list[str]) -> dict[str, Any]:
+def scan_directory_chunk(self: ScanChunkTask, scan_id: int, key: str, folders: list[str],
+                         names: list[str] | None = None, cover: str | None = None) -> dict[str, Any]:
+    """List ``folders`` (and below, within the chunk's budget); or, with ``names``, stat those files of the one
+    folder in ``folders`` (a slice of a folder too big for one chunk; ``cover`` is that folder's image)."""
     settings = get_settings()
     with transaction() as session:
         root, listed_at = _scan_root(session, scan_id)
+    if names is not None:
+        listing = stat_names(folders[0], names, root)
+        if cover is not None:
+            listing.folder_covers[folders[0]] = cover
+        return _commit_listing(scan_id, key, listing, settings.batch_size, listed_at,
+                               only_paths=[os.path.join(folders[0], name) for name in names])
     poison = take_poison(scan_id, key)
     # Redelivered: an earlier delivery may have died on a folder. List carefully, committing each folder before
     # opening it, so that the next delivery can leave that one folder out.
@@ -292,21 +353,23 @@ def scan_single_file(self: ScanFileTask, scan_id: int, key: str, path: str) -> d
     except OSError as error:
         listing.failures.append(Failure(path, "scan", f"cannot stat: {error.strerror}", kind=PASSING))
         listing.unreadable_files.append(path)
-    return _commit_listing(scan_id, key, listing, get_settings().batch_size, listed_at, only_path=path)
+    return _commit_listing(scan_id, key, listing, get_settings().batch_size, listed_at, only_paths=[path])
 
 
 def _commit_listing(scan_id: int, key: str, listing: Listing, batch_size: int, listed_at: datetime,
-                    only_path: str | None = None) -> dict[str, Any]:
+                    only_paths: list[str] | None = None) -> dict[str, Any]:
     """Compare what is on disk with the catalogue, register the follow-up units and close this one.
 
     A catalogued file is removed only if the listing did not find it, it was not merely unreadable, and its row is
-    older than the listing (a newer row is another scan's, of a file created after this listing)."""
+    older than the listing (a newer row is another scan's, of a file created after this listing). ``only_paths``:
+    the listing is about these files only (one file, a slice of a big folder), not whole folders."""
     from worker_app.pipeline.deferred import cleanup_removed_files
     from worker_app.pipeline.extract import extract_metadata_batch
 
     with transaction() as session:
-        if only_path is not None:
-            in_scope = [Track.path == db_path(only_path)[0]], [FailedFile.path == db_path(only_path)[0]]
+        if only_paths is not None:
+            keys = [db_path(path)[0] for path in only_paths]
+            in_scope = [Track.path.in_(keys)], [FailedFile.path.in_(keys)]
         else:
             folders = [db_path(folder)[0] for folder in listing.listed_folders]
             in_scope = [Track.folder.in_(folders)], [FailedFile.folder.in_(folders)]
@@ -320,6 +383,9 @@ def _commit_listing(scan_id: int, key: str, listing: Listing, batch_size: int, l
             select(FailedFile.path, FailedFile.size_bytes, FailedFile.mtime, FailedFile.stage, FailedFile.reason)
             .where(*in_scope[1]))}
         on_disk = {db_path(found.path)[0] for found in listing.files}
+        # A big folder's files are looked at by its slices, but they are there: not removed.
+        on_disk |= {db_path(os.path.join(folder, name))[0] for folder, names in listing.sliced.items()
+                    for name in names}
         to_extract, still_failing = [], []
         for found in listing.files:
             key_path = db_path(found.path)[0]
@@ -337,7 +403,7 @@ def _commit_listing(scan_id: int, key: str, listing: Listing, batch_size: int, l
         if gone_failures:
             session.execute(delete(FailedFile).where(FailedFile.path.in_(sorted(gone_failures))))
         removed = sorted(set(known) - present - written_since)
-        if only_path is None:
+        if only_paths is None:
             folder_rows = [{"scan_id": scan_id, "folder": db_path(f)[0], "listed": True}
                            for f in listing.listed_folders]
             folder_rows += [{"scan_id": scan_id, "folder": db_path(f)[0], "listed": False}
@@ -349,6 +415,11 @@ def _commit_listing(scan_id: int, key: str, listing: Listing, batch_size: int, l
             Unit(f"{key}.{i}", "chunk", scan_directory_chunk.name, [scan_id, f"{key}.{i}", child])
             for i, child in enumerate(_child_chunks(listing.unvisited))
         ]
+        for n, (folder, names) in enumerate(listing.sliced.items()):
+            for i, piece in enumerate(slice_names(names)):
+                slice_key = f"{key}/s{n}.{i}"
+                units.append(Unit(slice_key, "chunk", scan_directory_chunk.name,
+                                  [scan_id, slice_key, [folder], piece, listing.folder_covers.get(folder)]))
         for i, batch in enumerate(plan_batches(to_extract, batch_size)):
             covers = {found.folder: listing.folder_covers[found.folder]
                       for found in batch if found.folder in listing.folder_covers}
