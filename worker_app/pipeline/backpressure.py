@@ -10,7 +10,8 @@ a death; nothing is recorded), and its unit waits in its own queue, whose messag
 
 A backlog can overshoot its bound by what the tasks that passed the check at the same moment send: one message per
 extract process for the batch and insert queues, one chunk's extract units (a chunk lists up to
-``SONIQUEBAY_CHUNK_ENTRIES`` entries) per scan process for the extract queue.
+``SONIQUEBAY_CHUNK_ENTRIES`` entries) per scan process for the extract queue; and by the messages the queue's own
+workers reserved (prefetch), which leave its list before they are done.
 """
 from __future__ import annotations
 
