@@ -24,7 +24,7 @@ EXERCISED_BY = {
     "prepare_insertion_batch": FIRST_SCAN,  # likewise
     "insert_batch_direct": FIRST_SCAN,
     "enrich_album_covers": FIRST_SCAN,  # the album covers the test checks
-    "vectorize_tracks": FIRST_SCAN,  # the search vectors the test checks
+    "vectorize_tracks": "tests/test_catalogue_queries.py::test_search_finds_a_track_by_its_title_and_by_its_artist",
     "cleanup_finish_scan": FIRST_SCAN,
     "cleanup_removed_files": PIPE + "test_rescan_follows_changed_added_and_removed_files",
     "extract_audio_features_batch": ANALYSIS + "test_a_scan_analyses_every_track_and_similar_finds_its_kind",
@@ -33,11 +33,12 @@ EXERCISED_BY = {
     # Sent periodically by every deferred worker (a worker bootstep).
     "cleanup_stalled_scans": "tests/test_worker_loss.py::test_a_scan_survives_messages_the_broker_lost",
     "relay_units": "tests/faults/test_service_outages.py::test_the_broker_killed_and_restarted_mid_scan",
+    "cleanup_old_scans": "tests/test_retention.py::test_the_deferred_workers_prune_on_a_clock",
 }
 
 # Registered, routed, and sent by nothing: the seed's per-entity inserts. The pipeline writes a batch's covers,
 # artists, albums and tracks in one transaction (insert_batch_direct), which a chain of four tasks could not do.
-# cleanup_orphans: cleanup_finish_scan removes orphans at the end of every scan.
+# cleanup_orphans: cleanup_finish_scan removes the orphans a scan's changes left at its end.
 ONLY_REGISTERED = {"insert_artists_batch", "insert_albums_batch", "insert_tracks_batch", "insert_covers_batch",
                    "cleanup_orphans"}
 
