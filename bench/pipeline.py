@@ -16,7 +16,6 @@ import psutil
 from sqlalchemy import create_engine, text
 
 from tests.services import QUEUES, REPO, Stack, Supervisor, wait_for
-from tests.supervisor_role import size_programs
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -34,7 +33,7 @@ class WorkerConfig:
     def describe(self) -> dict:
         """The programs as they run (the supervisor role's sizing with this configuration's overrides)."""
         supervisor = Supervisor(Path("supervisor"), Path("worker.env"), dict(self.programs), dict(self.queues))
-        sized = {item["queue"]: item for item in size_programs(supervisor.role_variables())}
+        sized = supervisor.sized_programs()
         return {
             "programs": {name: {"queues": self.queues.get(name, [name]), "concurrency": sized[name]["concurrency"],
                                 "prefetch_multiplier": sized[name]["prefetch_multiplier"]}

@@ -256,6 +256,12 @@ class Supervisor:
                 for name, consumed in self.queues.items()}}
         return host_variables(variables)
 
+    def sized_programs(self) -> dict[str, dict]:
+        """Each program as the role sizes it (concurrency, prefetch_multiplier, time_limit...), by name."""
+        from tests.supervisor_role import size_programs
+
+        return {item["queue"]: item for item in size_programs(self.role_variables())}
+
     def write_config(self) -> None:
         from tests.supervisor_role import render_program, size_programs
 

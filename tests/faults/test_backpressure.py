@@ -17,7 +17,6 @@ from tests.faults.stack import (
     finish,
     start_scan,
 )
-from tests.services import WORKER_PROGRAMS
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -43,7 +42,8 @@ def test_a_stopped_insert_stage_holds_the_scan_back_and_it_completes_when_insert
 
         # What passed the check at the same moment may overshoot: one message per extract process, one chunk's
         # extract units (at most CHUNK_ENTRIES files, in batches of BATCH_SIZE) per scan process.
-        extract_processes, scan_processes = WORKER_PROGRAMS["extract"][0], WORKER_PROGRAMS["scan"][0]
+        sized = stack.supervisor.sized_programs()
+        extract_processes, scan_processes = int(sized["extract"]["concurrency"]), int(sized["scan"]["concurrency"])
         insert_bound = INSERT_BACKLOG + extract_processes
         extract_bound = EXTRACT_BACKLOG + scan_processes * -(-CHUNK_ENTRIES // BATCH_SIZE)
         peaks = {"batch+insert": 0, "extract": 0, "used_memory": 0}
