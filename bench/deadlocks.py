@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         for batch_size in (int(value) for value in options.batch_sizes.split(",")):
             for concurrency in (int(value) for value in options.concurrency.split(",")):
                 programs = dict(PIPELINE.programs)
-                programs["insert"] = (concurrency, 2, programs["insert"][2])
+                programs["insert"] = {"concurrency": concurrency}
                 bench.use(WorkerConfig(f"insert x{concurrency}", programs,
                                        env={"SONIQUEBAY_BATCH_SIZE": str(batch_size)}))
                 bench.empty_catalogue()

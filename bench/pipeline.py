@@ -15,37 +15,41 @@ from pathlib import Path
 import psutil
 from sqlalchemy import create_engine, text
 
-from tests.services import REPO, WORKER_PROGRAMS, Stack, wait_for
+from tests.services import QUEUES, REPO, Stack, Supervisor, wait_for
 
 VENV_BIN = Path(sys.executable).parent
-
-QUEUES = ["scan", "extract", "batch", "insert", "deferred"]
-
 
 @dataclass(frozen=True)
 class WorkerConfig:
     """One way of running the workers: supervisor programs and the environment they read."""
 
     name: str
-    programs: dict[str, tuple[int, int, int]]  # program -> (concurrency, prefetch multiplier, stopwaitsecs)
+    # program -> overrides of the supervisor role's sizing for the test host (tests/services.py), e.g.
+    # {"concurrency": 4}; {} runs it as the role sizes it.
+    programs: dict[str, dict]
     queues: dict[str, list[str]] = field(default_factory=dict)  # program -> queues, when not just its own name
     env: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> dict:
+        """The programs as they run (the supervisor role's sizing with this configuration's overrides)."""
+        supervisor = Supervisor(Path("supervisor"), Path("worker.env"), dict(self.programs), dict(self.queues))
+        sized = supervisor.sized_programs()
         return {
-            "programs": {name: {"queues": self.queues.get(name, [name]), "concurrency": c, "prefetch_multiplier": p}
-                         for name, (c, p, _) in self.programs.items()},
+            "programs": {name: {"queues": self.queues.get(name, [name]), "concurrency": sized[name]["concurrency"],
+                                "prefetch_multiplier": sized[name]["prefetch_multiplier"]}
+                         for name in self.programs},
             "env": self.env,
         }
 
 
 # The tuned per-queue settings for a 2-core host: the supervisor programs the tests run (one per queue, extract
 # with one process per core), files in batches of SONIQUEBAY_BATCH_SIZE (200 by default).
-PIPELINE = WorkerConfig("pipeline", dict(WORKER_PROGRAMS))
+PIPELINE = WorkerConfig("pipeline", {queue: {} for queue in QUEUES})
 
 # The seed's configuration that the design note calls slow: one task per file, prefetch 1, concurrency 2 and no
 # queue separation (one program consumes all five queues).
-BEFORE = WorkerConfig("before", {"all": (2, 1, 660)}, {"all": list(QUEUES)}, {"SONIQUEBAY_BATCH_SIZE": "1"})
+BEFORE = WorkerConfig("before", {"all": {"concurrency": 2, "prefetch_multiplier": 1}}, {"all": list(QUEUES)},
+                      {"SONIQUEBAY_BATCH_SIZE": "1"})
 
 
 class BenchStack:
@@ -78,11 +82,11 @@ class BenchStack:
         self.stack.extra_env = {"SONIQUEBAY_AUDIO_ANALYSIS": "off", **config.env}
         self.stack.env_file.write_text("".join(f"{key}={value}\n" for key, value in self.stack.env.items()))
         supervisor_dir = self.stack.base / "supervisor"
-        for old_log in supervisor_dir.glob("worker-*.log"):
+        for old_log in supervisor_dir.glob("soniquebay-*.log"):
             old_log.unlink()
         supervisor = self.stack.start_workers(config.programs, config.queues)
         for program in config.programs:
-            log = supervisor.base / f"worker-{program}.log"
+            log = supervisor.log(program)
             wait_for(lambda log=log: log.exists() and " ready." in log.read_text(errors="replace"), 120,
                      f"worker {program} ready")
         self.config = config
@@ -102,7 +106,7 @@ class BenchStack:
         return pids
 
     def worker_logs(self) -> dict[str, Path]:
-        return {program: self.stack.supervisor.base / f"worker-{program}.log" for program in self.config.programs}
+        return {program: self.stack.supervisor.log(program) for program in self.config.programs}
 
     # ------------------------------------------------------------ catalogue
 

@@ -1,10 +1,11 @@
 """Real services for the tests and benchmarks: a private PostgreSQL cluster, the two Redis instances (broker with
-AOF + noeviction, cache with allkeys-lru), and supervisord running one Celery worker program per queue, configured
-as the Ansible supervisor role configures them. Everything lives in one folder and on free loopback ports, so
-nothing touches services that a deployment on this machine may run."""
+AOF + noeviction, cache with allkeys-lru), and supervisord running one Celery worker program per queue, rendered
+from the Ansible supervisor role's template and sizing (tests/supervisor_role.py). Everything lives in one folder
+and on free loopback ports, so nothing touches services that a deployment on this machine may run."""
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -188,32 +189,83 @@ WITHOUT_FILE_OVERRIDE = (
     if os.geteuid() == 0 else ""
 )
 
-# Per queue: (concurrency, prefetch multiplier, stopwaitsecs). Small on purpose: CI has 2 cores.
-WORKER_PROGRAMS = {
-    "scan": (1, 2, 660),
-    "extract": (2, 1, 660),
-    "batch": (1, 1, 360),
-    "insert": (1, 2, 660),
-    "deferred": (1, 1, 1860),
+QUEUES = ["scan", "extract", "batch", "insert", "deferred"]
+
+# The test host, in the supervisor role's own variables: its facts (2 vCPUs, 2 GiB: one batch process) and the
+# role's concurrency caps lowered so that every queue but extract runs one process (CI has 2 cores, and several
+# tests count on a single process per queue). startsecs is short because every test start waits for RUNNING;
+# tests that check the role's start behaviour set it back (``role_vars``).
+TEST_HOST_VARS: dict = {
+    "ansible_facts": {"processor_vcpus": 2, "memtotal_mb": 2048, "service_mgr": "none"},
+    "supervisor_scan_concurrency_max": 1,
+    "supervisor_insert_concurrency_max": 1,
+    "supervisor_worker_startsecs": 3,
 }
 
 
 @dataclass
 class Supervisor:
-    """supervisord with one program per queue, each `celery -A worker_app worker -Q QUEUE -n QUEUE@%h`."""
+    """supervisord with one program per queue, each rendered from the supervisor role's template with the role's
+    sizing for the test host: `celery -A worker_app worker -Q QUEUE -n QUEUE@%h ...`."""
 
     base: Path
     env_file: Path
-    programs: dict[str, tuple[int, int, int]] = field(default_factory=lambda: dict(WORKER_PROGRAMS))
+    # Program (queue) -> overrides of its sizing, as the role's supervisor_worker_overrides, e.g.
+    # {"insert": {"concurrency": 4}}; a program with no override runs as the role sizes it.
+    programs: dict[str, dict] = field(default_factory=lambda: {queue: {} for queue in QUEUES})
     # Program name -> the queues it consumes, for a program that does not consume just the queue it is named after
     # (the benchmark's "before": one program for all five queues).
     queues: dict[str, list[str]] = field(default_factory=dict)
+    # More role variables over TEST_HOST_VARS.
+    role_vars: dict = field(default_factory=dict)
 
     @property
     def config(self) -> Path:
         return self.base / "supervisord.conf"
 
+    def log(self, name: str) -> Path:
+        """A program's log (the role's stdout_logfile, in this supervisor's folder)."""
+        return self.base / f"soniquebay-{name}.log"
+
+    def role_variables(self) -> dict:
+        """The role's variables for this host, with the paths, user and release of the test stack."""
+        from tests.supervisor_role import host_variables
+
+        variables = {
+            **TEST_HOST_VARS,
+            "inventory_hostname": socket.gethostname(),
+            "group_names": list(self.programs),
+            "ansible_managed": "Rendered by tests/services.py from the supervisor role",
+            "supervisor_release": "tests",
+            "supervisor_worker_user": pwd.getpwuid(os.geteuid()).pw_name,
+            "supervisor_worker_home": str(self.base / "home"),
+            "supervisor_venv": str(VENV_BIN.parent),
+            "supervisor_env_file": str(self.env_file),
+            "supervisor_worker_log_dir": str(self.base),
+            "supervisor_queues": list(self.programs),
+            "supervisor_worker_overrides": self.programs,
+            **self.role_vars,
+        }
+        if self.queues:
+            # A program over several queues: the role has no such program; it runs with the sizing of its first
+            # queue and the longest of their time limits.
+            role_queues = host_variables(variables)["supervisor_worker_queues"]
+            variables["supervisor_worker_queues"] = {**role_queues, **{
+                name: {**role_queues[consumed[0]],
+                       "time_limit": max(int(role_queues[queue]["time_limit"]) for queue in consumed)}
+                for name, consumed in self.queues.items()}}
+        return host_variables(variables)
+
+    def sized_programs(self) -> dict[str, dict]:
+        """Each program as the role sizes it (concurrency, prefetch_multiplier, time_limit...), by name."""
+        from tests.supervisor_role import size_programs
+
+        return {item["queue"]: item for item in size_programs(self.role_variables())}
+
     def write_config(self) -> None:
+        from tests.supervisor_role import render_program, size_programs
+
+        (self.base / "home").mkdir(parents=True, exist_ok=True)
         lines = [
             "[unix_http_server]", f"file={self.base}/supervisor.sock", "chmod=0700", "",
             "[supervisord]", f"logfile={self.base}/supervisord.log", f"pidfile={self.base}/supervisord.pid",
@@ -222,19 +274,14 @@ class Supervisor:
             "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface", "",
             "[supervisorctl]", f"serverurl=unix://{self.base}/supervisor.sock", "",
         ]
-        for queue, (concurrency, prefetch, stopwaitsecs) in self.programs.items():
-            consumed = ",".join(self.queues.get(queue, [queue]))
-            lines += [
-                f"[program:soniquebay-{queue}]",
-                f"command={WITHOUT_FILE_OVERRIDE}{VENV_BIN}/celery -A worker_app worker -Q {consumed} -n {queue}@%%h "
-                f"--concurrency {concurrency} --prefetch-multiplier {prefetch} --loglevel INFO",
-                f"directory={REPO}",
-                f'environment=SONIQUEBAY_ENV_FILE="{self.env_file}",PYTHONPATH="{REPO}"',
-                "autostart=true", "autorestart=true", "startsecs=3", f"stopwaitsecs={stopwaitsecs}",
-                "stopsignal=TERM", "stopasgroup=true", "killasgroup=true",
-                f"stdout_logfile={self.base}/worker-{queue}.log", "redirect_stderr=true", "",
-            ]
-        self.config.write_text("\n".join(lines))
+        variables = self.role_variables()
+        sections = []
+        for item in size_programs(variables):
+            section = render_program(item, variables).replace("command=", f"command={WITHOUT_FILE_OVERRIDE}", 1)
+            if item["queue"] in self.queues:
+                section = section.replace(f" -Q {item['queue']} ", f" -Q {','.join(self.queues[item['queue']])} ", 1)
+            sections.append(section)
+        self.config.write_text("\n".join(lines) + "\n".join(sections))
 
     def ctl(self, *args: str, check: bool = True) -> str:
         result = subprocess.run(
@@ -260,10 +307,8 @@ class Supervisor:
 
     def _ready_lines(self) -> dict[str, int]:
         """How many times each program's log says its worker was ready."""
-        counts = {}
-        for log in self.base.glob("worker-*.log"):
-            counts[log.stem.removeprefix("worker-")] = log.read_text(errors="replace").count(" ready.")
-        return counts
+        return {name: self.log(name).read_text(errors="replace").count(" ready.")
+                for name in self.programs if self.log(name).exists()}
 
     def kill_program(self, name: str) -> int:
         """SIGKILL a program's whole process group (the Celery main process and its pool), as losing the host would;
@@ -342,10 +387,10 @@ class Stack:
         self.env_file.chmod(0o600)
         return self
 
-    def start_workers(self, programs: dict[str, tuple[int, int, int]] | None = None,
+    def start_workers(self, programs: dict[str, dict] | None = None,
                       queues: dict[str, list[str]] | None = None) -> Supervisor:
-        self.supervisor = Supervisor(self.base / "supervisor", self.env_file, programs or dict(WORKER_PROGRAMS),
-                                     dict(queues or {}))
+        self.supervisor = Supervisor(self.base / "supervisor", self.env_file,
+                                     programs or {queue: {} for queue in QUEUES}, dict(queues or {}))
         return self.supervisor.start()
 
     def cli_env(self) -> dict[str, str]:
@@ -393,7 +438,7 @@ class Stack:
         report = ["", "== soniquebay status", self.soniquebay("status", "--json", check=False).stdout]
         if self.supervisor:
             report += ["== supervisorctl status", self.supervisor.ctl("status", check=False)]
-            for log in sorted(self.supervisor.base.glob("worker-*.log")):
+            for log in sorted(self.supervisor.base.glob("soniquebay-*.log")):
                 report += [f"== {log.name}", *log.read_text(errors="replace").splitlines()[-lines:]]
         return "\n".join(report)
 

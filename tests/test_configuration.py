@@ -1,6 +1,7 @@
 """The Celery configuration the design note intends, with seed-corrections.md applied."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -101,3 +102,33 @@ def test_settings_come_from_the_env_file(tmp_path):
 def test_nonsense_numbers_in_the_configuration_are_refused(bad):
     output = _celery_report("import worker_app.settings as s; s.get_settings()", SONIQUEBAY_BATCH_SIZE=bad)
     assert "SONIQUEBAY_BATCH_SIZE must be" in output
+
+
+def test_each_queue_stop_wait_covers_the_longest_task_routed_to_it():
+    """The supervisor role gives each queue's program a time_limit (its stopwaitsecs is that plus a margin), so that
+    a warm shutdown lets the running tasks finish. The application's limits (worker_app/limits.py) are the source:
+    every registered task, routed as the Celery app routes it, must fit in its queue's stop wait."""
+    from tests.supervisor_role import host_variables, render_program, size_programs
+    from worker_app.celery_app import QUEUES, app
+    from worker_app.settings import get_settings
+
+    app.loader.import_default_modules()
+    scale = get_settings().time_limit_scale  # the tests' settings shrink the limits; the role's are the real ones
+    longest = dict.fromkeys(QUEUES, 0.0)
+    for name, task in app.tasks.items():
+        if name.startswith("celery."):
+            continue
+        queue = app.amqp.router.route({}, name)["queue"].name
+        longest[queue] = max(longest[queue], task.time_limit / scale)
+    assert all(longest.values()), longest
+
+    # A production host of the role: its defaults, every queue group.
+    variables = host_variables({"ansible_facts": {"processor_vcpus": 8, "memtotal_mb": 32768},
+                                "group_names": list(QUEUES), "inventory_hostname": "worker-1",
+                                "ansible_managed": "", "supervisor_release": ""})
+    programs = {item["queue"]: item for item in size_programs(variables)}
+    assert set(programs) == set(QUEUES)
+    for queue, item in programs.items():
+        assert int(item["time_limit"]) >= longest[queue], (queue, item["time_limit"], longest[queue])
+        stopwaitsecs = int(re.search(r"^stopwaitsecs=(\d+)$", render_program(item, variables), re.M).group(1))
+        assert stopwaitsecs > longest[queue], (queue, stopwaitsecs, longest[queue])

@@ -200,7 +200,42 @@ def test_rescan_follows_changed_added_and_removed_files(stack, library, db_sessi
             db_session_factory, library.root).values()}
 
 
+def test_a_scan_of_one_file_catalogues_it(stack, library, db_session_factory):
+    """`soniquebay scan FILE` (scan_single_file): the file is read again, and nothing else changes."""
+    tagged = sorted((t for t in library.tracks if t.tagged and t.album), key=lambda t: t.path)
+    changed = library.retag(tagged[3].path, title="Scanned Alone")
+    summary = scan(stack, changed.path)
+    assert summary["status"] == "complete"
+    assert (summary["discovered"], summary["extracted"], summary["inserted"], summary["removed"]) == (1, 1, 1, 0)
+    assert_catalogue_matches(library, db_session_factory)
+
+
 def test_a_path_outside_the_library_roots_is_refused(stack, tmp_path):
     result = stack.soniquebay("scan", str(tmp_path), "--wait", check=False)
     assert result.returncode == 2
     assert "outside the library roots" in result.stderr
+
+
+def test_tags_shows_what_the_extract_workers_read(stack, library, tmp_path):
+    """`soniquebay tags FILE` asks an extract worker (extract_single_file) for the record of one file: one file of
+    each format as the generator wrote it, a corrupt one with its reason, and nothing outside the library roots."""
+    one_per_format = {track.format: track for track in library.tracks if db_path(track.path)[1] is None}
+    assert len(one_per_format) >= 8
+    for track in one_per_format.values():
+        shown = stack.soniquebay("tags", track.path, "--json", check=False)
+        assert shown.returncode == 0, shown.stderr + shown.stdout
+        record = json.loads(shown.stdout)["record"]
+        got = {name: record[name] for name in ("title", "artists", "album", "track_number", "genres", "format",
+                                               "codec", "sample_rate", "size_bytes", "tags")}
+        want = {name: getattr(track, name) for name in got}
+        got["artists"], want["artists"] = list(dict.fromkeys(got["artists"])), list(dict.fromkeys(want["artists"]))
+        assert got == want, track.path
+        assert close(track.duration_seconds, record["duration_seconds"], 0.1), track.path
+
+    corrupt = stack.soniquebay("tags", os.fsdecode(library.corrupt[0]), "--json", check=False)
+    assert corrupt.returncode == 1 and json.loads(corrupt.stdout)["error"], corrupt.stdout + corrupt.stderr
+
+    outside = tmp_path / "outside.flac"
+    outside.write_bytes(b"fLaC")
+    refused = stack.soniquebay("tags", str(outside), check=False)
+    assert refused.returncode == 2 and "outside the library roots" in refused.stderr

@@ -78,5 +78,5 @@ def test_an_old_scan_loses_its_working_records_and_keeps_its_figures(stack, db_s
 def test_the_deferred_workers_prune_on_a_clock(stack):
     from worker_app.pipeline.retention import INTERVAL
 
-    logs = "".join(path.read_text(errors="replace") for path in stack.supervisor.base.glob("worker-deferred*.log"))
+    logs = "".join(path.read_text(errors="replace") for path in stack.supervisor.base.glob("soniquebay-deferred*.log"))
     assert f"pruning the records of old scans every {INTERVAL} s" in logs

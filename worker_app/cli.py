@@ -306,6 +306,42 @@ def failures(scan_id: int | None, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Give up after this many seconds.")
+def tags(path: str, as_json: bool, timeout: float) -> None:
+    """Show what the extract workers read in PATH (a file inside the library roots): the record the catalogue
+    would hold, or why the file cannot be catalogued. A worker reads it, with the readers and versions that scans
+    use, on a host that has the library."""
+    from worker_app.paths import PathRefused, resolve_scan_path
+    from worker_app.pipeline.extract import extract_single_file
+    from worker_app.settings import get_settings
+
+    try:
+        real, _ = resolve_scan_path(path, get_settings().library_roots)
+    except (PathRefused, ConfigurationError) as refusal:
+        _fail(str(refusal))
+    try:
+        answer = extract_single_file.apply_async((real,), ignore_result=False).get(timeout=timeout)
+    except Exception as error:  # no worker answered, or the broker cannot be reached: say which
+        _fail(f"no answer from the extract workers: {type(error).__name__}: {error}", 3)
+    if as_json:
+        click.echo(json.dumps(answer))
+    elif "error" in answer:
+        stdout.print(f"{answer['path']}: cannot be catalogued: {answer['error']}")
+    else:
+        record = {key: value for key, value in answer["record"].items() if value not in (None, [], {})}
+        if record.get("cover"):
+            record["cover"] = {key: value for key, value in record["cover"].items() if key != "data"}
+        table = Table(show_header=False, box=None, title=answer["path"])
+        for key, value in record.items():
+            table.add_row(key, str(value))
+        stdout.print(table)
+    if "error" in answer:
+        sys.exit(1)
+
+
+@main.command()
 @click.option("--port", type=int, default=9808, show_default=True, help="TCP port to serve /metrics on.")
 @click.option("--bind", default="127.0.0.1", show_default=True,
               help="Address to listen on (the monitor host's fleet address: the metrics name the library's folders).")

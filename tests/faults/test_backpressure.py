@@ -17,7 +17,6 @@ from tests.faults.stack import (
     finish,
     start_scan,
 )
-from tests.services import WORKER_PROGRAMS
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -44,8 +43,10 @@ def test_a_stopped_insert_stage_holds_the_scan_back_and_it_completes_when_insert
         # What passed the check at the same moment may overshoot: one message per extract process, one chunk's
         # extract units (at most CHUNK_ENTRIES files, in batches of BATCH_SIZE) per scan process; and a message a
         # worker of the queue reserved is out of its list until that worker sends on what it became.
-        (scan_processes, _, _), (extract_processes, extract_prefetch, _), (batch_processes, batch_prefetch, _) = (
-            WORKER_PROGRAMS["scan"], WORKER_PROGRAMS["extract"], WORKER_PROGRAMS["batch"])
+        sized = {queue: (int(item["concurrency"]), int(item["prefetch_multiplier"]))
+                 for queue, item in stack.supervisor.sized_programs().items()}
+        (scan_processes, _), (extract_processes, extract_prefetch), (batch_processes, batch_prefetch) = (
+            sized["scan"], sized["extract"], sized["batch"])
         insert_bound = INSERT_BACKLOG + extract_processes + batch_processes * batch_prefetch
         extract_bound = (EXTRACT_BACKLOG + scan_processes * -(-CHUNK_ENTRIES // BATCH_SIZE)
                          + extract_processes * extract_prefetch)

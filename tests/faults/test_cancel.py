@@ -111,7 +111,7 @@ def test_a_cancelled_scan_keeps_what_it_catalogued_and_deletes_nothing(faults):
 
     # The held batch, released, stops at its next stage; what was running at the cancel finishes.
     wait_for(lambda: f"'skipped': '{held_key}', 'why': 'scan cancelled'" in
-             (stack.supervisor.base / "worker-batch.log").read_text(errors="replace"), 120,
+             stack.supervisor.log("batch").read_text(errors="replace"), 120,
              "the held batch's next stage to be skipped")
     wait_for(lambda: not pipeline_messages(stack), 120, "the pipeline to be idle")
     catalogued = set(catalogue_under(engine, music))

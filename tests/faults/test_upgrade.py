@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from tests.audio_factory import make_library
 from tests.services import REPO, VENV_BIN, Stack, Supervisor, wait_for
+from tests.supervisor_role import defaults as role_defaults
 from worker_app.db.migrate import MIGRATION_LOCK_KEY
 from worker_app.paths import db_path
 
@@ -198,22 +199,12 @@ def _migrate(stack: Stack, revision: str, script_location: Path, **env: str) -> 
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-class RoleStartSupervisor(Supervisor):
-    """The test supervisor, with the start settings of the supervisor role (startsecs, startretries): whether a
-    refusing worker ends FATAL depends on them."""
-
-    def write_config(self) -> None:
-        super().write_config()
-        defaults = dict(re.findall(r"^(supervisor_worker_start\w+):\s*(\d+)\s*$",
-                                   (REPO / "roles" / "supervisor" / "defaults" / "main.yml").read_text(), re.M))
-        self.config.write_text(self.config.read_text().replace(
-            "startsecs=3", f"startsecs={defaults['supervisor_worker_startsecs']}\n"
-                           f"startretries={defaults['supervisor_worker_startretries']}"))
-
-
 def _start_supervisor(stack: Stack) -> Supervisor:
     """supervisord with every worker program, without waiting for them to be RUNNING (they may never be)."""
-    supervisor = RoleStartSupervisor(stack.base / "supervisor", stack.env_file)
+    # With the role's start settings (startsecs, startretries): whether a refusing worker ends FATAL depends on them.
+    start_settings = {name: value for name, value in role_defaults().items()
+                      if name.startswith("supervisor_worker_start")}
+    supervisor = Supervisor(stack.base / "supervisor", stack.env_file, role_vars=start_settings)
     supervisor.base.mkdir(parents=True, exist_ok=True)
     supervisor.write_config()
     env = {key: value for key, value in os.environ.items() if not key.startswith("SONIQUEBAY_")}
@@ -248,7 +239,7 @@ def test_a_worker_refuses_to_start_on_an_older_schema(upgrade_stack):
     line = f"catalogue schema is at {older}, this release needs {head}: run `soniquebay db upgrade`"
     for name in PROGRAMS:
         assert re.search(rf"^soniquebay-{name}\s+FATAL\s", status, re.M), status
-        log = (supervisor.base / f"worker-{name}.log").read_text(errors="replace")
+        log = supervisor.log(name).read_text(errors="replace")
         assert line in log, log
         assert " ready." not in log, f"{name} consumed before refusing: {log}"  # Celery's "celery@host ready."
 
@@ -263,7 +254,7 @@ def test_a_worker_refuses_to_start_on_an_older_schema(upgrade_stack):
     wait_for(supervisor.all_running, 90, "every worker program RUNNING after the upgrade")
     for name in PROGRAMS:
         # RUNNING for supervisor means up for startsecs: Celery itself says when it consumes.
-        log = supervisor.base / f"worker-{name}.log"
+        log = supervisor.log(name)
         wait_for(lambda log=log: " ready." in log.read_text(errors="replace"), 60, f"{name} ready")
 
 
@@ -384,7 +375,7 @@ def test_a_scan_completes_while_the_next_release_migrates(upgrade_stack, next_re
     assert revision == "u0003" and index_valid is True
 
     # A worker of this release restarted on the newer schema (the rest of a rolling upgrade) starts, and says so.
-    log = supervisor.base / "worker-insert.log"
+    log = supervisor.log("insert")
     before = log.stat().st_size
     supervisor.ctl("restart", "soniquebay-insert")
     wait_for(supervisor.all_running, 60, "the restarted insert worker RUNNING")

@@ -14,7 +14,7 @@ from worker_app.celery_app import app
 from worker_app.limits import EXTRACT
 from worker_app.metadata.reader import read_folder_cover, read_track
 from worker_app.metadata.record import UnreadableFileError
-from worker_app.paths import display_path
+from worker_app.paths import PathRefused, display_path, resolve_scan_path
 from worker_app.pipeline.backpressure import RECORDS_FEED
 from worker_app.pipeline.crash_hook import crash_if_marked, hold_if_planned, install_read_faults
 from worker_app.pipeline.ledger import (
@@ -27,6 +27,7 @@ from worker_app.pipeline.ledger import (
     take_poison,
 )
 from worker_app.pipeline.unit_task import UnitTask
+from worker_app.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,12 @@ def extract_metadata_batch(self: ExtractTask, scan_id: int, key: str, files: lis
 @app.task(name="extract_single_file", acks_late=True, ignore_result=False,
           **EXTRACT.options)
 def extract_single_file(path: str) -> dict[str, Any]:
-    """Read one file and return its record (what the catalogue would hold), or the reason it is unreadable."""
+    """Read one file and return its record (what the catalogue would hold), or the reason it is unreadable
+    (`soniquebay tags`). Only a file inside this worker's library roots is read."""
+    try:
+        path, _ = resolve_scan_path(path, get_settings().library_roots)
+    except PathRefused as refusal:
+        return {"path": path, "error": str(refusal)}
     try:
         return {"path": path, "record": read_track(path).to_message()}
     except UnreadableFileError as error:

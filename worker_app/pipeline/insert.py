@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+from dataclasses import fields
 from typing import Any
 
 from sqlalchemy import Executable, Result, delete, select
@@ -26,6 +27,7 @@ from worker_app.celery_app import app
 from worker_app.db.models import Album, Artist, Cover, FailedFile, Track, TrackArtist, table_of
 from worker_app.db.session import transaction
 from worker_app.limits import INSERT
+from worker_app.metadata.record import TrackRecord
 from worker_app.paths import db_path
 from worker_app.pipeline.ledger import (
     VERDICT,
@@ -44,13 +46,6 @@ log = logging.getLogger(__name__)
 # The stage number of a batch unit's chain at this step (extract 1 -> batch 2 -> insert 3).
 INSERT_STAGE = 3
 
-TRACK_FIELDS = (
-    "title", "track_number", "track_total", "disc_number", "disc_total", "date", "year", "genres", "composers",
-    "duration_seconds", "bitrate", "sample_rate", "channels", "bits_per_sample", "format", "codec", "size_bytes",
-    "mtime", "replaygain_track_gain", "replaygain_track_peak", "replaygain_album_gain", "replaygain_album_peak",
-    "tags", "warnings",
-)
-
 
 def _execute_many(session: Session, statement: Executable, rows: list[dict[str, Any]]) -> Result[*tuple[Any, ...]]:
     """One cached statement, many rows: Core executemany (no ORM bookkeeping), batched by insertmanyvalues."""
@@ -59,6 +54,11 @@ def _execute_many(session: Session, statement: Executable, rows: list[dict[str, 
 
 COVERS, ARTISTS, ALBUMS, TRACKS, TRACK_ARTISTS = (table_of(model) for model in (Cover, Artist, Album, Track,
                                                                                    TrackArtist))
+
+# The record's fields that a tracks column of the same name stores as they are: the table and the record say which;
+# the path is stored as text and bytes (db_path), the rest of the row comes from the batch (ids, folder, mbid).
+TRACK_FIELDS = tuple(column.name for column in TRACKS.columns
+                     if column.name in {field.name for field in fields(TrackRecord)} and column.name != "path")
 
 
 def upsert_covers(session: Session, covers: list[dict[str, Any]]) -> dict[str, int]:
@@ -123,7 +123,7 @@ def upsert_tracks(session: Session, scan_id: int | None, tracks: list[dict[str, 
             "genre": track["genres"][0] if track["genres"] else None,
             "cover_id": cover_ids.get(cover_sha) if cover_sha else None,
             "folder_cover_id": cover_ids.get(track["folder_cover"]) if track.get("folder_cover") else None,
-            "mbid": track["mb_track_id"], "mb_release_track_id": track["mb_release_track_id"],
+            "mbid": track["mb_track_id"],
             "scan_id": scan_id,
         })
     statement = insert(TRACKS)
