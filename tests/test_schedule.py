@@ -17,7 +17,8 @@ from sqlalchemy import select
 from tests.audio_factory import make_library
 from tests.services import VENV_BIN, wait_for
 from worker_app.db.models import Scan, ScanSchedule, ScanScheduleRun
-from worker_app.scheduling.scheduler import next_after, tick
+from worker_app.scheduling import scheduler as scheduler_module
+from worker_app.scheduling.scheduler import next_after, send_lost_starts, tick
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -135,6 +136,28 @@ def test_a_scheduler_restart_neither_misses_nor_doubles_a_run(stack, library_roo
         stack.wait_for_scan(scan_id, timeout=120)
     assert_never_overlapped(scans_of(db_session_factory, root))
     assert {run.outcome for run in runs} <= {"started", "skipped"}, diagnostics
+
+
+def test_a_start_lost_between_the_commit_and_the_send_is_sent_when_a_scheduler_starts(
+        stack, library_root, db_session_factory, monkeypatch):
+    library = make_library(library_root / "scheduled-lost", n_files=8, seed=16)
+    root = os.path.realpath(library.root)
+    schedules = ((root, EVERY_TEN_MINUTES),)
+    start = datetime.now(UTC)
+    tick(schedules, start, ZONE)
+    due = next_after(EVERY_TEN_MINUTES, start, ZONE)
+    # The scheduler dies after its transaction committed the run and the scan, before the message left.
+    monkeypatch.setattr(scheduler_module, "send_start", lambda start: None)
+    [run] = tick(schedules, due, ZONE)
+    monkeypatch.undo()
+    assert run.outcome == "started"
+    with db_session_factory() as session:
+        assert session.get(Scan, run.scan_id).status == "queued"
+    # What a scheduler does first when it starts.
+    assert send_lost_starts() == [run.scan_id]
+    stack.wait_for_scan(run.scan_id, timeout=120)
+    assert send_lost_starts() == []  # the scan left the queue: nothing to send again
+    assert [scan.id for scan in scans_of(db_session_factory, root)] == [run.scan_id]
 
 
 def test_soniquebay_schedule_lists_next_and_last_runs(stack, library_root, db_session_factory):
