@@ -331,7 +331,7 @@ def scheduler() -> None:
     import logging
     from zoneinfo import ZoneInfo
 
-    from worker_app.scheduling.scheduler import run_forever
+    from worker_app.scheduling.scheduler import Run, run_forever
     from worker_app.settings import get_settings
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -343,7 +343,7 @@ def scheduler() -> None:
     if not settings.scan_schedules:
         logging.info("no schedule configured (SONIQUEBAY_SCAN_SCHEDULES): idle")
 
-    def report(run) -> None:
+    def report(run: Run) -> None:
         scan = f" scan {run.scan_id}" if run.scan_id is not None else ""
         logging.info("run of %s due at %s: %s%s%s", run.root, run.due_at.astimezone(zone).isoformat(), run.outcome,
                      scan, f" ({run.detail})" if run.detail else "")

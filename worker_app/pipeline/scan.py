@@ -18,12 +18,12 @@ import os
 import stat
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Row, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -482,7 +482,7 @@ def start_scan(path: str) -> ScanStart:
     return start
 
 
-def active_scans_of(session, real: str):
+def active_scans_of(session: Session, real: str) -> Sequence[Row[int, str, str, int | None]]:
     """The scans of the root ``real`` (resolved) that are queued or under way. Takes the root's start lock, held
     until the transaction ends: concurrent starts of one root see each other's rows."""
     session.execute(select(func.pg_advisory_xact_lock(func.hashtext(real))))
@@ -492,7 +492,7 @@ def active_scans_of(session, real: str):
     ).all()
 
 
-def record_scan(session, real: str) -> ScanStart:
+def record_scan(session: Session, real: str) -> ScanStart:
     """The start of a scan of the root ``real`` (resolved), in the caller's transaction: join a queued scan of
     the same root, queue behind a running one, or start. Nothing is sent: send_start, once committed."""
     active = active_scans_of(session, real)

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -32,7 +33,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import OperationalError
 
 from worker_app.db.models import Scan, ScanSchedule, ScanScheduleRun
-from worker_app.db.session import transaction
+from worker_app.db.session import rowcount, transaction
 from worker_app.pipeline.ledger import publish
 from worker_app.pipeline.scan import StartFailed, active_scans_of, record_scan, scan_directory_parallel, send_start
 
@@ -55,7 +56,8 @@ class Run:
 
 def next_after(expression: str, moment: datetime, zone: ZoneInfo) -> datetime:
     """The first time of ``expression`` strictly after ``moment``, in ``zone`` (daylight saving included)."""
-    return croniter(expression, moment.astimezone(zone)).get_next(datetime)
+    following: datetime = croniter(expression, moment.astimezone(zone)).get_next(datetime)
+    return following
 
 
 def sync(schedules: tuple[tuple[str, str], ...], now: datetime, zone: ZoneInfo) -> None:
@@ -79,11 +81,11 @@ def _run_if_due(root: str, expression: str, now: datetime, zone: ZoneInfo) -> Ru
         if row is None or row.expression != expression or row.next_run_at > now:
             return None
         due = row.next_run_at
-        claimed = session.execute(
+        claimed = rowcount(session.execute(
             update(ScanSchedule).where(ScanSchedule.root == root, ScanSchedule.next_run_at == due)
             .values(next_run_at=next_after(expression, max(now, due), zone), last_run_at=due,
                     updated_at=func.now())
-        ).rowcount
+        ))
         if not claimed:
             return None  # another scheduler claimed this run first
         # Under the root's start lock (held to the commit): a `soniquebay scan` of the root cannot slip in between.
@@ -97,7 +99,7 @@ def _run_if_due(root: str, expression: str, now: datetime, zone: ZoneInfo) -> Ru
         # claimed_at is the tick's clock, from which the next run was planned.
         session.add(ScanScheduleRun(root=root, due_at=due, claimed_at=now, outcome=run.outcome, scan_id=run.scan_id,
                                     detail=run.detail))
-        values = {"last_outcome": run.outcome}
+        values: dict[str, str | int] = {"last_outcome": run.outcome}
         if run.scan_id is not None:
             values["last_scan_id"] = run.scan_id
         session.execute(update(ScanSchedule).where(ScanSchedule.root == root).values(**values))
@@ -172,7 +174,7 @@ def run_forever(schedules: tuple[tuple[str, str], ...], zone: ZoneInfo,
         time.sleep(max(0.05, pause + 0.01))
 
 
-def listing(schedules: tuple[tuple[str, str], ...], now: datetime, zone: ZoneInfo) -> list[dict]:
+def listing(schedules: tuple[tuple[str, str], ...], now: datetime, zone: ZoneInfo) -> list[dict[str, Any]]:
     """Each configured schedule with its next and last runs (and rows of roots no longer configured)."""
     configured = dict(schedules)
     with transaction() as session:
@@ -194,13 +196,15 @@ def listing(schedules: tuple[tuple[str, str], ...], now: datetime, zone: ZoneInf
         row = rows.get(root)
         expression = configured.get(root, row.expression if row else None)
         planned = row is not None and row.expression == expression
+        next_run_at = None
+        if root in configured:
+            # Not yet seen by the scheduler (or its expression just changed): when it will be planned for.
+            next_run_at = row.next_run_at if row is not None and planned else next_after(configured[root], now, zone)
         out.append({
             "root": root, "expression": expression, "configured": root in configured,
             # The scheduler has seen it (and planned its next run in the catalogue).
             "registered": planned,
-            # Not yet seen by the scheduler (or its expression just changed): when it will be planned for.
-            "next_run_at": moment(row.next_run_at if planned else next_after(expression, now, zone))
-            if root in configured else None,
+            "next_run_at": moment(next_run_at),
             "last_run_at": moment(row.last_run_at) if row else None,
             "last_outcome": row.last_outcome if row else None,
             "last_scan_id": row.last_scan_id if row else None,

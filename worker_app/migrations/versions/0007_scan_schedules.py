@@ -4,14 +4,14 @@
 the last run and its scan. ``scan_schedule_runs`` records each run once (started, skipped or failed), its primary
 key (root, due time) refusing a second. Both are new tables: plain ``op.create_table``, nothing to lock.
 
-Revision ID: 0005_scan_schedules
-Revises: 0004_audio_features
+Revision ID: 0007_scan_schedules
+Revises: 0006_orphan_candidates
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_scan_schedules"
-down_revision = "0004_audio_features"
+revision = "0007_scan_schedules"
+down_revision = "0006_orphan_candidates"
 branch_labels = None
 depends_on = None
 
