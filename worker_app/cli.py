@@ -359,6 +359,61 @@ def exporter(port: int, bind: str) -> None:
     serve(port, bind)
 
 
+@main.command()
+def scheduler() -> None:
+    """Run the scheduled rescans of SONIQUEBAY_SCAN_SCHEDULES (one scheduler per fleet, on the monitor host): each
+    root is scanned at the times of its cron expression; a run that finds a scan of its root queued or under way
+    is skipped. The state is in the catalogue: a restart neither misses nor doubles a run."""
+    import logging
+    from zoneinfo import ZoneInfo
+
+    from worker_app.scheduling.scheduler import Run, run_forever
+    from worker_app.settings import get_settings
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    zone = ZoneInfo(settings.timezone)
+    for root, expression in settings.scan_schedules:
+        logging.info("schedule %s: %r (%s)", root, expression, settings.timezone)
+    if not settings.scan_schedules:
+        logging.info("no schedule configured (SONIQUEBAY_SCAN_SCHEDULES): idle")
+
+    def report(run: Run) -> None:
+        scan = f" scan {run.scan_id}" if run.scan_id is not None else ""
+        logging.info("run of %s due at %s: %s%s%s", run.root, run.due_at.astimezone(zone).isoformat(), run.outcome,
+                     scan, f" ({run.detail})" if run.detail else "")
+
+    run_forever(settings.scan_schedules, zone, report=report)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the schedules as a JSON list.")
+def schedule(as_json: bool) -> None:
+    """List the scheduled rescans: each root's cron expression, next run, last run and its scan."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from worker_app.scheduling.scheduler import listing
+    from worker_app.settings import get_settings
+
+    settings = get_settings()
+    zone = ZoneInfo(settings.timezone)
+    rows = listing(settings.scan_schedules, datetime.now(UTC), zone)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table = Table("root", "cron", "next run", "last run", "last outcome", "last scan", "runs (skipped)",
+                  title=f"scheduled rescans ({settings.timezone})")
+    for row in rows:
+        last_scan = (f"{row['last_scan_id']} ({row['last_scan_status']})" if row["last_scan_id"] is not None
+                     else "")
+        table.add_row(row["root"], row["expression"] or "",
+                      row["next_run_at"] or "not configured", row["last_run_at"] or "never",
+                      row["last_outcome"] or "", last_scan, f"{row['runs']} ({row['skipped']})")
+    stdout.print(table)
+
+
 @main.group()
 def db() -> None:
     """The catalogue's schema."""

@@ -6,6 +6,7 @@ Values come from the process environment first, then from the env file (``SONIQU
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -86,6 +87,9 @@ class Settings:
     # Attempts of `soniquebay db upgrade` when a migration hits the lock timeout (then backs off and retries
     # the migrations not yet applied); after the last one it fails.
     migration_attempts: int = 10
+    # Scheduled rescans: (root, cron expression) pairs, each root resolved and inside the library roots; the
+    # expressions are read in ``timezone`` (worker_app/scheduling/, `soniquebay scheduler`).
+    scan_schedules: tuple[tuple[str, str], ...] = ()
 
 
 def _read_environment() -> dict[str, str]:
@@ -119,6 +123,34 @@ def _switch(values: dict[str, str], name: str, default: bool) -> bool:
     if raw in ("off", "false", "no", "0"):
         return False
     raise ConfigurationError(f"{name} must be on or off, not {raw!r}")
+
+
+def _scan_schedules(values: dict[str, str], roots: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """SONIQUEBAY_SCAN_SCHEDULES: a JSON object, library root (or a folder inside one) -> cron expression (five
+    fields, or six with seconds last), e.g. {"/srv/music": "0 3 * * *"}."""
+    from croniter import croniter
+
+    name = "SONIQUEBAY_SCAN_SCHEDULES"
+    raw = (values.get(name) or "").strip()
+    if not raw:
+        return ()
+    try:
+        mapping = json.loads(raw)
+    except ValueError as error:
+        raise ConfigurationError(f"{name} must be a JSON object of root -> cron expression: {error}") from None
+    if not isinstance(mapping, dict):
+        raise ConfigurationError(f"{name} must be a JSON object of root -> cron expression, not {raw!r}")
+    schedules: dict[str, str] = {}
+    for root, expression in mapping.items():
+        real = os.path.realpath(root)
+        if not isinstance(expression, str) or not croniter.is_valid(expression):
+            raise ConfigurationError(f"{name}: {expression!r} (for {root}) is not a cron expression")
+        if not any(real == library or real.startswith(library.rstrip(os.sep) + os.sep) for library in roots):
+            raise ConfigurationError(f"{name}: {root} is not inside SONIQUEBAY_LIBRARY_ROOTS")
+        if real in schedules:
+            raise ConfigurationError(f"{name}: {root} has two schedules")
+        schedules[real] = " ".join(expression.split())
+    return tuple(sorted(schedules.items()))
 
 
 def load_settings() -> Settings:
@@ -155,6 +187,7 @@ def load_settings() -> Settings:
         extract_backlog=_positive_int(values, "SONIQUEBAY_EXTRACT_BACKLOG", 64),
         insert_backlog=_positive_int(values, "SONIQUEBAY_INSERT_BACKLOG", 16),
         audio_analysis=_switch(values, "SONIQUEBAY_AUDIO_ANALYSIS", True),
+        scan_schedules=_scan_schedules(values, roots),
         test_crash_marker=values.get("SONIQUEBAY_TEST_CRASH_MARKER") or None,
         test_crash_plan=values.get("SONIQUEBAY_TEST_CRASH_PLAN") or None,
     )

@@ -380,3 +380,33 @@ class AlbumAudio(Base):
     album_gain_db: Mapped[float | None] = mapped_column(Float)
     album_peak: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ScanSchedule(Base):
+    """A library root's scheduled rescans (worker_app/scheduling/): the cron expression, the next run due, and the
+    last one. ``next_run_at`` is what a scheduler claims (UPDATE ... WHERE next_run_at = the value it read), so a
+    run is started once however many schedulers look, and a restarted scheduler goes on from here."""
+
+    __tablename__ = "scan_schedules"
+
+    root: Mapped[str] = mapped_column(Text, primary_key=True)
+    expression: Mapped[str] = mapped_column(Text)
+    next_run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_scan_id: Mapped[int | None] = mapped_column(Integer)
+    # started, skipped (a scan of the root was still queued or running) or failed (it could not be sent)
+    last_outcome: Mapped[str | None] = mapped_column(String(16))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ScanScheduleRun(Base):
+    """Each run a schedule came to, once: its primary key refuses a second row for one due time."""
+
+    __tablename__ = "scan_schedule_runs"
+
+    root: Mapped[str] = mapped_column(Text, primary_key=True)
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    outcome: Mapped[str] = mapped_column(String(16))
+    scan_id: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str | None] = mapped_column(Text)

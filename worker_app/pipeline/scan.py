@@ -18,12 +18,12 @@ import os
 import stat
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Row, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -477,33 +477,50 @@ def start_scan(path: str) -> ScanStart:
     anything is queued. A scan whose message cannot be sent is marked failed, with the reason (StartFailed)."""
     real, _ = resolve_scan_path(path, get_settings().library_roots)
     with transaction() as session:
-        # One start at a time per root: concurrent `soniquebay scan` of one root see each other's rows.
-        session.execute(select(func.pg_advisory_xact_lock(func.hashtext(real))))
-        active = session.execute(
-            select(Scan.id, Scan.root, Scan.status, Scan.after_scan_id)
-            .where(Scan.status.in_(("queued", "running", "finalizing"))).order_by(Scan.id)
-        ).all()
-        same = [row for row in active if row.root == real]
-        waiting = [row for row in same if row.status == "queued"]
-        if waiting:
-            return ScanStart(waiting[-1].id, "joined", waiting[-1].after_scan_id)
-        running = [row for row in same if row.status in ("running", "finalizing")]
-        beside = tuple((row.id, row.root) for row in active
-                       if row.root != real and (is_within(real, row.root) or is_within(row.root, real)))
-        scan = Scan(root=real, status="queued", after_scan_id=running[-1].id if running else None)
-        session.add(scan)
-        session.flush()
-        start = ScanStart(scan.id, "queued" if running else "started", scan.after_scan_id, beside)
-    if start.how == "started":
-        try:
-            publish(scan_directory_parallel.name, [start.scan_id])
-        except Exception as error:
-            reason = f"could not send the scan to the broker: {type(error).__name__}: {error}"
-            with transaction() as session:
-                session.execute(update(Scan).where(Scan.id == start.scan_id)
-                                .values(status="failed", error=reason, finished_at=func.now()))
-            raise StartFailed(reason) from error
+        start = record_scan(session, real)
+    send_start(start)
     return start
+
+
+def active_scans_of(session: Session, real: str) -> Sequence[Row[int, str, str, int | None]]:
+    """The scans of the root ``real`` (resolved) that are queued or under way. Takes the root's start lock, held
+    until the transaction ends: concurrent starts of one root see each other's rows."""
+    session.execute(select(func.pg_advisory_xact_lock(func.hashtext(real))))
+    return session.execute(
+        select(Scan.id, Scan.root, Scan.status, Scan.after_scan_id)
+        .where(Scan.status.in_(("queued", "running", "finalizing"))).order_by(Scan.id)
+    ).all()
+
+
+def record_scan(session: Session, real: str) -> ScanStart:
+    """The start of a scan of the root ``real`` (resolved), in the caller's transaction: join a queued scan of
+    the same root, queue behind a running one, or start. Nothing is sent: send_start, once committed."""
+    active = active_scans_of(session, real)
+    same = [row for row in active if row.root == real]
+    waiting = [row for row in same if row.status == "queued"]
+    if waiting:
+        return ScanStart(waiting[-1].id, "joined", waiting[-1].after_scan_id)
+    running = [row for row in same if row.status in ("running", "finalizing")]
+    beside = tuple((row.id, row.root) for row in active
+                   if row.root != real and (is_within(real, row.root) or is_within(row.root, real)))
+    scan = Scan(root=real, status="queued", after_scan_id=running[-1].id if running else None)
+    session.add(scan)
+    session.flush()
+    return ScanStart(scan.id, "queued" if running else "started", scan.after_scan_id, beside)
+
+
+def send_start(start: ScanStart) -> None:
+    """Hand a started scan (committed by record_scan) to the broker; one that cannot be sent is marked failed."""
+    if start.how != "started":
+        return
+    try:
+        publish(scan_directory_parallel.name, [start.scan_id])
+    except Exception as error:
+        reason = f"could not send the scan to the broker: {type(error).__name__}: {error}"
+        with transaction() as session:
+            session.execute(update(Scan).where(Scan.id == start.scan_id)
+                            .values(status="failed", error=reason, finished_at=func.now()))
+        raise StartFailed(reason) from error
 
 
 def start_queued_after(scan_id: int) -> list[int]:
