@@ -451,6 +451,21 @@ def downgrade(revision: str) -> None:
 
 
 @db.command()
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="Give up waiting after this long.")
+def orphans(timeout: float) -> None:
+    """Delete every album, artist and cover no track uses, wherever it is in the catalogue (a deferred worker
+    checks every row: the end of each scan removes only those its own changes left, so run this once after an
+    upgrade to a release with orphan candidates, or after editing the catalogue by hand)."""
+    from worker_app.pipeline.deferred import cleanup_orphans
+
+    try:
+        deleted = cleanup_orphans.apply_async(ignore_result=False).get(timeout=timeout)
+    except Exception as error:  # no worker answered, or the broker cannot be reached: say which
+        _fail(f"no answer from the deferred workers: {type(error).__name__}: {error}", 3)
+    click.echo(json.dumps(deleted))
+
+
+@db.command()
 def current() -> None:
     """Print the schema's revision and the latest one this version knows."""
     from worker_app.db.migrate import current_revision, head_revision
