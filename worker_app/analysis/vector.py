@@ -23,13 +23,15 @@ Tags (from tracks):
   duration       log2(seconds / 210)                                weight 0.5
 
 The sketch: a GiST index on a 47-dimension cube prunes badly (355 ms a query at a million vectors), so
-``soniquebay similar`` first fetches candidates by a low-dimension ``sketch`` of each vector, which has its own GiST
+``soniquebay similar`` first fetches candidates by a 6-dimension ``sketch`` of each vector, which has its own GiST
 index, then ranks those candidates by the exact distance on the whole vector (``pipeline.analysis.nearest``).
-The sketch is a fixed linear projection, stated here from the feature definitions rather than fitted on a
-library (it never changes as tracks arrive, like the vector): the single figures that count most keep their own
-axis (tempo, pulse, energy, loudness, key), figures that measure one thing are pooled (the four brightness
-measures, the MFCC deviations), the first MFCC means (the broad spectral envelope) keep theirs, and the genre
-buckets are laid on a circle. Its rows are orthonormal, so a sketch distance never exceeds the full distance.
+GiST still prunes well in 6 dimensions and no longer in 8 to 16 (bench/similarity.py; README, "Audio analysis").
+The sketch is a fixed linear projection stated from the feature definitions rather than fitted on a library (it
+never changes as tracks arrive, like the vector). It keeps the components that vary most between two tracks and
+move together: tempo; the drive (beat confidence, danceability and energy pooled); the key's place on the circle
+of fifths (cos, sin: weight 0.75, and the key differs between any two songs of one kind); brightness (its four
+measures pooled); the genre buckets laid along one axis. Its rows are orthonormal, so a sketch distance never
+exceeds the full distance.
 """
 from __future__ import annotations
 
@@ -117,16 +119,10 @@ _MFCC_DEVIATIONS = _MFCC_MEANS + N_MFCC - 1
 _GENRE = _MFCC_DEVIATIONS + N_MFCC
 _SKETCH_ROWS: list[dict[int, float]] = [
     {0: 1.0},                                                     # tempo
-    {1: 1.0, 2: 1.0},                                             # pulse: beat confidence and danceability
-    {3: 1.0},                                                     # energy
-    {4: 1.0},                                                     # loudness
-    {5: 1.0}, {6: 1.0}, {7: 1.0},                                 # key on the circle of fifths, mode
+    {1: 1.0, 2: 1.0, 3: 1.0},                                     # drive: beat confidence, danceability, energy
+    {5: 1.0}, {6: 1.0},                                           # key on the circle of fifths
     {8: 1.0, 9: 1.0, 10: 1.0, 11: 1.0},                           # brightness, pooled
-    *({_MFCC_MEANS + i: 1.0} for i in range(4)),                  # MFCC 1-4 means: the broad envelope
-    {_MFCC_DEVIATIONS + i: 1.0 for i in range(N_MFCC)},           # MFCC deviations, pooled
-    {_GENRE + b: math.cos(2 * math.pi * b / GENRE_BUCKETS) for b in range(GENRE_BUCKETS)},  # genre on a circle
-    {_GENRE + b: math.sin(2 * math.pi * b / GENRE_BUCKETS) for b in range(GENRE_BUCKETS)},
-    {45: 1.0},                                                    # year
+    {_GENRE + b: math.cos(2 * math.pi * b / GENRE_BUCKETS) for b in range(GENRE_BUCKETS)},  # genre, on one axis
 ]
 SKETCH_DIMENSIONS = len(_SKETCH_ROWS)
 SKETCH_PROJECTION = numpy.zeros((SKETCH_DIMENSIONS, DIMENSIONS))

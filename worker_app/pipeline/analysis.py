@@ -300,13 +300,13 @@ def stored_features(session: Session, track_id: int) -> dict[str, Any] | None:
 
 # How many candidates the sketch index hands to the exact ranking (bench/similarity.py measured the trade-off:
 # query time against recall@10 at 1,000,000 vectors; README, "Audio analysis").
-CANDIDATES = 1000
+CANDIDATES = 300
 
 
 def nearest(session: Session, embedding: list[float], limit: int, exclude: int | None = None,
             candidates: int | None = None) -> list[dict[str, Any]]:
     """The ``limit`` tracks whose vectors are nearest ``embedding``: the ``candidates`` nearest by the sketch
-    (GiST k-nearest-neighbour on a 16-dimension cube, see analysis/vector.py), ranked by the exact distance on the
+    (GiST k-nearest-neighbour on a 6-dimension cube, see analysis/vector.py), ranked by the exact distance on the
     whole vector, in one statement (``CANDIDATES`` unless given, and never fewer than ``limit``). With pgvector,
     its HNSW index instead."""
     from sqlalchemy import text

@@ -1,7 +1,7 @@
 """similarity index: a low-dimension sketch of each track vector, GiST-indexed, to find candidates fast
 
 A GiST index on the 47-dimension ``track_vectors.embedding`` cube prunes less and less as the table grows (355 ms a
-``soniquebay similar`` query at a million vectors). ``sketch`` holds a fixed 16-dimension projection of each vector
+``soniquebay similar`` query at a million vectors). ``sketch`` holds a fixed 6-dimension projection of each vector
 (``worker_app.analysis.vector.sketch``: stated from the feature definitions, orthonormal rows); its own GiST index
 fetches the few hundred nearest candidates, which ``nearest`` then ranks by the exact distance on ``embedding``.
 
