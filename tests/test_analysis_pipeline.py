@@ -66,8 +66,8 @@ def features_under(db_session_factory, root) -> dict[str, dict]:
     with db_session_factory() as session:
         rows = session.execute(text("""
             SELECT t.id, t.path, f.analysis_version, f.analysed_at, f.error, f.bpm, f.key, f.scale, f.camelot,
-                   f.loudness_lufs, f.track_gain_db, f.energy, f.danceability, f.mfcc_mean, v.embedding IS NOT NULL
-                   AS has_vector
+                   f.loudness_lufs, f.track_gain_db, f.energy, f.danceability, f.mfcc_mean,
+                   v.embedding IS NOT NULL AND v.sketch IS NOT NULL AS has_vector
             FROM tracks t LEFT JOIN audio_features f ON f.track_id = t.id
             LEFT JOIN track_vectors v ON v.track_id = t.id
             WHERE starts_with(t.path, :prefix)

@@ -189,14 +189,17 @@ def vectorize_audio(self: AudioVectorTask, scan_id: int | None, key: str | None,
                     track_ids: list[int]) -> dict[str, Any]:
     """Build and store the similarity vector of each track of ``track_ids`` that has audio features."""
     with transaction() as session:
-        built: list[dict[str, Any]] = [{"track_id": track_id, "vector_version": vectors.VECTOR_VERSION,
-                  "embedding": vectors.build(features, tags), "updated_at": func.now()}
-                 for track_id, features, tags in tags_and_features(session, track_ids)]
+        built: list[dict[str, Any]] = []
+        for track_id, features, tags in tags_and_features(session, track_ids):
+            embedding = vectors.build(features, tags)
+            built.append({"track_id": track_id, "vector_version": vectors.VECTOR_VERSION, "embedding": embedding,
+                          "sketch": vectors.sketch(embedding), "updated_at": func.now()})
         if built:
             statement = insert(TrackVector).values(built)
             session.execute(statement.on_conflict_do_update(
                 index_elements=["track_id"],
-                set_={name: statement.excluded[name] for name in ("vector_version", "embedding", "updated_at")},
+                set_={name: statement.excluded[name]
+                      for name in ("vector_version", "embedding", "sketch", "updated_at")},
             ))
         if built and has_pgvector_column(session):
             session.execute(text_sql(
@@ -295,25 +298,52 @@ def stored_features(session: Session, track_id: int) -> dict[str, Any] | None:
     return out
 
 
-def nearest(session: Session, embedding: list[float], limit: int, exclude: int | None = None) -> list[dict[str, Any]]:
-    """The ``limit`` tracks whose vectors are nearest ``embedding`` (GiST k-nearest-neighbour on cube)."""
+# How many candidates the sketch index hands to the exact ranking (bench/similarity.py measured the trade-off:
+# query time against recall@10 at 1,000,000 vectors; README, "Audio analysis").
+CANDIDATES = 300
+
+
+def nearest(session: Session, embedding: list[float], limit: int, exclude: int | None = None,
+            candidates: int | None = None) -> list[dict[str, Any]]:
+    """The ``limit`` tracks whose vectors are nearest ``embedding``: the ``candidates`` nearest by the sketch
+    (GiST k-nearest-neighbour on a 6-dimension cube, see analysis/vector.py), ranked by the exact distance on the
+    whole vector, in one statement (``CANDIDATES`` unless given, and never fewer than ``limit``). With pgvector,
+    its HNSW index instead."""
     from sqlalchemy import text
 
     if has_pgvector_column(session):
-        column, literal = "v.embedding_pgvector", "[" + ",".join(repr(float(v)) for v in embedding) + "]"
-        cast_to = "vector"
-    else:
-        column, literal = "v.embedding", "(" + ", ".join(repr(float(v)) for v in embedding) + ")"
-        cast_to = "cube"
-    rows = session.execute(text(f"""
-        SELECT v.track_id, t.path, t.title, a.name AS artist, t.genre,
-               {column} <-> CAST(:query AS {cast_to}) AS distance
-        FROM track_vectors v JOIN tracks t ON t.id = v.track_id LEFT JOIN artists a ON a.id = t.artist_id
-        WHERE v.track_id <> :exclude
-        ORDER BY {column} <-> CAST(:query AS {cast_to})
-        LIMIT :limit
-    """), {"query": literal, "exclude": exclude if exclude is not None else -1, "limit": limit}).mappings()
+        literal = "[" + ",".join(repr(float(v)) for v in embedding) + "]"
+        rows = session.execute(text("""
+            SELECT v.track_id, t.path, t.title, a.name AS artist, t.genre,
+                   v.embedding_pgvector <-> CAST(:query AS vector) AS distance
+            FROM track_vectors v JOIN tracks t ON t.id = v.track_id LEFT JOIN artists a ON a.id = t.artist_id
+            WHERE v.track_id <> :exclude
+            ORDER BY v.embedding_pgvector <-> CAST(:query AS vector)
+            LIMIT :limit
+        """), {"query": literal, "exclude": exclude if exclude is not None else -1, "limit": limit}).mappings()
+        return [{**row, "distance": round(float(row["distance"]), 4)} for row in rows]
+    rows = session.execute(text("""
+        WITH candidate AS MATERIALIZED (
+            SELECT track_id, embedding FROM track_vectors
+            WHERE track_id <> :exclude
+            ORDER BY sketch <-> CAST(:sketch AS cube)
+            LIMIT :candidates
+        ), ranked AS MATERIALIZED (
+            SELECT track_id, embedding <-> CAST(:query AS cube) AS distance FROM candidate
+            ORDER BY distance, track_id
+            LIMIT :limit
+        )
+        SELECT r.track_id, t.path, t.title, a.name AS artist, t.genre, r.distance
+        FROM ranked r JOIN tracks t ON t.id = r.track_id LEFT JOIN artists a ON a.id = t.artist_id
+        ORDER BY r.distance, r.track_id
+    """), {"query": _cube(embedding), "sketch": _cube(vectors.sketch(embedding)),
+           "exclude": exclude if exclude is not None else -1, "limit": limit,
+           "candidates": max(CANDIDATES if candidates is None else candidates, limit)}).mappings()
     return [{**row, "distance": round(float(row["distance"]), 4)} for row in rows]
+
+
+def _cube(values: list[float]) -> str:
+    return "(" + ", ".join(repr(float(v)) for v in values) + ")"
 
 
 def analysis_status(session: Session, window_minutes: int = 10) -> dict[str, Any]:
