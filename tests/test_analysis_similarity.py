@@ -72,7 +72,7 @@ def _soniquebay(url: str, *args: str) -> None:
 
 @pytest.fixture(scope="module")
 def library(workspace):
-    """(engine, vectors by track id, kind labels): vectors stored at revision 0006, then migrated to the head."""
+    """(engine, vectors by track id, kind labels): vectors stored before the sketch (0007), then migrated."""
     base = Path(workspace) / "similarity"
     base.mkdir()
     os.chmod(base, 0o755)
@@ -80,7 +80,7 @@ def library(workspace):
     engine = create_engine(server.url)
     try:
         _soniquebay(server.url, "db", "upgrade")
-        _soniquebay(server.url, "db", "downgrade", "0006_orphan_candidates")
+        _soniquebay(server.url, "db", "downgrade", "0007_scan_schedules")
         built, labels = generated_library(numpy.random.default_rng(12))
         with engine.begin() as connection:
             connection.execute(text("""

@@ -11,8 +11,8 @@ transaction: the workers' vector upserts wait at most for one range's row locks,
 The column stays nullable: a row written by a worker still on the previous release has no sketch until it is
 vectorised again, and is then only found by an exact query.
 
-Revision ID: 0007_similarity_index
-Revises: 0006_orphan_candidates
+Revision ID: 0008_similarity_index
+Revises: 0007_scan_schedules
 """
 import sqlalchemy as sa
 from alembic import op
@@ -20,8 +20,8 @@ from alembic import op
 from worker_app.analysis.vector import sketch_sql
 from worker_app.migrations.helpers import create_index_concurrently, drop_index_concurrently
 
-revision = "0007_similarity_index"
-down_revision = "0006_orphan_candidates"
+revision = "0008_similarity_index"
+down_revision = "0007_scan_schedules"
 branch_labels = None
 depends_on = None
 
