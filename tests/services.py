@@ -310,16 +310,25 @@ class Supervisor:
         return {name: self.log(name).read_text(errors="replace").count(" ready.")
                 for name in self.programs if self.log(name).exists()}
 
+    def group(self, name: str) -> str:
+        """How supervisorctl names a queue's program for stop/start/restart: the role names its process
+        PROGRAM-cN (the concurrency), so the program is a group, ``soniquebay-QUEUE:``."""
+        return f"soniquebay-{name}:"
+
+    def process(self, name: str) -> str:
+        """A queue program's one process, as `supervisorctl pid` needs it."""
+        return f"soniquebay-{name}:soniquebay-{name}-c{self.sized_programs()[name]['concurrency']}"
+
     def kill_program(self, name: str) -> int:
         """SIGKILL a program's whole process group (the Celery main process and its pool), as losing the host would;
         supervisord then starts it again. Returns the killed main PID."""
-        pid = int(self.ctl("pid", f"soniquebay-{name}").strip())
+        pid = int(self.ctl("pid", self.process(name)).strip())
         os.killpg(os.getpgid(pid), signal.SIGKILL)
         return pid
 
     def pool_pids(self, name: str) -> list[int]:
         """The pool processes (children) of a program's Celery main process."""
-        main = int(self.ctl("pid", f"soniquebay-{name}").strip())
+        main = int(self.ctl("pid", self.process(name)).strip())
         try:
             children = Path(f"/proc/{main}/task/{main}/children").read_text().split()
         except FileNotFoundError:

@@ -121,7 +121,7 @@ def test_a_queue_without_workers_shows_its_backlog(stack, library_root, exporter
     forget_afterwards(str(library_root / "exporter-backlog"))
     library = make_library(library_root / "exporter-backlog", n_files=60, seed=902, odd_file_names=False,
                            corrupt=False)
-    stack.supervisor.ctl("stop", "soniquebay-extract")
+    stack.supervisor.ctl("stop", stack.supervisor.group("extract"))
     try:
         before = scrape(exporter)
         assert value(before, "celery_active_worker_count", queue_name="extract") == 0
@@ -141,7 +141,7 @@ def test_a_queue_without_workers_shows_its_backlog(stack, library_root, exporter
         assert value(metrics, "soniquebay_oldest_pending_unit_age_seconds") > 0
         assert value(metrics, "celery_workers") == 4
     finally:
-        stack.supervisor.ctl("start", "soniquebay-extract")
+        stack.supervisor.ctl("start", stack.supervisor.group("extract"))
     stack.wait_for_scan(started["scan_id"], timeout=300)
     # The scan is complete; its audio analysis (background units, on the extract queue too) may still be queued.
     after = wait_for(lambda: (lambda m: m if value(m, "celery_queue_length", queue_name="extract") == 0 else None)(

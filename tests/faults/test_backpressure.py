@@ -37,7 +37,7 @@ def test_a_stopped_insert_stage_holds_the_scan_back_and_it_completes_when_insert
            "SONIQUEBAY_BATCH_SIZE": str(BATCH_SIZE), "SONIQUEBAY_CHUNK_ENTRIES": str(CHUNK_ENTRIES)}
     with fault_stack(base / "stack", [root], **env) as stack:
         broker = redis.Redis.from_url(stack.broker.url())
-        stack.supervisor.ctl("stop", "soniquebay-insert")
+        stack.supervisor.ctl("stop", stack.supervisor.group("insert"))
         process = start_scan(stack, root, 900)
 
         # What passed the check at the same moment may overshoot: one message per extract process, one chunk's
@@ -76,7 +76,7 @@ def test_a_stopped_insert_stage_holds_the_scan_back_and_it_completes_when_insert
         engine = engine_of(stack)
         assert len(catalogue_under(engine, root)) == 0
 
-        stack.supervisor.ctl("start", "soniquebay-insert")
+        stack.supervisor.ctl("start", stack.supervisor.group("insert"))
         summary = finish(stack, process, 900)
         assert summary["status"] == "complete"
         assert summary["failed"] == 0

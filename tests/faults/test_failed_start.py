@@ -62,7 +62,7 @@ def test_no_worker_consuming_a_queue(faults):
     stack, root = faults
     engine = engine_of(stack)
     library = make_library(root / "no-worker", n_files=6, seed=603, corrupt=False)
-    stack.supervisor.ctl("stop", "soniquebay-extract")
+    stack.supervisor.ctl("stop", stack.supervisor.group("extract"))
     try:
         started = time.monotonic()
         result = subprocess.run(
@@ -70,7 +70,7 @@ def test_no_worker_consuming_a_queue(faults):
             env=stack.cli_env(), capture_output=True, text=True, timeout=120)
         waited = time.monotonic() - started
     finally:
-        stack.supervisor.ctl("start", "soniquebay-extract")
+        stack.supervisor.ctl("start", stack.supervisor.group("extract"))
     assert result.returncode == 4, result
     assert "no worker consumed the queue(s) extract for 15 s" in result.stderr, result.stderr
     assert waited < 60, waited

@@ -377,7 +377,7 @@ def test_a_scan_completes_while_the_next_release_migrates(upgrade_stack, next_re
     # A worker of this release restarted on the newer schema (the rest of a rolling upgrade) starts, and says so.
     log = supervisor.log("insert")
     before = log.stat().st_size
-    supervisor.ctl("restart", "soniquebay-insert")
+    supervisor.ctl("restart", supervisor.group("insert"))
     wait_for(supervisor.all_running, 60, "the restarted insert worker RUNNING")
     wait_for(lambda: " ready." in log.read_text(errors="replace")[before:], 60, "the insert worker ready")
     assert f"catalogue schema is at u0003, newer than this release ({head})" in log.read_text(errors="replace")[before:]
