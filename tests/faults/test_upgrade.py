@@ -214,7 +214,8 @@ def _start_supervisor(stack: Stack) -> Supervisor:
 
 
 def _states(supervisor: Supervisor) -> dict[str, str]:
-    return {line.split()[0]: line.split()[1]
+    """{program: state}: a worker's status line names its group first (soniquebay-QUEUE:soniquebay-QUEUE-cN)."""
+    return {line.split()[0].split(":")[0]: line.split()[1]
             for line in supervisor.ctl("status", check=False).splitlines() if line.strip()}
 
 
@@ -238,15 +239,16 @@ def test_a_worker_refuses_to_start_on_an_older_schema(upgrade_stack):
     status = supervisor.ctl("status", check=False)
     line = f"catalogue schema is at {older}, this release needs {head}: run `soniquebay db upgrade`"
     for name in PROGRAMS:
-        assert re.search(rf"^soniquebay-{name}\s+FATAL\s", status, re.M), status
+        assert re.search(rf"^soniquebay-{name}:\S+\s+FATAL\s", status, re.M), status
         log = supervisor.log(name).read_text(errors="replace")
         assert line in log, log
         assert " ready." not in log, f"{name} consumed before refusing: {log}"  # Celery's "celery@host ready."
 
     # It refused with its own exit code (78, EX_CONFIG), not a crash.
     supervisord_log = (supervisor.base / "supervisord.log").read_text()
-    assert re.search(r"exited: soniquebay-insert \(exit status 78; not expected\)", supervisord_log), supervisord_log
-    assert "gave up: soniquebay-insert entered FATAL state" in supervisord_log, supervisord_log
+    assert re.search(r"exited: soniquebay-insert-c\d+ \(exit status 78; not expected\)", supervisord_log), \
+        supervisord_log
+    assert re.search(r"gave up: soniquebay-insert-c\d+ entered FATAL state", supervisord_log), supervisord_log
 
     upgraded = stack.soniquebay("db", "upgrade")
     assert f"catalogue at revision {head}" in upgraded.stdout
