@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.orm import Session
 
 from tests.audio_factory import make_library
+from tests.catalogue import forget_library
 from tests.services import VENV_BIN, PostgresServer
 
 pytestmark = pytest.mark.timeout(900)
@@ -28,12 +29,15 @@ def _json(stack, *args: str) -> list:
 
 
 @pytest.fixture(scope="module")
-def scanned(stack, library_root):
+def scanned(stack, library_root, db_session_factory):
     library = make_library(library_root / "browse", n_files=40, seed=31, corrupt=False, untagged=False,
                            odd_file_names=False)
     result = stack.soniquebay("scan", str(library.root), "--wait", "--json", "--timeout", "300", check=False)
     assert result.returncode == 0, result.stderr + result.stdout + stack.diagnostics()
-    return library
+    yield library
+    # Its artists share names with other test libraries' (not MusicBrainz ids), which would otherwise see them.
+    with db_session_factory() as session, session.begin():
+        forget_library(session, str(library.root))
 
 
 def test_recent_lists_the_tracks_a_scan_just_added_newest_first(stack, scanned):
