@@ -183,3 +183,31 @@ def test_a_cleanup_under_an_unreadable_root_deletes_nothing(stack, library, outs
     assert victim.path in catalogued_paths(db_session_factory)
     failure = failures_of(stack, scan_id)[victim.path]
     assert failure["kind"] == "passing" and "library root" in failure["reason"]
+
+
+def test_analysis_does_not_open_a_planted_track_outside_the_roots(stack, outside, running_scan, db_session_factory):
+    """The insert stage opens no file, so a forged insert can plant rows; the analysis that would open their files
+    refuses names outside the roots."""
+    from tests.test_idempotence import _payload
+    from worker_app.db.models import AudioFeatures, Track
+
+    secret, folder, cover, link = outside
+    payload = _payload(str(link))
+    planted = [f"{link}/{os.path.basename(track.path)}" for track in secret.tracks[:len(payload["tracks"])]]
+    for track, path in zip(payload["tracks"], planted, strict=True):
+        track["path"] = path
+    scan_id = running_scan("/forged-insert", {"b0": "extract"})
+    forge("insert_batch_direct", [scan_id, "b0", payload])
+    assert stack.wait_for_unit(scan_id, "b0")[0] == "done"
+    assert stack.wait_for_unit(scan_id, "b0/analyse", timeout=180)[0] == "done"
+
+    with db_session_factory() as session:
+        analysed = session.execute(select(Track.path, AudioFeatures.error, AudioFeatures.duration_seconds)
+                                   .join(AudioFeatures, AudioFeatures.track_id == Track.id)
+                                   .where(Track.path.in_(planted))).all()
+        session.execute(Track.__table__.delete().where(Track.path.in_(planted)))
+        session.commit()
+    assert sorted(path for path, _, _ in analysed) == sorted(planted)
+    assert all(error.startswith("refused: ") and "leads outside" in error and duration is None
+               for _, error, duration in analysed), analysed
+    assert "analysis refused to open track" in worker_log(stack, "extract")

@@ -181,13 +181,6 @@ def insert_batch_direct(self: InsertTask, scan_id: int, key: str, payload: dict[
     from worker_app.pipeline.deferred import enrich_album_covers, vectorize_tracks
 
     failures = [Failure(*failure) for failure in payload["failures"]]
-    # What a message can make this task write or delete: track rows, and the rows of files it says are no longer
-    # audio (verdicts). Refusals from earlier stages are passing failures, recorded as they are.
-    verdicts = [failure.path for failure in failures if failure.kind == VERDICT]
-    kept, refused = self.refuse_outside_roots([track["path"] for track in payload["tracks"]] + verdicts)
-    if refused:
-        payload = {**payload, "tracks": [track for track in payload["tracks"] if track["path"] in kept]}
-        failures = [failure for failure in failures if failure.kind != VERDICT or failure.path in kept] + refused
     with transaction() as session:
         try:
             with session.begin_nested():
