@@ -211,3 +211,37 @@ def test_analysis_does_not_open_a_planted_track_outside_the_roots(stack, outside
     assert all(error.startswith("refused: ") and "leads outside" in error and duration is None
                for _, error, duration in analysed), analysed
     assert "analysis refused to open track" in worker_log(stack, "extract")
+
+
+@pytest.mark.parametrize(("name", "refused_because"), [
+    ("{root}/Artist/01.flac", None),
+    ("{root}/Artist/\udcff.flac", None),  # a name that is not UTF-8, as os.fsdecode gives it: a library file
+    (b"{root}/Artist/\xff.flac", None),  # ... and as the catalogue keeps its bytes (tracks.path_bytes)
+    ("{root}/Artist/\ud800.flac", "is not a name any file can have"),  # no file name decodes to a lone \ud800
+    ("{root}/Artist/\x00.flac", "holds a NUL byte"),
+    ("{root}/../etc/passwd", "not an absolute, normalised path"),
+    ("{root}/./Artist/01.flac", "not an absolute, normalised path"),
+    ("Artist/01.flac", "not an absolute, normalised path"),
+    ("/etc/passwd", "outside the library roots"),
+    ("{root}-other/01.flac", "outside the library roots"),  # a sibling whose name starts like the root's
+    ("{root}/link/passwd", "leads outside the library roots"),
+    ("{root}/inner/01.flac", None),  # a link that stays inside the roots
+    (42, "not a file name"),
+    (["{root}/Artist/01.flac"], "not a file name"),
+])
+def test_the_name_check(tmp_path, name, refused_because):
+    from worker_app.paths import PathRefused, check_task_path
+
+    root = tmp_path / "library"
+    (root / "Artist").mkdir(parents=True)
+    (root / "link").symlink_to("/etc", target_is_directory=True)
+    (root / "inner").symlink_to(root / "Artist", target_is_directory=True)
+    if isinstance(name, str):
+        name = name.format(root=root)
+    elif isinstance(name, bytes):
+        name = name.replace(b"{root}", os.fsencode(root))
+    if refused_because is None:
+        assert check_task_path(name, (str(root),)) == str(root)
+    else:
+        with pytest.raises(PathRefused, match=refused_because):
+            check_task_path(name, (str(root),))
