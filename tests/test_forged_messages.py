@@ -122,13 +122,20 @@ def test_an_extract_of_files_outside_the_roots_is_refused_and_the_rest_is_read(
 def test_a_scan_chunk_or_file_outside_the_roots_is_refused(stack, library, outside, scanned, running_scan,
                                                            db_session_factory):
     secret, folder, cover, link = outside
-    scan_id = running_scan("/forged-scan", {"c": "chunk", "f": "chunk"})
+    name = os.path.basename(secret.tracks[0].path)
+    inside = os.path.dirname(library.tracks[0].path)
+    escape = "/".join([".."] * 12) + secret.tracks[1].path
+    scan_id = running_scan("/forged-scan", {"c": "chunk", "f": "chunk", "s": "chunk", "t": "chunk"})
     forge("scan_directory_chunk", [scan_id, "c", [str(folder), str(link), "/etc"]])
-    forge("scan_single_file", [scan_id, "f", f"{link}/{os.path.basename(secret.tracks[0].path)}"])
+    forge("scan_single_file", [scan_id, "f", f"{link}/{name}"])
+    # Slices of a big folder: the folder, its file names and its image all come from the message.
+    forge("scan_directory_chunk", [scan_id, "s", [str(link)], [name], f"{link}/cover.jpg"])
+    forge("scan_directory_chunk", [scan_id, "t", [inside], [escape], f"{folder}/cover.jpg"])
 
-    assert stack.wait_for_unit(scan_id, "c")[0] == stack.wait_for_unit(scan_id, "f")[0] == "done"
+    assert {stack.wait_for_unit(scan_id, key)[0] for key in ("c", "f", "s", "t")} == {"done"}
     failures = failures_of(stack, scan_id)
-    assert {str(folder), str(link), "/etc", f"{link}/{os.path.basename(secret.tracks[0].path)}"} <= set(failures)
+    assert {str(folder), str(link), "/etc", f"{link}/{name}", f"{link}/cover.jpg", f"{inside}/{escape}",
+            f"{folder}/cover.jpg"} <= set(failures)
     assert all(failure["reason"].startswith("refused: ") for failure in failures.values())
     from worker_app.db.models import ScanUnit
 
