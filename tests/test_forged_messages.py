@@ -59,7 +59,7 @@ def failures_of(stack, scan_id: int) -> dict[str, dict]:
 
 
 def worker_log(stack, queue: str) -> str:
-    return (stack.supervisor.base / f"worker-{queue}.log").read_text(errors="replace")
+    return stack.supervisor.log(queue).read_text(errors="replace")
 
 
 def catalogued_paths(db_session_factory) -> set[str]:

@@ -75,7 +75,7 @@ def test_the_secrets_are_only_in_the_files_meant_to_hold_them(stack, library_roo
     # The workers' env file holds all of them; each Redis reads its own from its configuration.
     meant = {stack.env_file, stack.broker.folder / "redis.conf", stack.cache.folder / "redis.conf"}
     written = [path for path in stack.base.rglob("*") if path.is_file() and path not in meant]
-    assert any(path.name.startswith("worker-") and path.suffix == ".log" for path in written)
+    assert stack.supervisor.log("extract") in written
     assert any(path.name == "supervisord.conf" for path in written)
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
     repository = [REPO / name for name in tracked.decode().split("\0") if name]
