@@ -149,8 +149,9 @@ class RedisServer:
         return self
 
     def cli(self, *args: str) -> str:
+        # The password in the environment, not in argv, where `ps` would show it.
         result = subprocess.run(
-            ["redis-cli", "-p", str(self.port), "--no-auth-warning", "-a", self.password, *args],
+            ["redis-cli", "-p", str(self.port), *args], env={**os.environ, "REDISCLI_AUTH": self.password},
             check=True, capture_output=True, text=True,
         )
         return result.stdout.strip()

@@ -49,3 +49,56 @@ def resolve_scan_path(path: str, library_roots: tuple[str, ...]) -> tuple[str, s
     raise PathRefused(
         f"{display_path(path)} is outside the library roots ({', '.join(library_roots)}): refusing to scan it"
     )
+
+
+def check_task_path(path: object, library_roots: tuple[str, ...]) -> str:
+    """The library root that holds ``path``, a file or folder name a task's message gives it; raises PathRefused.
+
+    Any client of the broker can send a message, so a task checks what it is told before it opens anything. The
+    scanner only ever sends absolute, normalised names under a root (roots are real paths, see settings), so
+    anything else is forged and refused outright: a relative name, a ``.`` or ``..`` component, a NUL byte, a
+    name that is not a string. Names that are not UTF-8 travel as surrogate-escaped text (``os.fsdecode``) or as
+    the raw bytes the catalogue keeps (``tracks.path_bytes``); text that no file name can produce is refused.
+    The name must then lie under a root both as written and once every symbolic link in it is resolved: a link
+    inside the library that points outside every root is refused (one into another root is not). The file need not
+    exist: a cleanup checks the names of files that are gone.
+
+    Checked, then opened by name: a process that can swap a checked folder for a link between the two could still
+    win the race; that needs write access to the library, which the workers' hosts do not give (roles/worker_app
+    checks the library is read-only to them)."""
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, str) or not path:
+        raise PathRefused(f"not a file name: {type(path).__name__} {str(path)[:80]!r}")
+    shown = printable_name(path)
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:
+        raise PathRefused(f"{path!r} is not a name any file can have") from None
+    if "\x00" in path:
+        raise PathRefused(f"{shown} holds a NUL byte")
+    if not os.path.isabs(path) or os.path.normpath(path) != path:
+        raise PathRefused(f"{shown} is not an absolute, normalised path (no '.' or '..' components)")
+    if not library_roots:
+        raise PathRefused(f"{shown}: no library roots are configured (SONIQUEBAY_LIBRARY_ROOTS)")
+    root = next((root for root in library_roots if is_within(path, root)), None)
+    if root is None:
+        raise PathRefused(f"{shown} is outside the library roots ({', '.join(library_roots)})")
+    real = os.path.realpath(path)
+    if not any(is_within(real, candidate) for candidate in library_roots):
+        raise PathRefused(f"{shown} leads outside the library roots (it resolves to {display_path(real)})")
+    return root
+
+
+def printable_name(path: object) -> str:
+    """``path`` as text a log line and the catalogue's failure records can hold, whatever a message sent: non-UTF-8
+    bytes and lone surrogates as \\xNN or \\udcNN escapes, NUL as \\x00, anything else as its repr."""
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, str):
+        return repr(path)[:200]
+    try:
+        text = display_path(path)
+    except UnicodeEncodeError:
+        text = path.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\x00", "\\x00")

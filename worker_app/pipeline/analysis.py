@@ -31,6 +31,7 @@ from worker_app.celery_app import app
 from worker_app.db.models import AudioFeatures, Track, TrackVector, table_of
 from worker_app.db.session import rowcount, transaction
 from worker_app.limits import ANALYSE, DEFERRED
+from worker_app.paths import PathRefused, check_task_path
 from worker_app.pipeline.ledger import Failure, Unit, complete_unit, record_failures, register_units, send_after_commit
 from worker_app.pipeline.unit_task import UnitTask
 from worker_app.settings import get_settings
@@ -104,7 +105,13 @@ def store_features(session: Session, rows: list[dict[str, Any]]) -> None:
 
 
 def analyse_track(track: Track) -> tuple[dict[str, Any] | None, str | None]:
-    """(features, None) or (None, reason)."""
+    """(features, None) or (None, reason). A track whose file is not under the library roots is not opened: its row
+    may come from a forged insert message (the insert stage opens no file, so it checks no name)."""
+    try:
+        check_task_path(file_path(track.path, track.path_bytes), get_settings().library_roots)
+    except PathRefused as refusal:
+        log.warning("analysis refused to open track %s: %s", track.id, refusal)
+        return None, f"refused: {refusal}"
     try:
         return analyse(file_path(track.path, track.path_bytes), channels=track.channels,
                        duration=track.duration_seconds, time_limit=per_file_time_limit()), None

@@ -4,6 +4,9 @@ catalogue being wrong in the meantime."""
 from __future__ import annotations
 
 import logging
+import os
+import stat
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,9 +27,11 @@ from worker_app.db.models import (
 )
 from worker_app.db.session import rowcount, transaction
 from worker_app.limits import DEFERRED, DEFERRED_FINALIZE
-from worker_app.pipeline.ledger import complete_unit, send_after_commit, unit_totals
+from worker_app.paths import is_within
+from worker_app.pipeline.ledger import PASSING, Failure, complete_unit, record_failures, send_after_commit, unit_totals
 from worker_app.pipeline.scan import start_queued_after
 from worker_app.pipeline.unit_task import PipelineTask, UnitTask
+from worker_app.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +64,56 @@ def _update_and_close(statement: Update, scan_id: int | None, key: str | None) -
 def cleanup_removed_files(self: DeferredTask, scan_id: int, key: str, paths: list[str],
                           listed_at: str | None = None) -> dict[str, Any]:
     """Remove the tracks of files that a scan no longer found in their folder, unless a track was written after
-    that listing (by another scan, which found the file)."""
+    that listing (by another scan, which found the file). Each file is checked to be gone first (``verify_gone``):
+    the message may be forged, and the disk, not the message, says what left it."""
+    paths, failures = self.refuse_outside_roots(paths)
     with transaction() as session:
-        statement = delete(Track).where(Track.path.in_(paths))
+        candidates = select(Track.path, Track.path_bytes).where(Track.path.in_(paths))
         if listed_at is not None:
-            statement = statement.where(Track.updated_at < datetime.fromisoformat(listed_at))
-        removed = rowcount(session.execute(statement))
-        finished = complete_unit(session, scan_id, key, removed=removed)
+            candidates = candidates.where(Track.updated_at < datetime.fromisoformat(listed_at))
+        gone: list[str] = []
+        for path, path_bytes in session.execute(candidates).all():
+            why_kept = verify_gone(bytes(path_bytes) if path_bytes is not None else path)
+            if why_kept is None:
+                gone.append(path)
+            else:
+                log.warning("cleanup_removed_files (scan %s, unit %s) kept %s: %s", scan_id, key, path, why_kept.reason)
+                failures.append(Failure(path, self.stage, why_kept.reason, kind=why_kept.kind))
+        removed = rowcount(session.execute(delete(Track).where(Track.path.in_(gone)))) if gone else 0
+        record_failures(session, scan_id, failures)
+        finished = complete_unit(session, scan_id, key, removed=removed, failed=len(failures))
     send_after_commit(scan_id, [], finished)
-    return {"removed": removed}
+    return {"removed": removed, "kept": len(failures)}
+
+
+@dataclass(frozen=True)
+class Kept:
+    reason: str
+    kind: str
+
+
+def verify_gone(name: str | bytes) -> Kept | None:
+    """None when the file ``name`` (under a library root: ``check_task_path``) is gone: lstat says ENOENT, and its
+    root is there and readable (an unmounted or unreadable library would make every file look gone). Else why its
+    track stays: the file is there (a link counts, even a broken one, as the scanner keeps those), or something
+    else went wrong, which is passing (the next scan looks again) and deletes nothing."""
+    text = os.fsdecode(name)
+    root = next(root for root in get_settings().library_roots if is_within(text, root))
+    try:
+        if not stat.S_ISDIR(os.stat(root).st_mode) or not os.access(root, os.R_OK | os.X_OK):
+            return Kept(f"not removed: the library root {root} is not a readable folder", PASSING)
+        with os.scandir(root) as entries:
+            next(entries, None)
+    except OSError as error:
+        return Kept(f"not removed: cannot read the library root {root}: {error.strerror or error}", PASSING)
+    try:
+        os.lstat(name)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        return Kept(f"not removed: cannot check the file is gone: {error.strerror or error}", PASSING)
+    return Kept("not removed: the file is still there (this cleanup was not the scanner's, or the file is back)",
+                PASSING)
 
 
 # In this order: deleting an album can orphan its artist and its cover.

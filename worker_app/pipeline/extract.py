@@ -14,7 +14,7 @@ from worker_app.celery_app import app
 from worker_app.limits import EXTRACT
 from worker_app.metadata.reader import read_folder_cover, read_track
 from worker_app.metadata.record import UnreadableFileError
-from worker_app.paths import PathRefused, display_path, resolve_scan_path
+from worker_app.paths import PathRefused, check_task_path, display_path, printable_name
 from worker_app.pipeline.backpressure import RECORDS_FEED
 from worker_app.pipeline.crash_hook import crash_if_marked, hold_if_planned, install_read_faults
 from worker_app.pipeline.ledger import (
@@ -51,9 +51,12 @@ def extract_metadata_batch(self: ExtractTask, scan_id: int, key: str, files: lis
     from worker_app.pipeline.batch import BATCH_STAGE, batch_entities
 
     install_read_faults()
+    kept, refused = self.refuse_outside_roots([entry[0] for entry in files] + list(folder_covers.values()))
+    files = [entry for entry in files if entry[0] in kept]
+    folder_covers = {folder: cover for folder, cover in folder_covers.items() if cover in kept}
     poison = take_poison(scan_id, key)
     careful = self.unit_deaths > 0
-    records, failures, covers = [], [], {}
+    records, failures, covers = [], refused, {}
     folder_cover_shas: dict[str, str] = {}
     for folder, cover_path in folder_covers.items():
         try:
@@ -99,11 +102,13 @@ def extract_metadata_batch(self: ExtractTask, scan_id: int, key: str, files: lis
           **EXTRACT.options)
 def extract_single_file(path: str) -> dict[str, Any]:
     """Read one file and return its record (what the catalogue would hold), or the reason it is unreadable
-    (`soniquebay tags`). Only a file inside this worker's library roots is read."""
+    (`soniquebay tags`). A name outside the library roots is refused (logged, and the reason returned): it belongs to
+    no scan, so there is no scan to record the failure in."""
     try:
-        path, _ = resolve_scan_path(path, get_settings().library_roots)
+        check_task_path(path, get_settings().library_roots)
     except PathRefused as refusal:
-        return {"path": path, "error": str(refusal)}
+        log.warning("extract_single_file refused a name its message gave: %s", refusal)
+        return {"path": printable_name(path), "error": f"refused: {refusal}"}
     try:
         return {"path": path, "record": read_track(path).to_message()}
     except UnreadableFileError as error:

@@ -314,11 +314,19 @@ def scan_directory_chunk(self: ScanChunkTask, scan_id: int, key: str, folders: l
     with transaction() as session:
         root, listed_at = _scan_root(session, scan_id)
     if names is not None:
-        listing = stat_names(folders[0], names, root)
-        if cover is not None:
-            listing.folder_covers[folders[0]] = cover
-        return _commit_listing(scan_id, key, listing, settings.batch_size, listed_at,
-                               only_paths=[os.path.join(folders[0], name) for name in names])
+        # A slice of a big folder: the folder, each file and the folder's image are all names the message gave.
+        folder = folders[0]
+        paths = {os.path.join(folder, name): name for name in names}
+        checked, refused = self.refuse_outside_roots([folder, *paths, *([cover] if cover is not None else [])])
+        kept = set(checked) if folder in checked else set()  # a slice has thousands of names: sets, not lists
+        listing = stat_names(folder, [name for path, name in paths.items() if path in kept], root)
+        if cover is not None and cover in kept:
+            listing.folder_covers[folder] = cover
+        # What was refused was not looked at, so it is not removed from the catalogue either.
+        listing.failures += refused
+        listing.unreadable_files += [path for path in paths if path not in kept]
+        return _commit_listing(scan_id, key, listing, settings.batch_size, listed_at, only_paths=list(paths))
+    folders, refused = self.refuse_outside_roots(folders)
     poison = take_poison(scan_id, key)
     # Redelivered: an earlier delivery may have died on a folder. List carefully, committing each folder before
     # opening it, so that the next delivery can leave that one folder out.
@@ -331,6 +339,9 @@ def scan_directory_chunk(self: ScanChunkTask, scan_id: int, key: str, folders: l
     )
     if careful:
         mark_current_path(scan_id, key, None)
+    # Not listed, so nothing under them is swept as removed; not files, so not counted as failed ones.
+    listing.failures += refused
+    listing.unreadable_folders += [failure.path for failure in refused]
     return _commit_listing(scan_id, key, listing, settings.batch_size, listed_at)
 
 
@@ -341,6 +352,13 @@ def scan_single_file(self: ScanFileTask, scan_id: int, key: str, path: str) -> d
     with transaction() as session:
         _, listed_at = _scan_root(session, scan_id)
     listing = Listing()
+    _, refused = self.refuse_outside_roots([path])
+    if refused:
+        # Not looked at, so not removed from the catalogue either.
+        listing.failures += refused
+        listing.unreadable_files.append(refused[0].path)
+        return _commit_listing(scan_id, key, listing, get_settings().batch_size, listed_at,
+                               only_paths=[refused[0].path])
     folder = os.path.dirname(path)
     try:
         info = os.stat(path)

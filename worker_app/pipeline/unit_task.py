@@ -14,7 +14,10 @@ backoff, for as long as it takes, and nothing is recorded as failed or deleted m
 - a unit already done, or already at a later stage, is not done again (a duplicate delivery); a done unit's
   children that were never sent are sent then;
 - a task that fails for good (an error no retry cures, a time limit) still closes its unit with failure records,
-  so the scan finishes and says what went wrong.
+  so the scan finishes and says what went wrong;
+- a task checks every file or folder name its message gives it against the library roots before it touches it
+  (``refuse_outside_roots``, at the start of each task that takes names): any client of the broker can send a
+  message, so a forged name is refused with a log line and a failure record, and the unit goes on without it.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from worker_app.db.session import transaction
+from worker_app.paths import PathRefused, check_task_path, printable_name
 from worker_app.pipeline.backpressure import wait_for_room
 from worker_app.pipeline.crash_hook import crash_if_planned
 from worker_app.pipeline.ledger import (
@@ -152,6 +156,24 @@ class UnitTask(PipelineTask):
         result = self.run(scan_id, key, *args, **kwargs)
         crash_if_planned(f"{self.unit_kind}-after")
         return result
+
+    def refuse_outside_roots(self, paths: list[Any]) -> tuple[list[Any], list[Failure]]:
+        """Split the names a message gave into those under the library roots (``paths.check_task_path``) and a
+        failure record for each other one, which is logged: the task works on the first and records the second."""
+        roots = get_settings().library_roots
+        kept: list[Any] = []
+        refused: list[Failure] = []
+        for path in paths:
+            try:
+                check_task_path(path, roots)
+            except PathRefused as refusal:
+                log.warning("%s %s refused a name its message gave: %s", self.name, _unit_of(self.request.args or ()),
+                            refusal)
+                # Passing: nothing is remembered of a name that is no file of the library.
+                refused.append(Failure(printable_name(path), self.stage, f"refused: {refusal}", kind=PASSING))
+            else:
+                kept.append(path)
+        return kept, refused
 
     def on_passing_error(self, args: tuple[Any, ...], error: BaseException) -> None:
         if len(args) >= 2:
