@@ -13,15 +13,20 @@ import pytest
 from sqlalchemy import select
 
 from tests.audio_factory import make_library
+from tests.catalogue import forget_library
 from worker_app.celery_app import app
 
 pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
-def library(library_root):
-    return make_library(library_root / "forged", n_files=12, seed=13, corrupt=False, untagged=False,
+def library(library_root, db_session_factory):
+    made = make_library(library_root / "forged", n_files=12, seed=13, corrupt=False, untagged=False,
                         odd_file_names=False)
+    yield made
+    # Its artists share names with later test libraries' (not MusicBrainz ids), which would otherwise see them.
+    with db_session_factory() as session, session.begin():
+        forget_library(session, str(made.root))
 
 
 @pytest.fixture(scope="module")
