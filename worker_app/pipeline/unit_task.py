@@ -130,8 +130,6 @@ class UnitTask(PipelineTask):
         return []
 
     def run_delivery(self, scan_id: int, key: str, *args: Any, **kwargs: Any) -> Any:
-        if self.feeds:
-            wait_for_room(self, self.feeds)  # before the delivery is counted: a wait is no delivery
         delivery = begin_delivery(scan_id, key, self.unit_stage, self.request.retries or 0)
         if delivery.action == "missing":
             log.warning("scan %s has no unit %s: dropping the message", scan_id, key)
@@ -152,6 +150,10 @@ class UnitTask(PipelineTask):
                 f"the worker died {deaths} times while handling this unit; parked after {deaths + 1} deliveries",
             )
             return {"skipped": key, "why": "parked"}
+        if self.feeds:
+            # After the delivery is counted: a worker lost while its task waits here held the unit, and its
+            # message coming back is a death like any other. A retry for room is a new message, never one.
+            wait_for_room(self, self.feeds)
         crash_if_planned(self.unit_kind)
         result = self.run(scan_id, key, *args, **kwargs)
         crash_if_planned(f"{self.unit_kind}-after")
