@@ -100,7 +100,7 @@ class BenchStack:
     def program_pids(self) -> dict[str, int]:
         pids = {}
         for program in self.config.programs:
-            out = self.stack.supervisor.ctl("pid", f"soniquebay-{program}").strip()
+            out = self.stack.supervisor.ctl("pid", self.stack.supervisor.process(program), check=False).strip()
             if out.isdigit():
                 pids[program] = int(out)
         return pids
