@@ -191,6 +191,8 @@ def _guarded(function: Callable[..., _T], *args: Any) -> _T:
         raise
     except ReadBudgetExceeded as error:
         raise UnreadableFileError(f"corrupt file: {error}") from None
+    except MemoryError:  # the process's memory, not the file's content: read again at the next scan
+        raise UnreadableFileError("ran out of memory while reading it", passing=True) from None
     except Exception as error:  # a bug in mutagen or here must cost one file, not the batch
         detail = str(error)
         if len(detail) > 200:
@@ -297,7 +299,8 @@ def _os_error_reason(error: OSError) -> str:
 
 
 def _raise_if_os_error(error: BaseException) -> None:
-    """mutagen wraps I/O errors in its own types; an unreadable disk or file is not a corrupt file."""
+    """mutagen wraps I/O errors in its own types; an unreadable disk or file is not a corrupt file, and neither is a
+    process short of memory (a MemoryError under the worker's memory limit, which _guarded makes a passing error)."""
     seen = set()
     pending: list[BaseException | None] = [error]
     while pending:
@@ -307,6 +310,8 @@ def _raise_if_os_error(error: BaseException) -> None:
         seen.add(id(current))
         if isinstance(current, OSError) and current.errno is not None and current.errno != errno.EINVAL:
             raise _access_error(current) from None
+        if isinstance(current, MemoryError):
+            raise current
         pending.extend([current.__cause__, current.__context__])
         pending.extend(arg for arg in current.args if isinstance(arg, BaseException))
 
