@@ -218,3 +218,15 @@ def test_moods_order_major_above_minor_and_techno_above_ambient():
     for features in major + minor + techno + ambient:
         assert 0 <= features["valence"] <= 1 and 0 <= features["arousal"] <= 1
         assert features["mood"] in ("happy", "tense", "sad", "calm")
+
+
+def test_a_fifo_named_mp3_is_left_to_ffmpeg_and_its_time_limit(tmp_path):
+    """Opening a FIFO blocks until a writer comes, where no time limit reaches an in-process decoder: only regular
+    files are opened in-process; ffmpeg gets the rest, under its timer."""
+    import os
+
+    fifo = tmp_path / "a fifo.mp3"
+    os.mkfifo(fifo)
+    assert open_mp3(str(fifo)) is None
+    with pytest.raises(DecodeError, match="longer than"):
+        analyse(str(fifo), time_limit=1.0)

@@ -27,6 +27,7 @@ import fcntl
 import io
 import os
 import shutil
+import stat
 import subprocess
 import threading
 import time
@@ -80,6 +81,11 @@ def stream_pcm(path: str | bytes, channels: int | None, *, time_limit: float, ma
 def open_mp3(path: str | bytes) -> Any:
     """An open soundfile.SoundFile for a 44.1 kHz mono or stereo MP3 libsndfile can read, else None (ffmpeg's)."""
     if not os.fsdecode(path).lower().endswith(".mp3"):
+        return None
+    try:  # a FIFO (or device) would block the open itself, where no time limit reaches: ffmpeg's, under its timer
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+    except OSError:
         return None
     try:
         import soundfile  # type: ignore[import-untyped]  # it ships no type information
