@@ -135,9 +135,16 @@ def main() -> None:
                         help="also print the accuracy tables over this many seeds (slow: ~15 s a seed)")
     options = parser.parse_args()
 
-    from worker_app.analysis import rhythm, spectral, tonality
-    from worker_app.analysis.decode import ANALYSIS_RATE, DECODE_RATE, stream_pcm, to_analysis_rate
-    from worker_app.analysis.loudness import LoudnessMeter
+    from worker_app.analysis import moods, rhythm, spectral, tonality
+    from worker_app.analysis.decode import (
+        ANALYSIS_RATE,
+        DECODE_RATE,
+        DecodeStats,
+        _stream_ffmpeg,
+        stream_pcm,
+        to_analysis_rate,
+    )
+    from worker_app.analysis.loudness import LoudnessMeter, TruePeakMeter
     from worker_app.analysis.track import EXCERPT_SECONDS, analyse, excerpt_window
 
     with tempfile.TemporaryDirectory() as folder:
@@ -146,8 +153,11 @@ def main() -> None:
         figures: dict[str, float] = {}
         figures["whole"], features = timed(lambda: analyse(str_path, channels=2, duration=options.seconds),
                                            options.repeats)
-        figures["decode (ffmpeg + pipe)"], chunks = timed(
+        figures["decode (what analyse uses)"], chunks = timed(
             lambda: list(stream_pcm(str_path, 2, time_limit=120, max_seconds=1e6)), options.repeats)
+        figures["for comparison: decode with ffmpeg + pipe"], _ = timed(
+            lambda: list(_stream_ffmpeg(str_path, 2, time_limit=120, max_seconds=1e6, stats=DecodeStats())),
+            options.repeats)
 
         def loudness():
             meter = LoudnessMeter(DECODE_RATE, 2)
@@ -156,6 +166,14 @@ def main() -> None:
             return meter.result()
 
         figures["loudness (whole track)"], _ = timed(loudness, options.repeats)
+
+        def true_peak():
+            meter = TruePeakMeter(2)
+            for chunk in chunks:
+                meter.add(chunk)
+            return meter
+
+        figures["true peak (whole track)"], _ = timed(true_peak, options.repeats)
         start, end = excerpt_window(options.seconds, EXCERPT_SECONDS)
         excerpt = numpy.concatenate(chunks)[int(start * DECODE_RATE):int(end * DECODE_RATE)]
         figures["resample excerpt to 22,050 Hz mono"], mono = timed(lambda: to_analysis_rate(excerpt),
@@ -166,6 +184,7 @@ def main() -> None:
         figures["tempo + beat confidence"], _ = timed(
             lambda: rhythm.tempo(rhythm.onset_envelope(spec), spec.frame_rate), options.repeats)
         figures["key (chroma + profiles)"], _ = timed(lambda: tonality.key(mono, ANALYSIS_RATE), options.repeats)
+        figures["moods (from the features)"], _ = timed(lambda: moods.estimate(features), options.repeats)
         try:
             import pyloudnorm
 
@@ -181,7 +200,8 @@ def main() -> None:
         print(f"  {name:<{width}}  {value:6.3f}")
     print(f"  {'per-process warm-up (wall, s)':<{width}}  {warm_up:6.3f}")
     print(f"features: bpm {features['bpm']} (truth 122), key {features['key']} {features['scale']} (truth A minor), "
-          f"loudness {features['loudness_lufs']} LUFS")
+          f"loudness {features['loudness_lufs']} LUFS, true peak {features['true_peak_dbtp']} dBTP, "
+          f"valence {features['valence']}, arousal {features['arousal']} ({features['mood']})")
     tables = accuracy(options.accuracy_seeds) if options.accuracy_seeds else None
     if tables:
         print(json.dumps(tables))

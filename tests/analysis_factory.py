@@ -215,3 +215,15 @@ def ffmpeg_ebur128(path: Path) -> float:
     )
     summary = result.stderr[result.stderr.rindex("Summary:"):]
     return float(re.search(r"I:\s+(-?[\d.]+) LUFS", summary).group(1))
+
+
+def ffmpeg_true_peak(path: Path) -> float:
+    """True peak as ffmpeg's ``ebur128=peak=true`` reports it (dBFS, one decimal: its 4x upsampling is swresample's,
+    an independent implementation)."""
+    result = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostats", "-nostdin", "-i", str(path), "-af", "ebur128=peak=true", "-f", "null",
+         "-"],
+        capture_output=True, text=True, check=True,
+    )
+    summary = result.stderr[result.stderr.rindex("Summary:"):]
+    return float(re.search(r"True peak:\s+Peak:\s+(-?[\d.]+) dBFS", summary).group(1))

@@ -17,10 +17,12 @@ from tests.analysis_factory import (
     click_track,
     drum_track,
     ffmpeg_ebur128,
+    ffmpeg_true_peak,
     kind_track,
     write,
 )
-from worker_app.analysis.decode import ANALYSIS_RATE, DecodeError, to_analysis_rate
+from worker_app.analysis.decode import ANALYSIS_RATE, DecodeError, DecodeStats, open_mp3, stream_pcm, to_analysis_rate
+from worker_app.analysis.loudness import TruePeakMeter, true_peak_phases
 from worker_app.analysis.track import analyse, analyse_signal
 
 pytestmark = pytest.mark.timeout(300)
@@ -143,3 +145,88 @@ def test_silence_has_no_tempo_no_key_and_no_loudness(tmp_path):
     features = analyse(str(path))
     assert features["bpm"] is None and features["key"] is None and features["loudness_lufs"] is None
     assert features["danceability"] == 0
+
+
+def clipped(signal: numpy.ndarray, drive: float) -> numpy.ndarray:
+    """A loud master: driven past full scale and clipped, which is what leaves inter-sample peaks above 0 dBFS."""
+    return numpy.clip(signal / numpy.abs(signal).max() * drive, -1.0, 1.0).astype(numpy.float32)
+
+
+TRUE_PEAK_CASES = [
+    ("noise-rock-clipped.mp3", lambda: clipped(kind_track("noise-rock", 12, seed=3401), 1.6), RATE),
+    ("noise-rock-clipped.flac", lambda: clipped(kind_track("noise-rock", 12, seed=3402), 1.6), RATE),
+    ("drums-clipped.wav", lambda: clipped(drum_track(128, 12, seed=3403), 1.3), RATE),
+    ("chords.ogg", lambda: chord_track("E", "major", 12, seed=3404), RATE),
+    # Decoding resamples to 44.1 kHz (decode.py), which drops what lies between 22.05 and 24 kHz of a 48 kHz file;
+    # the generated drums hold a lot there (their hi-hats), music seldom does: a 48 kHz file of chords.
+    ("chords-48k.flac", lambda: chord_track("F#", "minor", 12, seed=3405), 48_000),
+    ("mono-clicks.wav", lambda: click_track(100, 12, seed=3406).reshape(-1) * 0.5, RATE),
+]
+
+
+@pytest.mark.parametrize("name, make, rate", TRUE_PEAK_CASES, ids=[case[0] for case in TRUE_PEAK_CASES])
+def test_true_peak_agrees_with_ffmpeg_ebur128(tmp_path, name, make, rate):
+    path = write(make(), tmp_path / name, rate=rate)
+    features = analyse(str(path), channels=1 if name.startswith("mono") else 2)
+    reference = ffmpeg_true_peak(path)
+    assert abs(features["true_peak_dbtp"] - reference) <= 0.5, (features["true_peak_dbtp"], reference)
+    # A true peak is never below the sample peak.
+    assert features["true_peak_dbtp"] >= features["peak_dbfs"] - 0.01
+    if "clipped" in name:  # clipping at full scale leaves overs between the samples
+        assert features["true_peak_dbtp"] > 0.5
+
+
+def test_true_peak_computes_only_near_the_peak_and_finds_what_upsampling_everything_finds(tmp_path):
+    signal = clipped(kind_track("noise-rock", 20, seed=3501), 1.4) * numpy.linspace(0.2, 1, 20 * RATE)[:, None]
+    meter = TruePeakMeter(2)
+    for start in range(0, len(signal), RATE):
+        meter.add(signal[start:start + RATE])
+    phases = true_peak_phases()
+    everything = max(float(numpy.abs(numpy.lib.stride_tricks.sliding_window_view(signal[:, c], len(phases)) @ phases)
+                           .max()) for c in range(2))
+    assert meter.peak == pytest.approx(max(everything, float(numpy.abs(signal).max())), rel=1e-6)
+    assert meter.computed < 0.2 * len(signal) * 2
+
+
+def test_mp3_decoded_in_process_reads_like_ffmpeg(tmp_path):
+    """MP3 goes through libsndfile (decode.py): the same audio as ffmpeg decodes, to the loudness meter's eye."""
+    path = write(drum_track(100, 10, seed=3601), tmp_path / "drums.mp3")
+    assert open_mp3(str(path)) is not None
+    from worker_app.analysis.decode import _stream_ffmpeg
+    from worker_app.analysis.loudness import measure
+
+    ours = numpy.concatenate(list(stream_pcm(str(path), 2, time_limit=60, max_seconds=1e6)))
+    theirs = numpy.concatenate(list(_stream_ffmpeg(str(path), 2, time_limit=60, max_seconds=1e6,
+                                                   stats=DecodeStats())))
+    assert abs(len(ours) - len(theirs)) <= 0.06 * RATE  # encoder delay and padding handled alike, within a frame
+    assert measure(ours, RATE)["loudness_lufs"] == pytest.approx(measure(theirs, RATE)["loudness_lufs"], abs=0.05)
+    # Not an MP3 by name, or not at 44.1 kHz: ffmpeg's.
+    assert open_mp3(str(write(drum_track(100, 2, seed=3602), tmp_path / "drums.flac"))) is None
+    assert open_mp3(str(write(drum_track(100, 2, seed=3603), tmp_path / "drums-48k.mp3", rate=48_000))) is None
+
+
+def test_moods_order_major_above_minor_and_techno_above_ambient():
+    """The mood estimate (moods.py) is a rule of thumb; what it must get right is the order on clear cases. Valence
+    leans on the detected mode, and a progression read as its relative key (about one in twenty) takes the other
+    mode's side: so the means over all twelve tonics, not every pair."""
+    major = [excerpt_features(chord_track(t, "major", 12, seed=3700 + i)) for i, t in enumerate(PITCH_CLASSES)]
+    minor = [excerpt_features(chord_track(t, "minor", 12, seed=3750 + i)) for i, t in enumerate(PITCH_CLASSES)]
+    assert numpy.mean([f["valence"] for f in major]) - numpy.mean([f["valence"] for f in minor]) >= 0.2
+    techno = [excerpt_features(kind_track("techno", 12, seed=3720 + i)) for i in range(3)]
+    ambient = [excerpt_features(kind_track("ambient", 12, seed=3730 + i)) for i in range(3)]
+    assert min(f["arousal"] for f in techno) > max(f["arousal"] for f in ambient)
+    for features in major + minor + techno + ambient:
+        assert 0 <= features["valence"] <= 1 and 0 <= features["arousal"] <= 1
+        assert features["mood"] in ("happy", "tense", "sad", "calm")
+
+
+def test_a_fifo_named_mp3_is_left_to_ffmpeg_and_its_time_limit(tmp_path):
+    """Opening a FIFO blocks until a writer comes, where no time limit reaches an in-process decoder: only regular
+    files are opened in-process; ffmpeg gets the rest, under its timer."""
+    import os
+
+    fifo = tmp_path / "a fifo.mp3"
+    os.mkfifo(fifo)
+    assert open_mp3(str(fifo)) is None
+    with pytest.raises(DecodeError, match="longer than"):
+        analyse(str(fifo), time_limit=1.0)

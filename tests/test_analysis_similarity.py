@@ -162,3 +162,30 @@ def test_the_two_step_nearest_finds_the_exact_ten_nearest(library, candidates):
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "ix_track_vectors_sketch" in plan, plan
     assert "Seq Scan on track_vectors" not in plan, plan
+
+
+def test_vectors_an_older_release_wrote_without_a_sketch_are_found_once_filled(library):
+    """A worker still on a release before the sketch writes vectors without one; `similar` fetches candidates by
+    the sketch's index, so those tracks are not found until `soniquebay analysis --fill-sketches` has run."""
+    engine, built, _ = library
+    from worker_app.pipeline.analysis import fill_missing_sketches, nearest, vectors_without_sketch
+
+    orphans = [11, 12, 13]
+    with Session(engine) as session, session.begin():
+        session.execute(text("UPDATE track_vectors SET sketch = NULL WHERE track_id = ANY(:ids)"), {"ids": orphans})
+    try:
+        with Session(engine) as session:
+            assert vectors_without_sketch(session) == len(orphans)
+            # Track 11's own vector: the exact nearest is track 11 itself, which the index cannot see.
+            assert 11 not in [row["track_id"] for row in nearest(session, list(built[10]), 10)]
+        with Session(engine) as session, session.begin():
+            assert fill_missing_sketches(session) == len(orphans)
+        with Session(engine) as session:
+            assert vectors_without_sketch(session) == 0
+            assert nearest(session, list(built[10]), 1)[0]["track_id"] == 11
+            stored = session.execute(text("SELECT sketch FROM track_vectors WHERE track_id = 12")).scalar()
+            assert [float(v) for v in stored.strip("()").split(",")] == pytest.approx(
+                vectors.sketch(list(built[11])), abs=2e-5)
+    finally:
+        with Session(engine) as session, session.begin():
+            fill_missing_sketches(session)

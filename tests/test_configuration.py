@@ -132,3 +132,22 @@ def test_each_queue_stop_wait_covers_the_longest_task_routed_to_it():
         assert int(item["time_limit"]) >= longest[queue], (queue, item["time_limit"], longest[queue])
         stopwaitsecs = int(re.search(r"^stopwaitsecs=(\d+)$", render_program(item, variables), re.M).group(1))
         assert stopwaitsecs > longest[queue], (queue, stopwaitsecs, longest[queue])
+
+
+def test_extract_is_sized_by_memory_too_when_it_analyses_audio():
+    """Each extract process decodes audio when analysis is on (the role's measured 384 MiB a process): a host with
+    many cores and little memory runs fewer extract processes then, and as many as its cores otherwise."""
+    from tests.supervisor_role import host_variables, size_programs
+
+    def extract(vcpus: int, memory_mb: int, analysis: bool | None) -> int:
+        host = {"ansible_facts": {"processor_vcpus": vcpus, "memtotal_mb": memory_mb}, "group_names": ["extract"],
+                "inventory_hostname": "worker-1", "ansible_managed": "", "supervisor_release": ""}
+        if analysis is not None:
+            host["worker_app_audio_analysis"] = analysis
+        return int(next(item for item in size_programs(host_variables(host)))["concurrency"])
+
+    assert extract(16, 2048, None) == 16  # analysis is off by default (worker_app role): cores only
+    assert extract(16, 2048, False) == 16
+    assert extract(16, 2048, True) == 2048 // 384
+    assert extract(4, 32768, True) == 4
+    assert extract(8, 200, True) == 1  # never below one

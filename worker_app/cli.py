@@ -615,15 +615,31 @@ def _is_file(path: str) -> bool:
 @main.command()
 @click.argument("scan_id", type=int, required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def analysis(scan_id: int | None, as_json: bool) -> None:
+@click.option("--fill-sketches", is_flag=True,
+              help="First give the similarity sketch to stored vectors that lack it (written by a worker of a "
+                   "release before it), so that `similar` finds their tracks.")
+def analysis(scan_id: int | None, as_json: bool, fill_sketches: bool) -> None:
     """The audio analysis backlog (tracks not yet analysed for their current file), the tracks analysed and
-    failed at the current analysis version, the rate over the last 10 minutes, and for SCAN_ID (the latest scan
-    by default) how many of its tracks were analysed and how many failed."""
+    failed at the current analysis version, the rate over the last 10 minutes, the vectors without a sketch
+    (`similar` cannot find those tracks: --fill-sketches), and for SCAN_ID (the latest scan by default) how many of
+    its tracks were analysed and how many failed."""
     from worker_app.db.session import transaction
-    from worker_app.pipeline.analysis import analysis_status, scan_analysis
+    from worker_app.pipeline.analysis import (
+        analysis_status,
+        fill_missing_sketches,
+        scan_analysis,
+        vectors_without_sketch,
+    )
 
+    filled = None
+    if fill_sketches:
+        with transaction() as session:
+            filled = fill_missing_sketches(session)
     with transaction() as session:
         figures = analysis_status(session)
+        figures["vectors_without_sketch"] = vectors_without_sketch(session)
+    if filled is not None:
+        figures["sketches_filled"] = filled
     scan_id = scan_id or _latest_scan_id()
     with transaction() as session:
         figures["scan"] = scan_analysis(session, scan_id)
@@ -631,8 +647,10 @@ def analysis(scan_id: int | None, as_json: bool) -> None:
         click.echo(json.dumps(figures))
         return
     table = Table(show_header=False, box=None)
-    for key in ("tracks", "backlog", "analysed", "failed", "vectors", "rate_per_minute", "analysis_version"):
-        table.add_row(key.replace("_", " "), str(figures[key]))
+    for key in ("tracks", "backlog", "analysed", "failed", "vectors", "vectors_without_sketch", "sketches_filled",
+                "rate_per_minute", "analysis_version"):
+        if key in figures:
+            table.add_row(key.replace("_", " "), str(figures[key]))
     scan = figures["scan"]
     table.add_row(f"scan {scan_id}", f"{scan['analysed']} analysed, {scan['failed']} failed "
                                      f"(soniquebay failures {scan_id}), {scan['pending_batches']} batches pending")

@@ -93,7 +93,13 @@ def timbre(spec: Spectrogram) -> dict[str, Any]:
     if not loud.any():
         return {"spectral_centroid_hz": None, "spectral_rolloff_hz": None, "spectral_flatness": None,
                 "zero_crossing_rate": None, "mfcc_mean": None, "mfcc_var": None}
-    power, total = power[loud], total[loud]
+    # Centroid, roll-off and flatness from every other frame: a 23 ms step over 46 ms windows still sees every
+    # sample, and these per-bin passes (a cumulative sum, a logarithm) are most of this function's CPU.
+    sampled = loud.copy()
+    sampled[1::2] = False
+    if not sampled.any():  # a single loud frame, at an odd index
+        sampled = loud
+    power, total = power[sampled], total[sampled]
     freqs = spec.frequencies
     centroid = (power @ freqs) / total
     cumulative = numpy.cumsum(power, axis=1)

@@ -349,6 +349,20 @@ def nearest(session: Session, embedding: list[float], limit: int, exclude: int |
     return [{**row, "distance": round(float(row["distance"]), 4)} for row in rows]
 
 
+def fill_missing_sketches(session: Session) -> int:
+    """Give every stored vector without a sketch its sketch; how many there were. A worker still on a release before
+    migration 0008 writes vectors without one during an upgrade, and ``nearest`` fetches its candidates by the
+    sketch's index alone, where a NULL sketch never comes up: such a track is not found until this has run
+    (``soniquebay analysis --fill-sketches``). One set-wise statement, by the projection written in SQL
+    (``vector.sketch_sql``), as the migration filled the rows it found."""
+    return rowcount(session.execute(text_sql(
+        f"UPDATE track_vectors SET sketch = {vectors.sketch_sql('embedding')} WHERE sketch IS NULL")))
+
+
+def vectors_without_sketch(session: Session) -> int:
+    return int(session.execute(text_sql("SELECT count(*) FROM track_vectors WHERE sketch IS NULL")).scalar() or 0)
+
+
 def _cube(values: list[float]) -> str:
     return "(" + ", ".join(repr(float(v)) for v in values) + ")"
 
