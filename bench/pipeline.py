@@ -100,7 +100,8 @@ class BenchStack:
     def program_pids(self) -> dict[str, int]:
         pids = {}
         for program in self.config.programs:
-            out = self.stack.supervisor.ctl("pid", f"soniquebay-{program}").strip()
+            # The role names each program's process PROGRAM-cN, in a group (tests/services.py Supervisor.process).
+            out = self.stack.supervisor.ctl("pid", self.stack.supervisor.process(program)).strip()
             if out.isdigit():
                 pids[program] = int(out)
         return pids

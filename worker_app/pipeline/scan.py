@@ -36,6 +36,7 @@ from worker_app.paths import PathRefused, db_path, display_path, is_audio_name, 
 from worker_app.pipeline.backpressure import EXTRACT_FEED
 from worker_app.pipeline.crash_hook import crash_if_marked
 from worker_app.pipeline.ledger import (
+    MAX_ARGS_BYTES,
     PASSING,
     Failure,
     Unit,
@@ -61,12 +62,10 @@ CHILD_CHUNKS = 4
 MAX_FOLDERS_PER_CHILD_CHUNK = 2000
 # The part of a chunk's soft time limit it may spend listing; the rest is for comparing with the catalogue.
 LISTING_SHARE_OF_TIME_LIMIT = 0.3
-# A slice of a folder too big for one chunk carries at most this many bytes of file names: its message stays well
-# under 64 KB.
-SLICE_NAME_BYTES = 48 * 1024
-# Likewise the file entries (and folder cover names) of an extract batch, and the names of a cleanup unit or of a
-# child chunk's folders.
-BATCH_MESSAGE_BYTES = 40 * 1024
+# A slice of a folder too big for one chunk, an extract batch (its files' entries and folders' cover names), a child
+# chunk's folders and a cleanup unit's names carry at most this many bytes of names: with the message's other
+# arguments they stay within what ``publish`` sends (MAX_ARGS_BYTES), and so under 64 KB in the broker.
+NAME_BYTES = MAX_ARGS_BYTES - 8 * 1024
 
 
 @dataclass
@@ -200,7 +199,7 @@ def stat_names(folder: str, names: list[str], root: str) -> Listing:
     return listing
 
 
-def slice_names(names: list[str], max_bytes: int = SLICE_NAME_BYTES) -> list[list[str]]:
+def slice_names(names: list[str], max_bytes: int = NAME_BYTES) -> list[list[str]]:
     """Consecutive slices of ``names`` of at most ``max_bytes`` of names each."""
     slices: list[list[str]] = []
     current: list[str] = []
@@ -222,7 +221,7 @@ def _entry_bytes(value: Any) -> int:
 
 
 def plan_batches(files: list[FoundFile], batch_size: int, folder_covers: dict[str, str] | None = None,
-                 max_bytes: int = BATCH_MESSAGE_BYTES) -> list[list[FoundFile]]:
+                 max_bytes: int = NAME_BYTES) -> list[list[FoundFile]]:
     """Pack whole folders into batches of at most ``batch_size`` files whose extract message (the files' entries
     and their folders' cover names) holds at most ``max_bytes``; a bigger folder is split."""
     folder_covers = folder_covers or {}
@@ -453,7 +452,7 @@ def _commit_listing(scan_id: int, key: str, listing: Listing, batch_size: int, l
         units = [
             Unit(f"{key}.{i}", "chunk", scan_directory_chunk.name, [scan_id, f"{key}.{i}", child])
             for i, child in enumerate(piece for chunk in _child_chunks(listing.unvisited)
-                                      for piece in slice_names(chunk, BATCH_MESSAGE_BYTES))
+                                      for piece in slice_names(chunk))
         ]
         for n, (folder, names) in enumerate(listing.sliced.items()):
             for i, piece in enumerate(slice_names(names)):
@@ -466,7 +465,7 @@ def _commit_listing(scan_id: int, key: str, listing: Listing, batch_size: int, l
             files = [[found.path, found.size_bytes, found.mtime] for found in batch]
             units.append(Unit(f"{key}/b{i}", "extract", extract_metadata_batch.name,
                               [scan_id, f"{key}/b{i}", files, covers]))
-        for i, gone in enumerate(slice_names(removed, BATCH_MESSAGE_BYTES)):
+        for i, gone in enumerate(slice_names(removed)):
             rm_key = f"{key}/rm" if i == 0 else f"{key}/rm{i}"
             units.append(Unit(rm_key, "cleanup", cleanup_removed_files.name,
                               [scan_id, rm_key, gone, listed_at.isoformat()]))
