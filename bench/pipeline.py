@@ -101,6 +101,7 @@ class BenchStack:
     def program_pids(self) -> dict[str, int]:
         pids = {}
         for program in self.config.programs:
+            # The role names each program's process PROGRAM-cN, in a group (tests/services.py Supervisor.process).
             out = self.stack.supervisor.ctl("pid", self.stack.supervisor.process(program), check=False).strip()
             if out.isdigit():
                 pids[program] = int(out)

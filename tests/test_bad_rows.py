@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from tests.audio_factory import make_library
 from tests.catalogue import tracks_by_path
-from tests.test_idempotence import _payload
+from tests.test_idempotence import _payload, stage
 
 
 def test_a_row_postgresql_refuses_does_not_sink_its_batch(stack, db_session_factory, running_scan):
@@ -19,7 +19,8 @@ def test_a_row_postgresql_refuses_does_not_sink_its_batch(stack, db_session_fact
     payload = _payload("/bad-rows/album")
     payload["tracks"][1]["track_number"] = 10**9  # beyond the smallint column: PostgreSQL refuses the row
     scan_id = running_scan("/bad-rows", {"c/b0": "extract"})
-    insert_batch_direct.apply_async((scan_id, "c/b0", payload), ignore_result=False).get(timeout=60)
+    stage(db_session_factory, scan_id, "c/b0", payload)
+    insert_batch_direct.apply_async((scan_id, "c/b0"), ignore_result=False).get(timeout=60)
 
     with db_session_factory() as session:
         catalogued = {p for p in tracks_by_path(session) if p.startswith("/bad-rows/album/")}

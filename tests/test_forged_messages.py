@@ -198,9 +198,10 @@ def test_a_cleanup_under_an_unreadable_root_deletes_nothing(stack, library, outs
 
 
 def test_analysis_does_not_open_a_planted_track_outside_the_roots(stack, outside, running_scan, db_session_factory):
-    """The insert stage opens no file, so a forged insert can plant rows; the analysis that would open their files
-    refuses names outside the roots."""
-    from tests.test_idempotence import _payload
+    """The insert stage opens no file, so rows planted in a unit's staged payload (the claim check the insert
+    message names) are written as they are; the analysis that would open their files refuses names outside the
+    roots."""
+    from tests.test_idempotence import _payload, stage
     from worker_app.db.models import AudioFeatures, Track
 
     secret, folder, cover, link = outside
@@ -209,7 +210,8 @@ def test_analysis_does_not_open_a_planted_track_outside_the_roots(stack, outside
     for track, path in zip(payload["tracks"], planted, strict=True):
         track["path"] = path
     scan_id = running_scan("/forged-insert", {"b0": "extract"})
-    forge("insert_batch_direct", [scan_id, "b0", payload])
+    stage(db_session_factory, scan_id, "b0", payload)
+    forge("insert_batch_direct", [scan_id, "b0"])
     assert stack.wait_for_unit(scan_id, "b0")[0] == "done"
     assert stack.wait_for_unit(scan_id, "b0/analyse", timeout=180)[0] == "done"
 

@@ -39,6 +39,17 @@ def _payload(folder: str) -> dict:
     return prepare_insertion_batch(group_by_artist(records), [], covers)
 
 
+def stage(db_session_factory, scan_id: int, key: str, payload: dict) -> None:
+    """Stage a payload for a scan unit as its extract and batch stages would (pipeline/staging.py): the insert
+    message then carries only (scan_id, key)."""
+    from worker_app.pipeline.staging import stage_extracted, stage_payload
+
+    covers = {cover["sha256"]: CoverImage.from_message(cover) for cover in payload["covers"]}
+    with db_session_factory() as session, session.begin():
+        stage_extracted(session, scan_id, key, payload["tracks"], payload["failures"], covers)
+        assert stage_payload(session, scan_id, key, {**payload, "covers": []})
+
+
 def test_the_same_insert_batch_twice_leaves_the_same_rows(stack, db_session_factory):
     from worker_app.pipeline.insert import insert_tracks_batch
 
@@ -67,15 +78,21 @@ def test_the_same_insert_batch_twice_leaves_the_same_rows(stack, db_session_fact
 
 def test_a_redelivered_scan_batch_is_counted_once(stack, db_session_factory, running_scan):
     """insert_batch_direct delivered twice for one scan unit: rows and the scan's figures as for one delivery."""
-    from worker_app.db.models import ScanUnit
+    from worker_app.db.models import ScanUnit, StagedCover, StagedUnit
     from worker_app.pipeline.insert import insert_batch_direct
 
     payload = _payload("/idempotence/scan")
     scan_id = running_scan("/idempotence", {"c/b0": "extract"})
-    insert_batch_direct.apply_async((scan_id, "c/b0", payload), ignore_result=False).get(timeout=60)
+    stage(db_session_factory, scan_id, "c/b0", payload)
+    insert_batch_direct.apply_async((scan_id, "c/b0"), ignore_result=False).get(timeout=60)
     with db_session_factory() as session:
         once = table_counts(session)
-    insert_batch_direct.apply_async((scan_id, "c/b0", payload), ignore_result=False).get(timeout=60)
+        # Dropped in the transaction that closed the unit; the picture moved into the catalogue.
+        assert session.execute(select(StagedUnit).where(StagedUnit.scan_id == scan_id)).first() is None
+        assert session.execute(select(StagedCover).where(
+            StagedCover.sha256.in_(payload["cover_shas"]))).first() is None
+    second = insert_batch_direct.apply_async((scan_id, "c/b0"), ignore_result=False).get(timeout=60)
+    assert second == {"skipped": "c/b0", "why": "done"}
     with db_session_factory() as session:
         assert table_counts(session) == once
         unit = session.execute(select(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == "c/b0")).scalar_one()

@@ -3,6 +3,7 @@ keeps its row and figures; a recent scan keeps everything; and a closed unit nev
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, text
@@ -80,3 +81,33 @@ def test_the_deferred_workers_prune_on_a_clock(stack):
 
     logs = "".join(path.read_text(errors="replace") for path in stack.supervisor.base.glob("soniquebay-deferred*.log"))
     assert f"pruning the records of old scans every {INTERVAL} s" in logs
+
+
+def test_the_staged_records_of_an_ended_scan_go_and_a_running_scans_stay(stack, db_session_factory, running_scan):
+    """A scan that ended without inserting a unit (cancelled here) leaves its claim check behind; retention drops
+    it, and a staged picture no unit uses once nobody staged it for an hour, but not what a running scan needs."""
+    from tests.test_idempotence import _payload, stage
+    from worker_app.db.models import StagedCover, StagedUnit
+    from worker_app.pipeline.retention import cleanup_old_scans
+
+    ended = running_scan("/retention-staged-ended", {"c/b0": "extract"})
+    running = running_scan("/retention-staged-running", {"c/b0": "extract"})
+    for scan_id in (ended, running):
+        stage(db_session_factory, scan_id, "c/b0", _payload(f"/retention-staged/{scan_id}"))
+    unused = "0" * 64
+    with db_session_factory() as session, session.begin():
+        session.add(StagedCover(sha256=unused, mime="image/png", size_bytes=3, source="embedded", data=b"png",
+                                staged_at=func.now() - timedelta(hours=2)))
+        session.execute(text("UPDATE scans SET status = 'cancelled', finished_at = now() WHERE id = :id"),
+                        {"id": ended})
+
+    pruned = cleanup_old_scans.apply().get()
+    assert pruned["staged_units"] >= 1 and pruned["staged_covers"] >= 1, pruned
+    with db_session_factory() as session, session.begin():
+        staged = dict(session.execute(select(StagedUnit.scan_id, StagedUnit.key)
+                                      .where(StagedUnit.scan_id.in_((ended, running)))).all())
+        assert staged == {running: "c/b0"}
+        assert session.get(StagedCover, unused) is None
+        session.execute(text("UPDATE scans SET status = 'cancelled', finished_at = now() WHERE id = :id"),
+                        {"id": running})
+    assert cleanup_old_scans.apply().get()["staged_units"] >= 1

@@ -286,6 +286,42 @@ class BrokerEpoch(Base):
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+
+class StagedUnit(Base):
+    """The claim check of a batch unit: what its extract stage read, and what its batch stage made of it, kept here
+    by (scan, unit key) while the unit's messages carry only that key. Written by the extract stage, read by the
+    batch and insert stages, deleted in the transaction that closes the unit (``pipeline/staging.py``). The bodies
+    are JSON text, not jsonb: file names that are not UTF-8 travel as lone surrogate escapes, which jsonb refuses."""
+
+    __tablename__ = "staged_units"
+
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    # [records, failures] as the extract stage wrote them.
+    records: Mapped[str] = mapped_column(Text)
+    # The insert stage's payload as the batch stage wrote it (NULL until then).
+    payload: Mapped[str | None] = mapped_column(Text)
+    # The pictures the unit's tracks use (staged_covers or covers, by sha256).
+    cover_shas: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list, server_default="{}")
+    staged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class StagedCover(Base):
+    """A picture read by an extract stage and not yet in ``covers``: stored once by its sha256, however many tracks
+    and units use it; moved into ``covers`` by the first insert that needs it."""
+
+    __tablename__ = "staged_covers"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    mime: Mapped[str] = mapped_column(Text)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(16))
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    # Touched by every unit that stages it: an unused picture is pruned only once no unit staged it for a while.
+    staged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
 # ---------------------------------------------------------------- audio analysis (migration 0004_audio_features)
 
 class Cube(UserDefinedType[list[float]]):

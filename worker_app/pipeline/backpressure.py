@@ -3,10 +3,11 @@
 The scan lists folders far faster than tags are read, and tags are read faster than a slow database takes them:
 without a bound, a stopped insert stage fills the broker Redis (noeviction) until it refuses every write, the
 scan's included. So a task that feeds a queue first looks at that queue's depth: a scan chunk at the extract
-queue's, an extract batch at the batch and insert queues' (their messages carry the records: they are the big
-ones). Above the bound (``SONIQUEBAY_EXTRACT_BACKLOG`` / ``SONIQUEBAY_INSERT_BACKLOG``, sized by the Ansible role
-from the fleet's worker processes) it waits a little, then hands its message back as a retry (a new message, not
-a death; nothing is recorded), and its unit waits in its own queue, whose messages are small.
+queue's, an extract batch at the batch and insert queues' (each of their units has its records staged in
+PostgreSQL: pipeline/staging.py). Above the bound (``SONIQUEBAY_EXTRACT_BACKLOG`` /
+``SONIQUEBAY_INSERT_BACKLOG``, sized by the Ansible role from the fleet's worker processes) it waits a little, then
+hands its message back as a retry (a new message, not a death; nothing is recorded), and its unit waits in its own
+queue, whose messages are small.
 
 A backlog can overshoot its bound by what the tasks that passed the check at the same moment send: one message per
 extract process for the batch and insert queues, one chunk's extract units (a chunk lists up to
@@ -70,7 +71,7 @@ def backlog(queues: tuple[str, ...]) -> int:
 
 
 # The queue groups a stage may feed: scan chunks feed extract; extract batches feed batch, whose messages become
-# insert messages (both carry the records).
+# insert messages (each of their units has its records staged).
 EXTRACT_FEED = ("extract",)
 RECORDS_FEED = ("batch", "insert")
 FEEDS = (EXTRACT_FEED, RECORDS_FEED)

@@ -1,5 +1,8 @@
 """Batch stage (queue ``batch``, memory bound): group a batch's records by artist and album, decide each album's
-artist (a compilation stays one "Various Artists" album), dedupe, and hand one payload to the insert stage."""
+artist (a compilation stays one "Various Artists" album), dedupe, and hand one payload to the insert stage.
+
+The records are read from, and the payload written to, the unit's staged row (pipeline/staging.py): the messages
+in and out carry the unit's key only."""
 from __future__ import annotations
 
 import os
@@ -9,9 +12,11 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from worker_app.celery_app import app
+from worker_app.db.session import transaction
 from worker_app.limits import BATCH
 from worker_app.metadata.cleaning import storable
 from worker_app.pipeline.ledger import hand_off, publish
+from worker_app.pipeline.staging import read_extracted, restart_unit, stage_payload, staged_paths
 from worker_app.pipeline.unit_task import UnitTask
 
 VARIOUS_ARTISTS = "Various Artists"
@@ -98,19 +103,29 @@ def group_by_artist(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 @app.task(name="prepare_insertion_batch", acks_late=True, ignore_result=False,
           **BATCH.options)
-def prepare_insertion_batch(grouped: dict[str, Any], failures: list[Any], covers: dict[str, Any]) -> dict[str, Any]:
+def prepare_insertion_batch(grouped: dict[str, Any], failures: list[Any],
+                            covers: dict[str, Any] | None = None) -> dict[str, Any]:
     """The insert stage's payload: every entity once, sorted by natural key (every insert worker then locks rows
-    in the same order, which rules out deadlocks between them), covers only when a track uses them."""
+    in the same order, which rules out deadlocks between them), and the sha256 of each picture a track uses
+    (``cover_shas``). ``covers``, when given (``CoverImage.to_message`` dicts by sha256, outside a scan), puts
+    those pictures themselves in the payload; a scan's pictures are staged (pipeline/staging.py)."""
     tracks = sorted({t["path"]: t for t in grouped["tracks"]}.values(), key=lambda t: t["path"])
-    used_covers = {t["cover"] for t in tracks if t.get("cover")} | {t["folder_cover"] for t in tracks
-                                                                      if t.get("folder_cover")}
+    used_covers = sorted({t["cover"] for t in tracks if t.get("cover")} | {t["folder_cover"] for t in tracks
+                                                                             if t.get("folder_cover")})
     return {
-        "covers": [covers[sha] for sha in sorted(used_covers) if sha in covers],
+        "covers": [covers[sha] for sha in used_covers if sha in covers] if covers else [],
+        "cover_shas": used_covers,
         "artists": [grouped["artists"][k] for k in sorted(grouped["artists"])],
         "albums": [grouped["albums"][k] | {"key": k} for k in sorted(grouped["albums"])],
         "tracks": tracks,
         "failures": failures,
     }
+
+
+def payload_of(records: list[dict[str, Any]], failures: list[Any]) -> dict[str, Any]:
+    """A batch unit's insert payload from its staged records."""
+    payload: dict[str, Any] = prepare_insertion_batch(group_by_artist(records), failures)
+    return payload
 
 
 # The stage number of a batch unit's chain at this step (extract 1 -> batch 2 -> insert 3).
@@ -123,18 +138,25 @@ class BatchTask(UnitTask):
     unit_kind = "batch"
 
     def paths_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
-        records = args[2] if len(args) > 2 else []
-        failures = args[3] if len(args) > 3 else []
-        return [record["path"] for record in records] + [failure[0] for failure in failures]
+        return staged_paths(args[0], args[1]) if len(args) >= 2 else []
 
 
 @app.task(name="batch_entities", base=BatchTask, bind=True, acks_late=True,
           **BATCH.options)
-def batch_entities(self: BatchTask, scan_id: int, key: str, records: list[dict[str, Any]], failures: list[Any],
-                   covers: dict[str, Any]) -> dict[str, Any]:
+def batch_entities(self: BatchTask, scan_id: int, key: str, *previous_release: Any) -> dict[str, Any]:
+    """Make a unit's insert payload from its staged records, stage it, and send the insert its key. (A message of
+    the previous release carried the records after the key: its unit has no staged row and starts again.)"""
     from worker_app.pipeline.insert import INSERT_STAGE, insert_batch_direct
 
-    payload = prepare_insertion_batch(group_by_artist(records), failures, covers)
-    publish(insert_batch_direct.name, [scan_id, key, payload])
+    with transaction() as session:
+        staged = read_extracted(session, scan_id, key)
+    if staged is None:
+        restart_unit(scan_id, key, "the batch stage found no staged records")
+        return {"skipped": key, "why": "no staged records"}
+    payload = payload_of(*staged)
+    with transaction() as session:
+        if not stage_payload(session, scan_id, key, payload):
+            return {"skipped": key, "why": "its staged records went meanwhile (a duplicate inserted them)"}
+    publish(insert_batch_direct.name, [scan_id, key])
     hand_off(scan_id, key, INSERT_STAGE)
     return {"tracks": len(payload["tracks"]), "artists": len(payload["artists"]), "albums": len(payload["albums"])}

@@ -3,6 +3,9 @@
 A batch is read in one go. When its message comes back after the worker died (a poison file), it is read
 carefully: the path about to be read is committed first, so the next delivery knows which file killed the worker,
 records it as failed and reads the rest.
+
+What a batch read (its records, failures and pictures) is written to PostgreSQL once (``pipeline/staging.py``, the
+claim check); the batch stage's message carries the unit's key only.
 """
 from __future__ import annotations
 
@@ -11,9 +14,10 @@ import os
 from typing import Any
 
 from worker_app.celery_app import app
+from worker_app.db.session import transaction
 from worker_app.limits import EXTRACT
 from worker_app.metadata.reader import read_folder_cover, read_track
-from worker_app.metadata.record import UnreadableFileError
+from worker_app.metadata.record import CoverImage, UnreadableFileError
 from worker_app.paths import PathRefused, check_task_path, display_path, printable_name
 from worker_app.pipeline.backpressure import RECORDS_FEED
 from worker_app.pipeline.crash_hook import crash_if_marked, hold_if_planned, install_read_faults
@@ -26,6 +30,7 @@ from worker_app.pipeline.ledger import (
     publish,
     take_poison,
 )
+from worker_app.pipeline.staging import stage_extracted
 from worker_app.pipeline.unit_task import UnitTask
 from worker_app.settings import get_settings
 
@@ -36,7 +41,7 @@ class ExtractTask(UnitTask):
     stage = "extract"
     unit_stage = 1
     unit_kind = "extract"
-    # Batch and insert messages carry the records: the broker's memory is theirs.
+    # Each batch unit waiting in the batch and insert queues holds its records in staged_units: bounded with them.
     feeds = RECORDS_FEED
 
     def paths_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
@@ -56,7 +61,9 @@ def extract_metadata_batch(self: ExtractTask, scan_id: int, key: str, files: lis
     folder_covers = {folder: cover for folder, cover in folder_covers.items() if cover in kept}
     poison = take_poison(scan_id, key)
     careful = self.unit_deaths > 0
-    records, failures, covers = [], refused, {}
+    records: list[dict[str, Any]] = []
+    failures = refused
+    covers: dict[str, CoverImage] = {}
     folder_cover_shas: dict[str, str] = {}
     for folder, cover_path in folder_covers.items():
         try:
@@ -64,7 +71,7 @@ def extract_metadata_batch(self: ExtractTask, scan_id: int, key: str, files: lis
         except UnreadableFileError as error:
             log.warning("folder image %s skipped: %s", cover_path, error.reason)
             continue
-        covers[cover.sha256] = cover.to_message()
+        covers[cover.sha256] = cover
         folder_cover_shas[folder] = cover.sha256
     for path, size_bytes, mtime in files:
         if display_path(path) in poison:
@@ -85,15 +92,19 @@ def extract_metadata_batch(self: ExtractTask, scan_id: int, key: str, files: lis
             failures.append(Failure(path, "extract", "ran out of memory while reading this file", size_bytes, mtime,
                                     PASSING))
             continue
+        # The picture is staged once by its sha256 (pipeline/staging.py); the record names it.
+        picture, record.cover = record.cover, None
         message = record.to_message()
-        if record.cover is not None:
-            covers.setdefault(record.cover.sha256, message["cover"])
-            message["cover"] = record.cover.sha256
+        if picture is not None:
+            covers.setdefault(picture.sha256, picture)
+            message["cover"] = picture.sha256
         message["folder_cover"] = folder_cover_shas.get(os.path.dirname(path))
         records.append(message)
     if careful:
         mark_current_path(scan_id, key, None)
-    publish(batch_entities.name, [scan_id, key, records, [failure.as_message() for failure in failures], covers])
+    with transaction() as session:
+        stage_extracted(session, scan_id, key, records, [failure.as_message() for failure in failures], covers)
+    publish(batch_entities.name, [scan_id, key])
     hand_off(scan_id, key, BATCH_STAGE)
     return {"extracted": len(records), "failed": len(failures)}
 

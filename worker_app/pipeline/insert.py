@@ -10,6 +10,9 @@ go one statement per row (performance-facts.md). A row that PostgreSQL refuses d
 is written again track by track, each in a savepoint, and the refused track is recorded as failed. Only an error a
 single row causes (a data exception, a constraint) is handled so: one that would hit every row (a missing privilege
 or column, a read-only or full database) is a passing error of the whole unit, retried, and deletes nothing.
+
+Within a scan the payload and its pictures come from the unit's staged row (pipeline/staging.py), which goes in the
+transaction that closes the unit: the insert message carries the unit's key only.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from worker_app.db.session import transaction
 from worker_app.limits import INSERT
 from worker_app.metadata.record import TrackRecord
 from worker_app.paths import db_path
+from worker_app.pipeline.batch import payload_of
 from worker_app.pipeline.ledger import (
     VERDICT,
     Failure,
@@ -37,6 +41,15 @@ from worker_app.pipeline.ledger import (
     record_failures,
     register_units,
     send_after_commit,
+    unit_is_done,
+)
+from worker_app.pipeline.staging import (
+    claim_covers,
+    read_extracted,
+    release,
+    restart_unit,
+    staged_paths,
+    take_payload,
 )
 from worker_app.pipeline.unit_task import UnitTask, is_row_error
 from worker_app.settings import get_settings
@@ -143,9 +156,13 @@ def upsert_tracks(session: Session, scan_id: int | None, tracks: list[dict[str, 
     return track_ids
 
 
-def write_payload(session: Session, scan_id: int | None, payload: dict[str, Any]) -> dict[str, int]:
-    """Every row of a batch payload, in dependency order; returns the track ids by path."""
-    cover_ids = upsert_covers(session, payload["covers"])
+def write_payload(session: Session, scan_id: int | None, payload: dict[str, Any],
+                  cover_ids: dict[str, int] | None = None) -> dict[str, int]:
+    """Every row of a batch payload, in dependency order; returns the track ids by path. ``cover_ids``: the
+    pictures' ids, already in the catalogue (a scan's, ``staging.claim_covers``); None: the payload carries its
+    pictures, upserted here."""
+    if cover_ids is None:
+        cover_ids = upsert_covers(session, payload["covers"])
     artist_ids = upsert_artists(session, payload["artists"])
     album_ids = upsert_albums(session, payload["albums"], artist_ids)
     return upsert_tracks(session, scan_id, payload["tracks"], artist_ids, album_ids, cover_ids)
@@ -157,7 +174,7 @@ def _payload_for(payload: dict[str, Any], track: dict[str, Any]) -> dict[str, An
     album = [a for a in payload["albums"] if a["key"] == track.get("album_key")]
     artist_keys = set(track["artist_keys"]) | {a["album_artist_key"] for a in album}
     return {
-        "covers": [c for c in payload["covers"] if c["sha256"] in covers],
+        "covers": [c for c in payload.get("covers", []) if c["sha256"] in covers],
         "artists": [a for a in payload["artists"] if a["name_key"] in artist_keys],
         "albums": album,
         "tracks": [track],
@@ -170,65 +187,92 @@ class InsertTask(UnitTask):
     unit_kind = "insert"
 
     def paths_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
-        payload = args[2] if len(args) > 2 else {}
-        return [track["path"] for track in payload.get("tracks", [])] + [f[0] for f in payload.get("failures", [])]
+        return staged_paths(args[0], args[1]) if len(args) >= 2 else []
 
 
 @app.task(name="insert_batch_direct", base=InsertTask, bind=True, acks_late=True,
           **INSERT.options)
-def insert_batch_direct(self: InsertTask, scan_id: int, key: str, payload: dict[str, Any]) -> dict[str, Any]:
+def insert_batch_direct(self: InsertTask, scan_id: int, key: str, *previous_release: Any) -> dict[str, Any]:
+    """Write a unit's staged payload to the catalogue; close the unit and drop its staged row in the same
+    transaction. (A message of the previous release carried the payload after the key: its unit has no staged row
+    and starts again.)"""
     from worker_app.pipeline.analysis import extract_audio_features_batch
     from worker_app.pipeline.deferred import enrich_album_covers, vectorize_tracks
 
-    failures = [Failure(*failure) for failure in payload["failures"]]
     with transaction() as session:
-        try:
-            with session.begin_nested():
-                track_ids = write_payload(session, scan_id, payload)
-        except Exception as error:
-            if not is_row_error(error):
-                raise  # the whole statement: a passing error of the unit, retried (unit_task.py)
-            log.warning("batch %s of scan %s refused as a whole (%s): writing it track by track",
-                        key, scan_id, getattr(error, "orig", error))
-            track_ids = {}
-            for track in payload["tracks"]:
-                try:
-                    with session.begin_nested():
-                        track_ids |= write_payload(session, scan_id, _payload_for(payload, track))
-                except Exception as row_error:
-                    if not is_row_error(row_error):
-                        raise
-                    failures.append(Failure(track["path"], "insert",
-                                            f"refused by PostgreSQL: {getattr(row_error, 'orig', row_error)}"))
-        # A file whose content is no longer audio leaves the catalogue with its stale row; a passing error (a
-        # permission, an I/O error, a time limit) leaves the row as it is. One that reads again is no longer a
-        # known failure.
-        verdicts = [db_path(f.path)[0] for f in failures if f.kind == VERDICT]
-        if verdicts:
-            session.execute(delete(Track).where(Track.path.in_(verdicts)))
-        session.execute(delete(FailedFile).where(FailedFile.path.in_(list(track_ids))))
-        record_failures(session, scan_id, failures)
-        album_ids = sorted({album_id for (album_id,) in session.execute(
-            select(Track.album_id).where(Track.id.in_(list(track_ids.values())), Track.album_id.is_not(None)))
-            if album_id is not None})
-        follow_ups = []
-        if album_ids:
-            follow_ups.append(Unit(f"{key}/enrich", "enrich", enrich_album_covers.name,
-                                   [scan_id, f"{key}/enrich", album_ids]))
-        if track_ids:
-            follow_ups.append(Unit(f"{key}/vectorize", "vectorize", vectorize_tracks.name,
-                                   [scan_id, f"{key}/vectorize", sorted(track_ids.values())]))
-        if track_ids and get_settings().audio_analysis:
-            # Audio analysis of the new and changed tracks (extract queue, after every waiting tag read).
-            follow_ups.append(Unit(f"{key}/analyse", "analysis", extract_audio_features_batch.name,
-                                   [scan_id, f"{key}/analyse", sorted(track_ids.values())]))
-        register_units(session, scan_id, key, follow_ups)
-        finished = complete_unit(
-            session, scan_id, key,
-            extracted=len(payload["tracks"]), inserted=len(track_ids), failed=len(failures),
-        )
+        payload, found = take_payload(session, scan_id, key)
+        if found and payload is None:
+            # Records staged again by a redelivered extract stage after its batch stage ran: made here instead.
+            staged = read_extracted(session, scan_id, key)
+            payload = payload_of(*staged) if staged is not None else None
+        if payload is None:
+            done = unit_is_done(session, scan_id, key)
+        else:
+            follow_ups, finished, figures = _write_unit(
+                session, scan_id, key, payload,
+                (enrich_album_covers.name, vectorize_tracks.name, extract_audio_features_batch.name))
+    if payload is None:
+        if done:  # a duplicate delivery that waited for the row lock of the one that did it
+            return {"skipped": key, "why": "done"}
+        restart_unit(scan_id, key, "the insert stage found no staged payload")
+        return {"skipped": key, "why": "no staged payload"}
     send_after_commit(scan_id, follow_ups, finished)
-    return {"inserted": len(track_ids), "failed": len(failures)}
+    return figures
+
+
+def _write_unit(session: Session, scan_id: int, key: str, payload: dict[str, Any],
+                follow_up_tasks: tuple[str, str, str]) -> tuple[list[Unit], bool, dict[str, Any]]:
+    """The catalogue rows of a unit's payload, its failure records and follow-up units, the unit closed and its
+    staged row dropped: (follow-ups to send after the commit, whether the scan is finished, figures)."""
+    enrich_task, vectorize_task, analysis_task = follow_up_tasks
+    failures = [Failure(*failure) for failure in payload["failures"]]
+    cover_ids = claim_covers(session, payload["cover_shas"])
+    try:
+        with session.begin_nested():
+            track_ids = write_payload(session, scan_id, payload, cover_ids)
+    except Exception as error:
+        if not is_row_error(error):
+            raise  # the whole statement: a passing error of the unit, retried (unit_task.py)
+        log.warning("batch %s of scan %s refused as a whole (%s): writing it track by track",
+                    key, scan_id, getattr(error, "orig", error))
+        track_ids = {}
+        for track in payload["tracks"]:
+            try:
+                with session.begin_nested():
+                    track_ids |= write_payload(session, scan_id, _payload_for(payload, track), cover_ids)
+            except Exception as row_error:
+                if not is_row_error(row_error):
+                    raise
+                failures.append(Failure(track["path"], "insert",
+                                        f"refused by PostgreSQL: {getattr(row_error, 'orig', row_error)}"))
+    # A file whose content is no longer audio leaves the catalogue with its stale row; a passing error (a
+    # permission, an I/O error, a time limit) leaves the row as it is. One that reads again is no longer a
+    # known failure.
+    verdicts = [db_path(f.path)[0] for f in failures if f.kind == VERDICT]
+    if verdicts:
+        session.execute(delete(Track).where(Track.path.in_(verdicts)))
+    session.execute(delete(FailedFile).where(FailedFile.path.in_(list(track_ids))))
+    record_failures(session, scan_id, failures)
+    album_ids = sorted({album_id for (album_id,) in session.execute(
+        select(Track.album_id).where(Track.id.in_(list(track_ids.values())), Track.album_id.is_not(None)))
+        if album_id is not None})
+    follow_ups = []
+    if album_ids:
+        follow_ups.append(Unit(f"{key}/enrich", "enrich", enrich_task, [scan_id, f"{key}/enrich", album_ids]))
+    if track_ids:
+        follow_ups.append(Unit(f"{key}/vectorize", "vectorize", vectorize_task,
+                               [scan_id, f"{key}/vectorize", sorted(track_ids.values())]))
+    if track_ids and get_settings().audio_analysis:
+        # Audio analysis of the new and changed tracks (extract queue, after every waiting tag read).
+        follow_ups.append(Unit(f"{key}/analyse", "analysis", analysis_task,
+                               [scan_id, f"{key}/analyse", sorted(track_ids.values())]))
+    register_units(session, scan_id, key, follow_ups)
+    release(session, scan_id, key)
+    finished = complete_unit(
+        session, scan_id, key,
+        extracted=len(payload["tracks"]), inserted=len(track_ids), failed=len(failures),
+    )
+    return follow_ups, finished, {"inserted": len(track_ids), "failed": len(failures)}
 
 
 @app.task(name="insert_covers_batch", acks_late=True, ignore_result=False,

@@ -6,6 +6,9 @@ and each failure a row in ``scan_failures``. Both are read while the scan runs a
 nobody reads. ``cleanup_old_scans`` deletes them for scans that ended more than ``SONIQUEBAY_SCAN_RETENTION_DAYS``
 ago, a bounded number of scans per run; the deferred workers send it every hour. ``failed_files`` is not touched:
 it is one row per file, the verdicts a rescan must remember.
+
+The same run drops the claim checks (``staged_units``, ``staged_covers``: pipeline/staging.py) of scans that ended
+without inserting them (cancelled, or a unit closed in a way that skipped its insert), whatever their age.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from worker_app.db.session import rowcount, transaction
 from worker_app.limits import DEFERRED
 from worker_app.pipeline.ledger import ACTIVE
 from worker_app.pipeline.periodic import PeriodicSend
+from worker_app.pipeline.staging import prune_staging
 from worker_app.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -54,8 +58,9 @@ def prune_old_scans(retention_days: int, limit: int = SCANS_PER_RUN) -> dict[str
 
 @app.task(name="cleanup_old_scans", acks_late=True, ignore_result=True, **DEFERRED.options)
 def cleanup_old_scans() -> dict[str, int]:
-    """Prune the working records of scans ended longer ago than the retention."""
-    return prune_old_scans(get_settings().scan_retention_days)
+    """Prune the working records of scans ended longer ago than the retention, and the staged records of every
+    scan that ended (nothing reads them once it has)."""
+    return prune_old_scans(get_settings().scan_retention_days) | prune_staging()
 
 
 class RetentionWatch(PeriodicSend):

@@ -36,6 +36,7 @@ from worker_app.paths import PathRefused, db_path, display_path, is_audio_name, 
 from worker_app.pipeline.backpressure import EXTRACT_FEED
 from worker_app.pipeline.crash_hook import crash_if_marked
 from worker_app.pipeline.ledger import (
+    MAX_ARGS_BYTES,
     PASSING,
     Failure,
     Unit,
@@ -61,9 +62,10 @@ CHILD_CHUNKS = 4
 MAX_FOLDERS_PER_CHILD_CHUNK = 2000
 # The part of a chunk's soft time limit it may spend listing; the rest is for comparing with the catalogue.
 LISTING_SHARE_OF_TIME_LIMIT = 0.3
-# A slice of a folder too big for one chunk carries at most this many bytes of file names: its message stays well
-# under 64 KB.
-SLICE_NAME_BYTES = 48 * 1024
+# A slice of a folder too big for one chunk, an extract batch (its files' entries and folders' cover names), a child
+# chunk's folders and a cleanup unit's names carry at most this many bytes of names: with the message's other
+# arguments they stay within what ``publish`` sends (MAX_ARGS_BYTES), and so under 64 KB in the broker.
+NAME_BYTES = MAX_ARGS_BYTES - 8 * 1024
 
 
 @dataclass
@@ -197,7 +199,7 @@ def stat_names(folder: str, names: list[str], root: str) -> Listing:
     return listing
 
 
-def slice_names(names: list[str], max_bytes: int = SLICE_NAME_BYTES) -> list[list[str]]:
+def slice_names(names: list[str], max_bytes: int = NAME_BYTES) -> list[list[str]]:
     """Consecutive slices of ``names`` of at most ``max_bytes`` of names each."""
     slices: list[list[str]] = []
     current: list[str] = []
@@ -214,23 +216,41 @@ def slice_names(names: list[str], max_bytes: int = SLICE_NAME_BYTES) -> list[lis
     return slices
 
 
-def plan_batches(files: list[FoundFile], batch_size: int) -> list[list[FoundFile]]:
-    """Pack whole folders into batches of at most ``batch_size`` files; a bigger folder is split."""
+def _entry_bytes(value: Any) -> int:
+    return len(json.dumps(value)) + 2  # as the message's JSON spells it, with its separator
+
+
+def plan_batches(files: list[FoundFile], batch_size: int, folder_covers: dict[str, str] | None = None,
+                 max_bytes: int = NAME_BYTES) -> list[list[FoundFile]]:
+    """Pack whole folders into batches of at most ``batch_size`` files whose extract message (the files' entries
+    and their folders' cover names) holds at most ``max_bytes``; a bigger folder is split."""
+    folder_covers = folder_covers or {}
     by_folder: dict[str, list[FoundFile]] = defaultdict(list)
     for found in files:
         by_folder[found.folder].append(found)
     batches: list[list[FoundFile]] = []
     current: list[FoundFile] = []
-    for folder_files in by_folder.values():
-        if len(current) + len(folder_files) > batch_size and current:
+    current_bytes = 0
+    for folder, folder_files in by_folder.items():
+        cover = _entry_bytes(folder) + _entry_bytes(folder_covers[folder]) if folder in folder_covers else 0
+        costs = [_entry_bytes([found.path, found.size_bytes, found.mtime]) for found in folder_files]
+        if current and (len(current) + len(folder_files) > batch_size
+                        or current_bytes + cover + sum(costs) > max_bytes):
             batches.append(current)
-            current = []
-        for start in range(0, len(folder_files), batch_size):
-            piece = folder_files[start:start + batch_size]
-            if len(piece) == batch_size:
+            current, current_bytes = [], 0
+        piece: list[FoundFile] = []
+        piece_bytes = cover
+        for found, cost in zip(folder_files, costs, strict=True):
+            if piece and (len(piece) == batch_size or piece_bytes + cost > max_bytes):
                 batches.append(piece)
-            else:
-                current.extend(piece)
+                piece, piece_bytes = [], cover
+            piece.append(found)
+            piece_bytes += cost
+        if current and (len(current) + len(piece) > batch_size or current_bytes + piece_bytes > max_bytes):
+            batches.append(current)
+            current, current_bytes = [], 0
+        current.extend(piece)
+        current_bytes += piece_bytes
     if current:
         batches.append(current)
     return batches
@@ -431,22 +451,24 @@ def _commit_listing(scan_id: int, key: str, listing: Listing, batch_size: int, l
 
         units = [
             Unit(f"{key}.{i}", "chunk", scan_directory_chunk.name, [scan_id, f"{key}.{i}", child])
-            for i, child in enumerate(_child_chunks(listing.unvisited))
+            for i, child in enumerate(piece for chunk in _child_chunks(listing.unvisited)
+                                      for piece in slice_names(chunk))
         ]
         for n, (folder, names) in enumerate(listing.sliced.items()):
             for i, piece in enumerate(slice_names(names)):
                 slice_key = f"{key}/s{n}.{i}"
                 units.append(Unit(slice_key, "chunk", scan_directory_chunk.name,
                                   [scan_id, slice_key, [folder], piece, listing.folder_covers.get(folder)]))
-        for i, batch in enumerate(plan_batches(to_extract, batch_size)):
+        for i, batch in enumerate(plan_batches(to_extract, batch_size, listing.folder_covers)):
             covers = {found.folder: listing.folder_covers[found.folder]
                       for found in batch if found.folder in listing.folder_covers}
             files = [[found.path, found.size_bytes, found.mtime] for found in batch]
             units.append(Unit(f"{key}/b{i}", "extract", extract_metadata_batch.name,
                               [scan_id, f"{key}/b{i}", files, covers]))
-        if removed:
-            units.append(Unit(f"{key}/rm", "cleanup", cleanup_removed_files.name,
-                              [scan_id, f"{key}/rm", removed, listed_at.isoformat()]))
+        for i, gone in enumerate(slice_names(removed)):
+            rm_key = f"{key}/rm" if i == 0 else f"{key}/rm{i}"
+            units.append(Unit(rm_key, "cleanup", cleanup_removed_files.name,
+                              [scan_id, rm_key, gone, listed_at.isoformat()]))
         register_units(session, scan_id, key, units)
         record_failures(session, scan_id, listing.failures)
         file_failures = sum(1 for failure in listing.failures if failure.path not in listing.unreadable_folders)

@@ -49,6 +49,7 @@ from worker_app.pipeline.ledger import (
     send_after_commit,
     unit_is_done,
 )
+from worker_app.pipeline.staging import release
 from worker_app.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ class UnitTask(PipelineTask):
             done = unit_is_done(session, scan_id, key)
             if not done:
                 failed = self.record_unit_failure(session, scan_id, key, paths, reason)
+                release(session, scan_id, key)  # its staged records, if any: nothing will insert them now
                 finished = complete_unit(session, scan_id, key, failed=failed)
         if done:
             # It failed after its commit (a time limit while sending its children): send what it could not.

@@ -32,6 +32,8 @@ from worker_app.pipeline.ledger.failures import PASSING, VERDICT, Failure, recor
 from worker_app.pipeline.ledger.fan_in import complete_unit, unit_is_done
 from worker_app.pipeline.ledger.figures import unit_totals
 from worker_app.pipeline.ledger.outbox import (
+    MAX_ARGS_BYTES,
+    MessageTooLarge,
     Unit,
     mark_sent,
     publish,
@@ -48,8 +50,8 @@ from worker_app.pipeline.ledger.stalls import resend_stalled
 from worker_app.pipeline.ledger.states import ACTIVE, BACKGROUND_KINDS, CANCELLED, COUNTS, FOLLOW_UPS
 
 __all__ = [
-    "ACTIVE", "BACKGROUND_KINDS", "CANCELLED", "COUNTS", "FOLLOW_UPS", "PASSING", "VERDICT",
-    "Cancelled", "Delivery", "Failure", "Unit",
+    "ACTIVE", "BACKGROUND_KINDS", "CANCELLED", "COUNTS", "FOLLOW_UPS", "MAX_ARGS_BYTES", "PASSING", "VERDICT",
+    "Cancelled", "Delivery", "Failure", "MessageTooLarge", "Unit",
     "begin_delivery", "cancel_scan", "complete_unit", "hand_off", "mark_current_path", "mark_sent",
     "note_passing_error", "progress", "publish", "record_failures", "register_units", "resend_stalled",
     "resend_unsent", "reset_units", "send_after_commit", "send_stored", "send_units", "send_unsent",

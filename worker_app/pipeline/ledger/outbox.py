@@ -3,8 +3,8 @@
 A task registers the units it creates in the same transaction in which it marks its own unit done, and sends
 their messages only after that commit, recording when each was sent. A message never sent (its sender died, the
 broker refused it) stays with its unit, for the relay and for a duplicate delivery of the task that registered it.
-Every message goes out through ``publish``: no task result is ever stored, so the pipeline never waits on the result
-Redis.
+Every message goes out through ``publish`` (which refuses one whose arguments exceed MAX_ARGS_BYTES): no task
+result is ever stored, so the pipeline never waits on the result Redis.
 """
 from __future__ import annotations
 
@@ -25,9 +25,23 @@ from worker_app.db.session import transaction
 log = logging.getLogger(__name__)
 
 
+# Every message of the pipeline stays under 64 KB in the broker: its arguments carry references (unit keys, file
+# names, ids), never catalogue data (pipeline/staging.py). This bounds their JSON; gzip, base64 and Celery's
+# headers (about 2 KB, its argsrepr capped at 1 KB) keep the broker's copy under 64 KB.
+MAX_ARGS_BYTES = 48 * 1024
+
+
+class MessageTooLarge(ValueError):
+    """A task message whose arguments exceed MAX_ARGS_BYTES: a sender that should have split its work."""
+
+
 def publish(task: str, args: list[Any]) -> None:
-    """Send one task message. Results are never stored (the pipeline does not wait on them), so sending needs only
-    the broker: a lost or black-holed result Redis costs nothing."""
+    """Send one task message; refuse one whose arguments exceed MAX_ARGS_BYTES. Results are never stored (the
+    pipeline does not wait on them), so sending needs only the broker: a lost or black-holed result Redis costs
+    nothing."""
+    size = len(json.dumps(args))
+    if size > MAX_ARGS_BYTES:
+        raise MessageTooLarge(f"{task}: {size} bytes of arguments, more than {MAX_ARGS_BYTES}")
     app.send_task(task, args=args, ignore_result=True)
 
 
