@@ -43,13 +43,14 @@ def _make_certificates(folder: Path) -> Path:
     playbook = folder / "certificates.yml"
     playbook.write_text(yaml.safe_dump([{
         "hosts": "localhost", "gather_facts": False, "connection": "local",
+        # The control node's own Python (ansible-core's cryptography), as the role's control-node tasks use.
+        "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
         "tasks": [{"ansible.builtin.include_role": {"name": "tls", "tasks_from": "server.yml"},
                    "vars": {"tls_pki_dir": str(folder / "pki"), "tls_dest_dir": str(folder / "tls"),
                             "tls_privatekey_group": "postgres", "soniquebay_fleet_address": "127.0.0.1"}}],
     }]))
     result = subprocess.run(
-        [str(ANSIBLE_BIN / "ansible-playbook"), "-i", "localhost,", str(playbook),
-         "-e", "ansible_python_interpreter=/usr/bin/python3"],
+        [str(ANSIBLE_BIN / "ansible-playbook"), "-i", "localhost,", str(playbook)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
         env={**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles")},
     )
