@@ -97,7 +97,9 @@ def test_the_env_file_is_root_owned_and_only_readable_by_the_workers():
     tasks = yaml.safe_load((REPO / "roles/worker_app/tasks/config.yml").read_text())
     env = [task["ansible.builtin.template"] for task in tasks
            if task.get("ansible.builtin.template", {}).get("src") == "worker.env.j2"]
-    assert env == [{**env[0], "owner": "root", "group": "{{ worker_app_group }}", "mode": "0640"}]
+    # The workers' and the monitor's (the exporter's and Flower's, with the broker's monitor user).
+    assert [task["dest"] for task in env] == ["{{ worker_app_env_file }}", "{{ worker_app_monitor_env_file }}"]
+    assert all(task == {**task, "owner": "root", "group": "{{ worker_app_group }}", "mode": "0640"} for task in env)
 
 
 def _converge_monitor(tmp_path, **variables) -> subprocess.CompletedProcess:

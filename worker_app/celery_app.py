@@ -92,6 +92,9 @@ def create_app() -> CeleryApp:
         result_expires=24 * 3600,
         result_extended=False,
         broker_transport_options=redis_transport,
+        # rediss:// (TLS): the server's certificate is checked against the fleet CA, host name included.
+        broker_use_ssl=settings.redis_tls_options(settings.broker_url) or None,
+        redis_backend_use_ssl=settings.redis_tls_options(settings.result_backend) or None,
         result_backend_transport_options={k: v for k, v in redis_transport.items()
                                           if k not in ("queue_order_strategy", "unacked_restore_interval",
                                                        "unacked_restore_throttle")},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -90,6 +91,17 @@ class Settings:
     # Scheduled rescans: (root, cron expression) pairs, each root resolved and inside the library roots; the
     # expressions are read in ``timezone`` (worker_app/scheduling/, `soniquebay scheduler`).
     scan_schedules: tuple[tuple[str, str], ...] = ()
+    # The CA that signed the Redis servers' certificates (the fleet CA, roles/tls). Required when a Redis URL is
+    # rediss://: the client then checks the server's certificate and host name, and refuses any other server.
+    redis_ca_file: str | None = None
+
+    def redis_tls_options(self, url: str) -> dict[str, object]:
+        """The TLS keyword arguments of a redis-py connection to ``url`` (kombu's ``broker_use_ssl``, Celery's
+        ``redis_backend_use_ssl``, ``redis.Redis.from_url``): none for redis://; for rediss://, the server's
+        certificate must be signed by ``redis_ca_file`` and name the host the URL gives."""
+        if not url.startswith("rediss://"):
+            return {}
+        return {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": self.redis_ca_file, "ssl_check_hostname": True}
 
 
 def _read_environment() -> dict[str, str]:
@@ -188,9 +200,19 @@ def load_settings() -> Settings:
         insert_backlog=_positive_int(values, "SONIQUEBAY_INSERT_BACKLOG", 16),
         audio_analysis=_switch(values, "SONIQUEBAY_AUDIO_ANALYSIS", True),
         scan_schedules=_scan_schedules(values, roots),
+        redis_ca_file=values.get("SONIQUEBAY_REDIS_CA_FILE") or None,
         test_crash_marker=values.get("SONIQUEBAY_TEST_CRASH_MARKER") or None,
         test_crash_plan=values.get("SONIQUEBAY_TEST_CRASH_PLAN") or None,
     )
+    for name, url in (("SONIQUEBAY_BROKER_URL", settings.broker_url),
+                      ("SONIQUEBAY_RESULT_BACKEND", settings.result_backend)):
+        if url.startswith("rediss://") and not (settings.redis_ca_file and Path(settings.redis_ca_file).is_file()):
+            # Never TLS without checking the server: a client that trusts any certificate gives its password to
+            # whoever answers on the address.
+            raise ConfigurationError(
+                f"{name} is rediss:// but SONIQUEBAY_REDIS_CA_FILE ({settings.redis_ca_file or 'unset'}) is not a "
+                f"readable file: the CA that signed the Redis servers' certificates is needed to check them"
+            )
     if settings.visibility_timeout <= settings.longest_time_limit:
         raise ConfigurationError(
             f"SONIQUEBAY_VISIBILITY_TIMEOUT ({settings.visibility_timeout} s) must be above the longest task time "

@@ -67,8 +67,10 @@ class FleetCollector(Collector):
         from worker_app.settings import get_settings
 
         if self._broker is None:
-            self._broker = redis.Redis.from_url(get_settings().broker_url, socket_timeout=5,
-                                                socket_connect_timeout=5, health_check_interval=25)
+            settings = get_settings()
+            self._broker = redis.Redis.from_url(settings.broker_url, socket_timeout=5, socket_connect_timeout=5,
+                                                health_check_interval=25,
+                                                **settings.redis_tls_options(settings.broker_url))
         return self._broker
 
     def _queues(self) -> list[Metric]:

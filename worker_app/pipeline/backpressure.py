@@ -59,8 +59,9 @@ def queue_depths(client: redis.Redis, queues: tuple[str, ...] | list[str]) -> di
 def _broker() -> redis.Redis:
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(get_settings().broker_url, socket_timeout=5, socket_connect_timeout=5,
-                                       health_check_interval=25)
+        settings = get_settings()
+        _client = redis.Redis.from_url(settings.broker_url, socket_timeout=5, socket_connect_timeout=5,
+                                       health_check_interval=25, **settings.redis_tls_options(settings.broker_url))
     return _client
 
 
