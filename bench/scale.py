@@ -26,6 +26,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -153,7 +154,9 @@ def _step(bench: BenchStack, lib: libraries.Library, what: str, rss: bool = Fals
 
 
 def measure(bench: BenchStack, scaled: ScaledLibrary, lib: libraries.Library, templates: libraries.Library,
-            seed: int, rescans: bool) -> dict:
+            seed: int, rescans: bool, keep: Callable[[dict], None]) -> dict:
+    """The library's steps, each handed to ``keep`` as soon as it is measured (a long run stopped half-way still
+    leaves what it measured)."""
     log(f"\n== {scaled.root}: {len(lib.files)} files")
     warm = libraries.warm_page_cache(templates)  # hard links share their pages
     log(f"  page cache: the templates read once ({warm['bytes_read'] / 1e6:.0f} MB)")
@@ -163,15 +166,18 @@ def measure(bench: BenchStack, scaled: ScaledLibrary, lib: libraries.Library, te
     summary = entry["first"]["summary"]
     entry["catalogued_in_full"] = (summary["discovered"] == len(lib.files)
                                    and summary["inserted"] + summary["failed"] == len(lib.files))
+    keep(entry)
     if rescans:
         bench.analyze()
         entry["nochange"] = _step(bench, lib, "rescan, no change")
+        keep(entry)
         changed = scaled.change(0.01, seed)
         try:
             entry["changed"] = _step(bench, lib, f"rescan, {len(changed)} changed")
             entry["changed"]["files_changed"] = len(changed)
         finally:
             scaled.restore()
+        keep(entry)
     return entry
 
 
@@ -228,12 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bench.start()
         bench.use(PIPELINE)
+        options.output.parent.mkdir(parents=True, exist_ok=True)
         for name, scaled in plan.items():
-            results["libraries"][name] = measure(bench, scaled, built[name], templates, options.seed,
-                                                 rescans=name != "flat")
-            results["targets"] = targets(results)
-            options.output.parent.mkdir(parents=True, exist_ok=True)
-            options.output.write_text(json.dumps(results, indent=2) + "\n")
+            def keep(entry: dict, name: str = name) -> None:
+                results["libraries"][name] = entry
+                results["targets"] = targets(results)
+                options.output.write_text(json.dumps(results, indent=2) + "\n")
+
+            measure(bench, scaled, built[name], templates, options.seed, rescans=name != "flat", keep=keep)
     finally:
         bench.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from tests.audio_factory import make_library
-from tests.catalogue import forget_library, table_counts, tracks_by_path
+from tests.catalogue import catalogue_counts, forget_library, tracks_by_path
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -58,11 +58,11 @@ def test_load_writes_what_tags_read_and_a_scan_then_finds_it_unchanged(stack, li
 
     # Loaded twice, the catalogue is as after once.
     with db_session_factory() as session:
-        before = table_counts(session)
+        before = catalogue_counts(session, os.fsdecode(library.root))
     again = stack.soniquebay("db", "load", str(answers), "--json", check=False)
     assert again.returncode == 0, again.stderr
     with db_session_factory() as session:
-        assert table_counts(session) == before
+        assert catalogue_counts(session, os.fsdecode(library.root)) == before
 
     # A scan of the folder finds every loaded file as catalogued: nothing to read again but the unreadable ones.
     scanned = stack.soniquebay("scan", str(library.root), "--wait", "--json", "--timeout", "300", check=False)
@@ -80,7 +80,7 @@ def test_load_refuses_records_outside_the_library_roots_and_what_is_not_a_record
     source = tmp_path / "mixed.json"
     source.write_text(json.dumps([{"path": outside["path"], "record": outside}, {"title": "no path"}]))
     with db_session_factory() as session:
-        before = table_counts(session)
+        before = catalogue_counts(session, os.fsdecode(library.root))
 
     refused = stack.soniquebay("db", "load", str(source), "--json", check=False)
     assert refused.returncode == 1, refused.stderr + refused.stdout
@@ -88,7 +88,8 @@ def test_load_refuses_records_outside_the_library_roots_and_what_is_not_a_record
     assert report["tracks"] == 0 and len(report["refused"]) == 2
     assert "outside" in report["refused"][0][1] or "root" in report["refused"][0][1], report
     with db_session_factory() as session:
-        assert table_counts(session) == before
+        assert catalogue_counts(session, os.fsdecode(library.root)) == before
+        assert catalogue_counts(session, str(tmp_path))["tracks"] == 0
 
     garbage = tmp_path / "garbage.json"
     garbage.write_text("not json\n")

@@ -6,7 +6,7 @@ import hashlib
 
 from sqlalchemy import select
 
-from tests.catalogue import forget_library, table_counts, tracks_by_path
+from tests.catalogue import catalogue_counts, forget_library, tracks_by_path
 from worker_app.metadata.record import CoverImage, TrackRecord
 from worker_app.paths import db_path
 
@@ -55,14 +55,14 @@ def test_the_same_insert_batch_twice_leaves_the_same_rows(stack, db_session_fact
 
     payload = _payload("/idempotence/first")
     with db_session_factory() as session:
-        before = table_counts(session)
+        before = catalogue_counts(session, "/idempotence/first")
     first = insert_tracks_batch.apply_async((payload,), ignore_result=False).get(timeout=60)
     with db_session_factory() as session:
-        after_once = table_counts(session)
+        after_once = catalogue_counts(session, "/idempotence/first")
         catalogue_once = tracks_by_path(session)
     second = insert_tracks_batch.apply_async((payload,), ignore_result=False).get(timeout=60)
     with db_session_factory() as session:
-        after_twice = table_counts(session)
+        after_twice = catalogue_counts(session, "/idempotence/first")
         catalogue_twice = tracks_by_path(session)
 
     assert first == second, "the same rows must keep the same ids"
@@ -86,7 +86,7 @@ def test_a_redelivered_scan_batch_is_counted_once(stack, db_session_factory, run
     stage(db_session_factory, scan_id, "c/b0", payload)
     insert_batch_direct.apply_async((scan_id, "c/b0"), ignore_result=False).get(timeout=60)
     with db_session_factory() as session:
-        once = table_counts(session)
+        once = catalogue_counts(session, "/idempotence/scan")
         # Dropped in the transaction that closed the unit; the picture moved into the catalogue.
         assert session.execute(select(StagedUnit).where(StagedUnit.scan_id == scan_id)).first() is None
         assert session.execute(select(StagedCover).where(
@@ -94,7 +94,7 @@ def test_a_redelivered_scan_batch_is_counted_once(stack, db_session_factory, run
     second = insert_batch_direct.apply_async((scan_id, "c/b0"), ignore_result=False).get(timeout=60)
     assert second == {"skipped": "c/b0", "why": "done"}
     with db_session_factory() as session:
-        assert table_counts(session) == once
+        assert catalogue_counts(session, "/idempotence/scan") == once
         unit = session.execute(select(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == "c/b0")).scalar_one()
         assert (unit.state, unit.extracted, unit.inserted, unit.failed) == ("done", 3, 3, 0)
 

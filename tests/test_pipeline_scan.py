@@ -9,7 +9,7 @@ import os
 import pytest
 
 from tests.audio_factory import make_library
-from tests.catalogue import table_counts, tracks_by_path
+from tests.catalogue import catalogue_counts, tracks_by_path
 from worker_app.paths import db_path
 
 pytestmark = pytest.mark.timeout(900)
@@ -143,14 +143,14 @@ def test_first_scan_catalogues_every_track_field_by_field(stack, library, db_ses
 
 def test_rescan_with_nothing_changed_extracts_nothing(stack, library, db_session_factory):
     with db_session_factory() as session:
-        before = table_counts(session)
+        before = catalogue_counts(session, os.fsdecode(library.root))
     summary = scan(stack, library.root)
     assert summary["status"] == "complete"
     assert summary["unchanged"] == len(library.tracks)
     assert summary["extracted"] == summary["inserted"] == summary["removed"] == 0
     assert summary["failed"] == len(library.corrupt)  # still reported, from the record of their failure
     with db_session_factory() as session:
-        assert table_counts(session) == before
+        assert catalogue_counts(session, os.fsdecode(library.root)) == before
         from sqlalchemy import text
 
         extract_units = session.execute(text(
