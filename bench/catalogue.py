@@ -10,7 +10,7 @@ other folder has a folder image), then times each query of
 median, the 95th percentile and the plan of each (EXPLAIN ANALYZE). Then the pipeline's own statements on that
 catalogue (bench/catalogue_statements.py): the worker_app functions run, every statement they send EXPLAINed.
 ``--section`` runs only one of the two after the same fill. Results go to bench/results/catalogue.json (a single
-section replaces its own part of the file and keeps the other's).
+section replaces its own part of the file and keeps the other's, when that is of the same ``--tracks``).
 """
 from __future__ import annotations
 
@@ -132,9 +132,12 @@ def main() -> None:
         loaded = time.monotonic() - started
         print(f"{options.tracks} tracks, {albums} albums, {artists} artists loaded in {loaded:.0f} s; "
               f"database {size}; most common word {common!r}")
+        # One section run alone keeps the other's figures only when they are of the same size of catalogue.
         report: dict[str, Any] = {}
-        if options.output.exists():
+        if options.section != "all" and options.output.exists():
             report = json.loads(options.output.read_text())
+            if report.get("tracks") != options.tracks:
+                report = {}
         report.update({"tracks": options.tracks, "albums": albums, "artists": artists,
                        "load_seconds": round(loaded, 1), "database_size": size})
         if options.section in ("all", "queries"):
