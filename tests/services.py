@@ -61,6 +61,27 @@ class PostgresServer:
     def url(self) -> str:
         return f"postgresql+psycopg2://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
 
+    def duty_role(self, duty: str) -> str:
+        from worker_app.db.privileges import role_name
+
+        return role_name(self.user, duty)
+
+    def duty_password(self, duty: str) -> str:
+        return f"{self.password}-{duty}"
+
+    def duty_url(self, duty: str) -> str:
+        """The URL of a duty's login role (worker_app/db/privileges.py), as the Ansible roles write it."""
+        return (f"postgresql+psycopg2://{self.duty_role(duty)}:{self.duty_password(duty)}@127.0.0.1:{self.port}/"
+                f"{self.database}")
+
+    def create_duty_roles(self) -> None:
+        """The login role of each duty, as the postgresql role creates them: LOGIN and nothing else; their
+        privileges come from `soniquebay db upgrade` (or `db grant`)."""
+        from worker_app.db.privileges import DUTIES
+
+        self.psql("".join(f"CREATE ROLE {self.duty_role(duty)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                          f"PASSWORD '{self.duty_password(duty)}';" for duty in DUTIES))
+
     def _as_postgres(self, *command: str, **kwargs) -> subprocess.CompletedProcess:
         # PostgreSQL refuses to run as root; the tests run as root on CI.
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -376,10 +397,15 @@ class Stack:
 
     @property
     def env(self) -> dict[str, str]:
+        from worker_app.db.privileges import DUTIES
+
         return {
             "SONIQUEBAY_BROKER_URL": self.broker.url(),
             "SONIQUEBAY_RESULT_BACKEND": self.cache.url(),
+            # The owner's: the tests' own process and `soniquebay db upgrade`. Every worker connects with its
+            # duty's role instead, and the command line's read commands with the reader's.
             "SONIQUEBAY_DATABASE_URL": self.postgres.url,
+            **{f"SONIQUEBAY_DATABASE_URL_{duty.upper()}": self.postgres.duty_url(duty) for duty in DUTIES},
             "SONIQUEBAY_LIBRARY_ROOTS": os.pathsep.join(str(root) for root in self.library_roots),
             **self.extra_env,
         }
@@ -388,6 +414,7 @@ class Stack:
         self.base.mkdir(parents=True, exist_ok=True)
         try:
             self.postgres.start()
+            self.postgres.create_duty_roles()
             self.broker.start()
             self.cache.start()
         except BaseException:

@@ -90,6 +90,33 @@ class Settings:
     # Scheduled rescans: (root, cron expression) pairs, each root resolved and inside the library roots; the
     # expressions are read in ``timezone`` (worker_app/scheduling/, `soniquebay scheduler`).
     scan_schedules: tuple[tuple[str, str], ...] = ()
+    # The database URL of each duty this host has credentials for (SONIQUEBAY_DATABASE_URL_<DUTY>, e.g. _LEDGER):
+    # a worker connects with its queues' duty (worker_app/db/privileges.py), never with ``database_url``, which
+    # is the owner's (migrations) and is absent from the workers' hosts.
+    duty_database_urls: tuple[tuple[str, str], ...] = ()
+
+    def database_url_for(self, duty: str | None, owner_fallback: bool = True) -> str:
+        """The URL a process of ``duty`` connects with (None: the owner's). A duty with no URL of its own uses
+        that of a duty that may do everything it may (a command line's read command on an insert host uses the
+        catalogue's), else, when ``owner_fallback``, the owner's (a development checkout with one URL); a worker
+        never falls back to the owner."""
+        if duty is None:
+            return self.database_url
+        urls = dict(self.duty_database_urls)
+        if duty in urls:
+            return urls[duty]
+        from worker_app.db.privileges import DUTIES, covers, table_columns
+
+        columns = table_columns()
+        for other in DUTIES:
+            if other in urls and covers(other, duty, columns):
+                return urls[other]
+        if owner_fallback:
+            return self.database_url
+        raise ConfigurationError(
+            f"SONIQUEBAY_DATABASE_URL_{duty.upper()} is not set: this process connects to the catalogue as its "
+            f"{duty!r} role, and this host was given no credentials for it (nor for a duty covering it)"
+        )
 
 
 def _read_environment() -> dict[str, str]:
@@ -153,6 +180,12 @@ def _scan_schedules(values: dict[str, str], roots: tuple[str, ...]) -> tuple[tup
     return tuple(sorted(schedules.items()))
 
 
+def _duty_database_urls(values: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    from worker_app.db.privileges import DUTIES
+
+    return tuple((duty, url) for duty in DUTIES if (url := values.get(f"SONIQUEBAY_DATABASE_URL_{duty.upper()}")))
+
+
 def load_settings() -> Settings:
     values = _read_environment()
     roots = tuple(
@@ -188,6 +221,7 @@ def load_settings() -> Settings:
         insert_backlog=_positive_int(values, "SONIQUEBAY_INSERT_BACKLOG", 16),
         audio_analysis=_switch(values, "SONIQUEBAY_AUDIO_ANALYSIS", True),
         scan_schedules=_scan_schedules(values, roots),
+        duty_database_urls=_duty_database_urls(values),
         test_crash_marker=values.get("SONIQUEBAY_TEST_CRASH_MARKER") or None,
         test_crash_plan=values.get("SONIQUEBAY_TEST_CRASH_PLAN") or None,
     )
