@@ -174,3 +174,20 @@ def test_a_worker_never_falls_back_to_the_owner(monkeypatch, tmp_path):
     # The command line's read commands use a duty that covers reading (here the ledger's) before the owner's.
     assert settings.database_url_for("reader").startswith("postgresql+psycopg2://ledger:")
     assert settings.database_url_for(None).startswith("postgresql+psycopg2://owner:")
+
+
+def test_the_ansible_roles_know_the_same_duties():
+    """The postgresql role creates a role per duty of the map, and the worker_app role gives each queue group the
+    duty its workers take (the monitor and scan groups also read and start scans)."""
+    import yaml
+
+    from tests.services import REPO
+
+    postgresql = yaml.safe_load((REPO / "roles/postgresql/defaults/main.yml").read_text())
+    assert tuple(postgresql["postgresql_duty_passwords"]) == DUTIES
+    worker_app = yaml.safe_load((REPO / "roles/worker_app/defaults/main.yml").read_text())
+    groups = worker_app["worker_app_group_duties"]
+    for queue, duty in QUEUE_DUTIES.items():
+        assert duty in groups[queue] and set(groups[queue]) <= {duty, "operator"}, (queue, groups[queue])
+    assert set(groups["monitor"]) == {"reader", "operator"}
+    assert {duty for duties in groups.values() for duty in duties} == set(DUTIES)
