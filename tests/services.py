@@ -49,6 +49,7 @@ class PostgresServer:
     password: str = field(default_factory=lambda: secrets.token_hex(12))
     user: str = "soniquebay"
     database: str = "soniquebay"
+    duty_passwords: dict[str, str] = field(default_factory=dict)
     # Off: a commit is acknowledged before its WAL is written, which is faster and loses the last commits when the
     # server crashes. The fault tests crash it, and production keeps it on: they run with it on.
     synchronous_commit: bool = False
@@ -67,7 +68,8 @@ class PostgresServer:
         return role_name(self.user, duty)
 
     def duty_password(self, duty: str) -> str:
-        return f"{self.password}-{duty}"
+        """Each duty's own random password, chosen once (as the vault holds one per duty)."""
+        return self.duty_passwords.setdefault(duty, secrets.token_hex(12))
 
     def duty_url(self, duty: str) -> str:
         """The URL of a duty's login role (worker_app/db/privileges.py), as the Ansible roles write it."""
@@ -79,8 +81,11 @@ class PostgresServer:
         privileges come from `soniquebay db upgrade` (or `db grant`)."""
         from worker_app.db.privileges import DUTIES
 
-        self.psql("".join(f"CREATE ROLE {self.duty_role(duty)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
-                          f"PASSWORD '{self.duty_password(duty)}';" for duty in DUTIES))
+        sql = "".join(f"CREATE ROLE {self.duty_role(duty)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                      f"PASSWORD '{self.duty_password(duty)}';" for duty in DUTIES)
+        # On standard input: a password in psql's command line would show in ps.
+        self._as_postgres(str(PG_BIN / "psql"), "-h", str(self.base), "-p", str(self.port), "-U", self.user,
+                          "-d", self.database, "-v", "ON_ERROR_STOP=1", "-Atq", "-f", "-", input=sql)
 
     def _as_postgres(self, *command: str, **kwargs) -> subprocess.CompletedProcess:
         # PostgreSQL refuses to run as root; the tests run as root on CI.

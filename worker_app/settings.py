@@ -1,7 +1,7 @@
 """All configuration of a worker or of the command line, read once from the environment.
 
 Values come from the process environment first, then from the env file (``SONIQUEBAY_ENV_FILE``, by default
-``/etc/soniquebay/worker.env``, which Ansible writes with mode 0600). Nothing else in the package reads
+``/etc/soniquebay/worker.env``, which Ansible writes root:soniquebay 0640). Nothing else in the package reads
 ``os.environ``.
 """
 from __future__ import annotations
