@@ -17,6 +17,7 @@ from worker_app.db.privileges import (
     PRIVILEGES,
     QUEUE_DUTIES,
     _privilege_set,
+    covers,
     duty_for_queues,
     missing_tables,
     table_columns,
@@ -155,6 +156,10 @@ def test_the_workers_connected_with_their_duties(stack, library_root):
 
 
 def test_a_worker_takes_the_duty_of_its_queues():
+    columns = table_columns()
+    assert covers("catalogue", "ledger", columns) and not covers("ledger", "catalogue", columns)
+    for duty in DUTIES:
+        assert covers(duty, "reader", columns)
     assert {queue: duty_for_queues([queue]) for queue in QUEUE_DUTIES} == QUEUE_DUTIES
     assert duty_for_queues(["extract", "insert"]) == "catalogue"
     assert duty_for_queues(["scan", "batch"]) == "ledger"

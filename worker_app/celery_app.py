@@ -121,9 +121,9 @@ def _connect_as_its_duty_and_check_the_schema(options: dict[str, Any] | None = N
     import os
     import sys
 
+    from worker_app.db.duty import use_duty
     from worker_app.db.privileges import duty_for_queues
     from worker_app.db.schema_check import refuse_to_start_on_an_older_schema
-    from worker_app.db.session import use_duty
 
     queues = (options or {}).get("queues") or []
     if isinstance(queues, str):

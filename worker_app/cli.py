@@ -74,7 +74,7 @@ def main() -> None:
 
 
 def _connect_as(duty: str | None) -> None:
-    from worker_app.db.session import use_duty
+    from worker_app.db.duty import use_duty
 
     use_duty(duty)
 

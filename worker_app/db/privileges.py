@@ -124,16 +124,15 @@ def table_columns() -> dict[str, list[str]]:
     return columns
 
 
+# The workers' duties, each covering the ones before it (tests/test_db_roles.py checks it against the map).
+WORKER_DUTIES = ("ledger", "catalogue")
+
+
 def duty_for_queues(queues: Iterable[str]) -> str:
     """The duty of a worker consuming ``queues`` (every queue when none is named): the least one that covers the
-    duty of each."""
-    needed = {QUEUE_DUTIES[queue] for queue in (list(queues) or QUEUE_DUTIES)}
-    columns = table_columns()
-    fitting = [duty for duty in DUTIES if all(covers(duty, other, columns) for other in needed)]
-    if not fitting:
-        raise ValueError(f"no duty covers {sorted(needed)}: a worker cannot consume those queues together")
-    return min(fitting, key=lambda duty: sum(len(_privilege_set(PRIVILEGES[t][duty], columns[t]))
-                                             for t in PRIVILEGES))
+    duty of each. Known without importing the models: a worker that refuses to start must exit within
+    supervisor's startsecs."""
+    return max((QUEUE_DUTIES[queue] for queue in (list(queues) or QUEUE_DUTIES)), key=WORKER_DUTIES.index)
 
 
 def missing_tables(connection: Connection) -> list[str]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from worker_app.db.session import database_url
+from worker_app.db.duty import database_url
 
 # sysexits.h EX_CONFIG: the worker is not usable with this catalogue until someone runs the migrations.
 EXIT_SCHEMA_BEHIND = 78

@@ -10,44 +10,26 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Engine, Result, create_engine
 from sqlalchemy.orm import Session
 
+from worker_app.db.duty import database_url
 from worker_app.settings import get_settings
 
 _engine: Engine | None = None
 _engine_pid: int | None = None
-# The duty this process connects with (worker_app/db/privileges.py); None: the owner's URL (migrations, and a
-# process that never said, such as the tests' own). A worker sets it from its queues before it forks.
-_duty: str | None = None
-_owner_fallback = True
-
-
-def use_duty(duty: str | None, owner_fallback: bool = True) -> None:
-    """Connect as ``duty``'s role from now on (``owner_fallback``: see Settings.database_url_for). Checks at once
-    that the host has the credentials, so a worker without them fails at its start, in one line."""
-    global _duty, _owner_fallback, _engine
-    get_settings().database_url_for(duty, owner_fallback)
-    if (duty, owner_fallback) != (_duty, _owner_fallback) and _engine is not None:
-        _engine.dispose(close=False)
-        _engine = None
-    _duty, _owner_fallback = duty, owner_fallback
-
-
-def database_url() -> str:
-    """The URL of this process's duty."""
-    return get_settings().database_url_for(_duty, _owner_fallback)
-
-
-def current_duty() -> str | None:
-    return _duty
+_engine_url: str | None = None
 
 
 def get_engine() -> Engine:
-    global _engine, _engine_pid
-    if _engine is None or _engine_pid != os.getpid():
+    """This process's engine, connected as its duty's role (worker_app/db/duty.py): a new one after a fork or a
+    change of duty."""
+    global _engine, _engine_pid, _engine_url
+    url = database_url()
+    if _engine is None or _engine_pid != os.getpid() or _engine_url != url:
         if _engine is not None:
             _engine.dispose(close=False)
         settings = get_settings()
+        _engine_url = url
         _engine = create_engine(
-            database_url(), pool_size=2, max_overflow=2, pool_pre_ping=True, future=True,
+            url, pool_size=2, max_overflow=2, pool_pre_ping=True, future=True,
             connect_args=_connect_args(settings.db_idle_transaction_timeout),
         )
         _engine_pid = os.getpid()
