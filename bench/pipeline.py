@@ -29,6 +29,7 @@ class WorkerConfig:
     programs: dict[str, dict]
     queues: dict[str, list[str]] = field(default_factory=dict)  # program -> queues, when not just its own name
     env: dict[str, str] = field(default_factory=dict)
+    role_vars: dict = field(default_factory=dict)  # more supervisor role variables, e.g. supervisor_worker_extra_args
 
     def describe(self) -> dict:
         """The programs as they run (the supervisor role's sizing with this configuration's overrides)."""
@@ -84,7 +85,7 @@ class BenchStack:
         supervisor_dir = self.stack.base / "supervisor"
         for old_log in supervisor_dir.glob("soniquebay-*.log"):
             old_log.unlink()
-        supervisor = self.stack.start_workers(config.programs, config.queues)
+        supervisor = self.stack.start_workers(config.programs, config.queues, config.role_vars)
         for program in config.programs:
             log = supervisor.log(program)
             wait_for(lambda log=log: log.exists() and " ready." in log.read_text(errors="replace"), 120,
@@ -100,7 +101,7 @@ class BenchStack:
     def program_pids(self) -> dict[str, int]:
         pids = {}
         for program in self.config.programs:
-            out = self.stack.supervisor.ctl("pid", f"soniquebay-{program}").strip()
+            out = self.stack.supervisor.ctl("pid", self.stack.supervisor.process(program), check=False).strip()
             if out.isdigit():
                 pids[program] = int(out)
         return pids

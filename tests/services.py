@@ -430,9 +430,10 @@ class Stack:
         return self
 
     def start_workers(self, programs: dict[str, dict] | None = None,
-                      queues: dict[str, list[str]] | None = None) -> Supervisor:
+                      queues: dict[str, list[str]] | None = None, role_vars: dict | None = None) -> Supervisor:
         self.supervisor = Supervisor(self.base / "supervisor", self.env_file,
-                                     programs or {queue: {} for queue in QUEUES}, dict(queues or {}))
+                                     programs or {queue: {} for queue in QUEUES}, dict(queues or {}),
+                                     dict(role_vars or {}))
         return self.supervisor.start()
 
     def cli_env(self) -> dict[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 import signal
 import struct
@@ -994,3 +995,67 @@ def test_the_lenient_patches_refuse_a_mutagen_they_were_not_written_for():
     lenient.check_mutagen_version(pinned)
     with pytest.raises(ImportError, match="not 0.9.9: check its patches"):
         lenient.check_mutagen_version("0.9.9")
+
+
+def test_a_worker_refuses_to_start_on_a_mutagen_the_lenient_patches_were_not_written_for(tmp_path):
+    """The extract worker's command line, with mutagen saying it is another release (as an upgrade would make it):
+    the worker stops at start, saying why, instead of reading tags through patches that may no longer apply."""
+    import subprocess
+    import sys
+
+    (tmp_path / "sitecustomize.py").write_text('import mutagen\nmutagen.version_string = "1.47.0"\n')
+    celery = Path(sys.executable).parent / "celery"
+    started = subprocess.run([str(celery), "-A", "worker_app.celery_app", "worker", "--pool", "solo", "-Q", "extract"],
+                             env={**os.environ, "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True,
+                             timeout=120, cwd=tmp_path)
+    assert started.returncode != 0
+    assert "written for mutagen 1.48.1, not 1.47.0" in started.stderr
+
+
+_UNDER_MEMORY_LIMIT = r"""
+import json, resource, sys
+from worker_app.metadata.reader import read_track, current_limits
+from worker_app.metadata.record import UnreadableFileError
+current_limits()
+with open("/proc/self/status") as status:
+    size = next(int(line.split()[1]) for line in status if line.startswith("VmSize:")) * 1024
+limit = size + int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+try:
+    record = read_track(sys.argv[1], max_cover_bytes=int(sys.argv[3]), time_limit=0)
+    print(json.dumps({"title": record.title, "warnings": record.warnings}))
+except UnreadableFileError as error:
+    print(json.dumps({"reason": error.reason, "passing": error.passing}))
+"""
+
+
+def test_under_a_memory_limit_a_huge_picture_is_skipped_unread_and_an_out_of_memory_read_is_passing(
+        templates, tmp_path):
+    """bench/oversize.py measures it: mutagen holds an ID3 picture about four times over. Under an address-space
+    limit of 256 MiB, a file with a 96 MiB picture reads with the picture skipped (oversize.py leaves it out before
+    mutagen reads it); read whole (a limit above the picture), it runs out of memory, which is a passing failure,
+    tried again at the next scan, not a verdict on the file."""
+    import subprocess
+    import sys
+
+    from mutagen.id3 import APIC, ID3, TIT2
+
+    path = tmp_path / "huge-picture.mp3"
+    path.write_bytes(templates.get("mp3", 0.3).data)
+    tags = ID3()
+    tags.add(TIT2(encoding=3, text=["Title"]))
+    tags.add(APIC(encoding=0, mime="image/jpeg", type=3, desc="", data=_big_picture(96 * MiB)))
+    tags.save(path)
+    del tags
+
+    def read_under_limit(max_cover_bytes: int) -> dict:
+        done = subprocess.run([sys.executable, "-c", _UNDER_MEMORY_LIMIT, str(path), str(256 * MiB),
+                               str(max_cover_bytes)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    skipped = read_under_limit(16 * MiB)
+    assert skipped["title"] == "Title"
+    assert any("skipped" in warning for warning in skipped["warnings"]), skipped
+    whole = read_under_limit(128 * MiB)
+    assert whole == {"reason": "ran out of memory while reading it", "passing": True}

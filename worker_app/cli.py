@@ -491,6 +491,40 @@ def orphans(timeout: float) -> None:
 
 
 @db.command()
+@click.argument("source", type=click.File("r", encoding="utf-8"))
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.option("--timeout", type=float, default=600.0, show_default=True,
+              help="Give up when the insert workers have not answered one message after this long.")
+def load(source: Any, as_json: bool, timeout: float) -> None:
+    """Put records into the catalogue without a scan: SOURCE ("-" for standard input) holds what `soniquebay tags
+    --json` prints, one answer a line (or a JSON list of answers or records). The insert workers write covers,
+    artists, albums, then tracks, as a scan's batch stage groups them; files under no library root are refused.
+    Exit 1 when an entry was refused, else 0 (unreadable files' answers are counted, not loaded)."""
+    from worker_app.pipeline.load import load as load_records
+    from worker_app.pipeline.load import read_entries
+    from worker_app.settings import get_settings
+
+    try:
+        entries = read_entries(source.read())
+    except ValueError as error:
+        _fail(f"{source.name}: not JSON records: {error}")
+    roots = get_settings().library_roots
+    try:
+        report = load_records(entries, roots, timeout=timeout)
+    except Exception as error:  # no worker answered, the broker is unreachable, or a task failed: say which
+        _fail(f"the insert workers did not load the records: {type(error).__name__}: {error}", 3)
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        click.echo(f"loaded {report.tracks} tracks, {report.albums} albums, {report.artists} artists, "
+                   f"{report.covers} covers; {len(report.unreadable)} unreadable files skipped")
+        for what, why in report.refused:
+            stderr.print(f"refused {what}: {why}", highlight=False, soft_wrap=True)
+    if report.refused:
+        sys.exit(1)
+
+
+@db.command()
 def current() -> None:
     """Print the schema's revision and the latest one this version knows."""
     from worker_app.db.migrate import current_revision, head_revision

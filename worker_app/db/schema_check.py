@@ -7,7 +7,8 @@ The rule, for a rolling upgrade that migrates the database first (playbooks/upgr
 - the database is at a revision this release knows that is not its head (an ancestor: the schema is older than
   the code), or has no revision at all: refuse. The code would write columns and tables that do not exist yet,
   and every statement of every unit would fail. One line in the log says what to do, and the process exits
-  with ``EXIT_SCHEMA_BEHIND``; supervisor tries again ``startretries`` times and then shows the program FATAL;
+  with ``EXIT_SCHEMA_BEHIND``, the one exit code the supervisor role's programs are not restarted after (FATAL
+  when it comes before ``startsecs``, EXITED on a host so slow that it comes later);
 - the database is at a revision this release does not know: a newer release migrated it first, which is the
   point of migrating first. Migrations are additive within a release (docs/deploy.md: add, then remove in a
   later release), so the old code still works on it: start, with a warning;

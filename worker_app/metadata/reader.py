@@ -53,12 +53,6 @@ from worker_app.metadata.cleaning import (
     MAX_TAGS_BYTES,
     finish_warnings,
     format_size,
-    parse_decibels,
-    parse_flag,
-    parse_mbid,
-    parse_position,
-    parse_total,
-    parse_year,
     positive_number,
     shown,
     storable,
@@ -70,13 +64,13 @@ from worker_app.metadata.covers import (
     find_folder_cover,
     read_folder_cover,
 )
+from worker_app.metadata.fields import fill_fields
 from worker_app.metadata.formats import AUDIO_EXTENSIONS, CLASS_BY_EXTENSION, CONTAINERS
 from worker_app.metadata.lenient import ReadContext, picture_skipped_warning
 from worker_app.metadata.oversize import CAPPED_CLASSES, plan_edits
 from worker_app.metadata.record import TrackRecord, UnreadableFileError
 from worker_app.metadata.safefile import ReadBudgetExceeded, SafeFile
 from worker_app.metadata.tagmaps import (
-    FIELD_KEYS,
     RawTags,
     merge_missing,
     read_apev2,
@@ -197,6 +191,8 @@ def _guarded(function: Callable[..., _T], *args: Any) -> _T:
         raise
     except ReadBudgetExceeded as error:
         raise UnreadableFileError(f"corrupt file: {error}") from None
+    except MemoryError:  # the process's memory, not the file's content: read again at the next scan
+        raise UnreadableFileError("ran out of memory while reading it", passing=True) from None
     except Exception as error:  # a bug in mutagen or here must cost one file, not the batch
         detail = str(error)
         if len(detail) > 200:
@@ -244,7 +240,8 @@ def _read_track(context: ReadContext, path: str, stat_result: os.stat_result | N
         )
         raw = RawTags(warnings)
         _read_tags(audio, view, raw)
-    _fill_tag_fields(record, raw)
+    fill_fields(record, raw.values, warnings)
+    record.tags = _within_tags_budget(raw.values, warnings)
     picture = choose_cover(_pictures_within_limit(raw.pictures, context, warnings) + context.skipped_pictures)
     if picture is not None and picture.data is not None:
         record.cover = cover_from_bytes(picture.data, picture.mime, "embedded", warnings)
@@ -302,7 +299,8 @@ def _os_error_reason(error: OSError) -> str:
 
 
 def _raise_if_os_error(error: BaseException) -> None:
-    """mutagen wraps I/O errors in its own types; an unreadable disk or file is not a corrupt file."""
+    """mutagen wraps I/O errors in its own types; an unreadable disk or file is not a corrupt file, and neither is a
+    process short of memory (a MemoryError under the worker's memory limit, which _guarded makes a passing error)."""
     seen = set()
     pending: list[BaseException | None] = [error]
     while pending:
@@ -312,6 +310,8 @@ def _raise_if_os_error(error: BaseException) -> None:
         seen.add(id(current))
         if isinstance(current, OSError) and current.errno is not None and current.errno != errno.EINVAL:
             raise _access_error(current) from None
+        if isinstance(current, MemoryError):
+            raise current
         pending.extend([current.__cause__, current.__context__])
         pending.extend(arg for arg in current.args if isinstance(arg, BaseException))
 
@@ -781,79 +781,6 @@ def _read_mp3_tags(tags: ID3 | None, view: SafeFile, raw: RawTags) -> None:
         merge_missing(raw, id3v1)
 
 
-def _fill_tag_fields(record: TrackRecord, raw: RawTags) -> None:
-    """Move each field's values out of ``raw.values``, as the tag map's kind for its name says (tagmaps.FIELD_KEYS,
-    in table order); what is left over becomes ``record.tags``.
-
-    A value that cannot become its field (track "A1", gain "loud") stays in ``tags`` under its key, so the
-    catalogue loses nothing the file says.
-    """
-    values, warnings = raw.values, raw.warnings
-    credits: dict[str, tuple[str, list[str]]] = {}  # field -> (key, values) of a display credit ("A feat. B")
-
-    def take_first(key: str) -> str | None:
-        items = values.get(key)
-        if not items:
-            return None
-        if len(items) == 1:
-            del values[key]
-        else:  # a single-valued field: keep the first, leave the others visible in tags
-            warnings.append(f"{key} has {len(items)} values, the first is used")
-            values[key] = items[1:]
-        return items[0]
-
-    def keep(key: str, text: str) -> None:
-        values.setdefault(key, []).insert(0, text)
-
-    for key, field_name, kind in ((entry.key, entry.field, entry.kind) for entry in FIELD_KEYS):
-        if kind == "credit":
-            credit = values.pop(key, [])
-            credits[field_name] = (key, credit)
-            setattr(record, field_name, credit)
-        elif kind == "list":
-            items = values.pop(key, [])
-            if items:
-                # Picard writes a display string to ARTIST and the list to ARTISTS: the list wins, and the display
-                # string stays in tags, the only place the catalogue has it.
-                credit_key, credit = credits.get(field_name, (key, []))
-                if credit and credit != items:
-                    values[credit_key] = credit
-                setattr(record, field_name, items)
-        elif kind == "mbids":
-            setattr(record, field_name, _identifiers(values, key, warnings))
-        elif kind == "date":
-            if record.date is None:
-                text = take_first(key)
-                if text is not None:
-                    record.date, record.year = text, parse_year(text, warnings)
-        elif kind == "total":
-            text = take_first(key)
-            if getattr(record, field_name) is None and text is not None:
-                setattr(record, field_name, parse_total(text, key, warnings))
-        else:
-            text = take_first(key)
-            if text is None:
-                continue
-            if kind == "text":
-                setattr(record, field_name, text)
-            elif kind == "position":
-                number, total, understood = parse_position(text, key, warnings)
-                if not understood:
-                    keep(key, text)
-                setattr(record, field_name, number)
-                setattr(record, field_name.replace("_number", "_total"), total)
-            else:
-                value = _PARSERS[kind](text, key, warnings)
-                if value is None:
-                    keep(key, text)
-                setattr(record, field_name, bool(value) if kind == "flag" else value)
-
-    record.tags = _within_tags_budget(values, warnings)
-
-
-_PARSERS = {"flag": parse_flag, "mbid": parse_mbid, "gain": parse_decibels}
-
-
 def _within_tags_budget(values: dict[str, list[str]], warnings: list[str]) -> dict[str, list[str]]:
     """``tags`` as a whole stays under MAX_TAGS_BYTES (5,000 TXXX frames fit; a file made of tags does not)."""
     if sum(len(key) + sum(map(len, items)) for key, items in values.items()) * 4 <= MAX_TAGS_BYTES:
@@ -872,20 +799,3 @@ def _within_tags_budget(values: dict[str, list[str]], warnings: list[str]) -> di
     if dropped:
         warnings.append(f"{dropped} tag values ignored: the tags kept are limited to {format_size(MAX_TAGS_BYTES)}")
     return kept
-
-
-def _identifiers(values: dict[str, list[str]], key: str, warnings: list[str]) -> list[str]:
-    # ID3v2.3 and some taggers join several ids with "/" or ";" into one value; a MusicBrainz id contains neither.
-    identifiers, rejected = [], []
-    for item in values.pop(key, []):
-        for part in item.replace(";", "/").split("/"):
-            if part.strip():
-                identifier = parse_mbid(part, key, warnings)
-                if identifier is None:
-                    rejected.append(part.strip())
-                else:
-                    identifiers.append(identifier)
-    if rejected:
-        values[key] = rejected
-    return identifiers
-

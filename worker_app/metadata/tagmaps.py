@@ -1,9 +1,6 @@
-"""Each tag family's keys, translated to one vocabulary: MusicBrainz Picard's internal tag names.
-
-Picard's names ("albumartist", "tracknumber", "musicbrainz_albumid", "label", ...) are what most tagged libraries
-were written with, and they are what ``TrackRecord.tags`` uses as keys, whatever the file format. A key Picard does
-not know stays as the file spells it, lower-cased (an ID3 frame id, a TXXX description, an MP4 atom name, ...).
-Source of the mapping: Picard's documentation, appendix "Tag Mapping".
+"""Each tag format's reader: a file's tags under the field table's names (``fields.py``), values cleaned, plus its
+pictures. Keys are looked up in the table; the code here is for structure only (frames with a description, a role
+or an owner, number pairs, pictures, text mutagen could not decode).
 """
 from __future__ import annotations
 
@@ -51,6 +48,7 @@ from worker_app.metadata.cleaning import (
     repair_utf16_byte_order,
 )
 from worker_app.metadata.covers import APE_PICTURE_TYPES, MIME_BY_EXTENSION, MP4_COVER_MIME, EmbeddedPicture
+from worker_app.metadata.fields import ASF_KEYS, FIELD_NAMES, ID3_KEYS, MP4_KEYS, SAME_FIELD, TOTAL_NAME, free_form_key
 
 if TYPE_CHECKING:
     from worker_app.metadata.safefile import SafeFile
@@ -97,180 +95,12 @@ def merge_missing(primary: RawTags, secondary: RawTags) -> None:
     """Add to ``primary`` the keys only ``secondary`` has (a key, or any key of the same field, present in
     ``primary`` wins whole); pictures too, when ``primary`` has none."""
     present = set(primary.values)
-    present |= {other for key in present if key in _SAME_FIELD for other in _SAME_FIELD[key]}
+    present |= {other for key in present if key in SAME_FIELD for other in SAME_FIELD[key]}
     for key, values in secondary.values.items():
         if key not in present:
             primary.values[key] = values
     if not primary.pictures:
         primary.pictures.extend(secondary.pictures)
-
-
-# The tag map: every key a tag format may use for one thing, under the name the catalogue files it by (MusicBrainz
-# Picard's internal tag names: the vocabulary of Picard's tag map, which beets' mediafile and Navidrome's
-# mappings.yaml also read), with the aliases other taggers write (foobar2000's "ALBUM ARTIST" and "TOTALTRACKS",
-# "DISCC", APEv2's "Track"...), and for the names that become TrackRecord fields, which field and how. One line per
-# name; in a column, aliases are separated by commas:
-#   record field: kind, for the names the catalogue keeps as fields (the others go to TrackRecord.tags):
-#     text      one line of text; a second value stays in tags, with a warning
-#     list      every value (genres, composers; the list of artists: ARTISTS wins over ARTIST)
-#     credit    the artists as one display string ("A feat. B"): the field when the file has no list, else in tags
-#     flag      yes or no
-#     position  "3", "3/12" or "3 of 12": the number, and the total into the matching *_total field
-#     total     the total when the position did not hold one
-#     date      the date as tagged, and the year in it; a later name fills it only if the earlier one is absent
-#     mbid      one MusicBrainz identifier; mbids: several, also split at "/" and ";" (ID3v2.3's joined values)
-#     gain      a ReplayGain gain in dB or a peak
-#     A value that does not parse stays in tags under its name, with a warning.
-#   ID3v2 frames as mutagen gives them (v2.2/v2.3 ids upgraded to v2.4; "TIPL:role" for an involved person's role,
-#     "UFID:owner" for an identifier);
-#   MP4 atoms (case-sensitive);
-#   ASF attributes;
-#   free-form names, compared without case: Vorbis comments, APEv2 items, WAV's RIFF INFO chunks (INAM, IART...),
-#     and the descriptions of ID3 TXXX frames, MP4 "----:com.apple.iTunes:..." atoms and ASF "Group/Name"
-#     attributes (read "group name").
-# A key no line lists is kept under its own name, lower-cased: a free-form name needs no alias when it is the Picard
-# name itself (TXXX:ARTISTS, Vorbis REPLAYGAIN_TRACK_GAIN).
-# name                       | record field: kind          | ID3v2            | MP4  | ASF                        | free-form
-TAG_MAP_TABLE = """
-title                        | title: text                 | TIT2             | ©nam | Title                      | TITLE, INAM
-artist                       | artists: credit             | TPE1             | ©ART | Author                     | ARTIST, IART
-artists                      | artists: list               |                  |      | WM/ARTISTS                 | ARTISTS
-album                        | album: text                 | TALB             | ©alb | WM/AlbumTitle              | ALBUM, IPRD
-albumartist                  | album_artists: credit       | TPE2             | aART | WM/AlbumArtist             | ALBUMARTIST, ALBUM ARTIST
-albumartists                 | album_artists: list         |                  |      |                            | ALBUMARTISTS, ALBUM ARTISTS
-compilation                  | is_compilation: flag        | TCMP             | cpil | WM/IsCompilation           | COMPILATION
-tracknumber                  | track_number: position      | TRCK             |      | WM/TrackNumber             | TRACKNUMBER, TRACK, ITRK
-tracktotal                   | track_total: total          |                  |      |                            | TRACKTOTAL, TOTALTRACKS, TRACKC
-discnumber                   | disc_number: position       | TPOS             |      | WM/PartOfSet               | DISCNUMBER, DISC
-disctotal                    | disc_total: total           |                  |      |                            | DISCTOTAL, TOTALDISCS, DISCC
-date                         | date: date                  | TDRC             | ©day | WM/Year                    | DATE, ICRD
-year                         | date: date                  |                  |      |                            | YEAR
-genre                        | genres: list                | TCON             | ©gen | WM/Genre                   | GENRE, IGNR
-composer                     | composers: list             | TCOM             | ©wrt | WM/Composer                | COMPOSER, IMUS
-musicbrainz_trackid          | mb_track_id: mbid           | UFID:http://musicbrainz.org |      |                            | MUSICBRAINZ_TRACKID, MUSICBRAINZ TRACK ID
-musicbrainz_releasetrackid   | mb_release_track_id: mbid   |                  |      |                            | MUSICBRAINZ_RELEASETRACKID, MUSICBRAINZ RELEASE TRACK ID
-musicbrainz_albumid          | mb_album_id: mbid           |                  |      |                            | MUSICBRAINZ_ALBUMID, MUSICBRAINZ ALBUM ID
-musicbrainz_releasegroupid   | mb_release_group_id: mbid   |                  |      |                            | MUSICBRAINZ_RELEASEGROUPID, MUSICBRAINZ RELEASE GROUP ID
-musicbrainz_artistid         | mb_artist_ids: mbids        |                  |      |                            | MUSICBRAINZ_ARTISTID, MUSICBRAINZ ARTIST ID
-musicbrainz_albumartistid    | mb_album_artist_ids: mbids  |                  |      |                            | MUSICBRAINZ_ALBUMARTISTID, MUSICBRAINZ ALBUM ARTIST ID
-replaygain_track_gain        | replaygain_track_gain: gain |                  |      |                            | REPLAYGAIN_TRACK_GAIN
-replaygain_track_peak        | replaygain_track_peak: gain |                  |      |                            | REPLAYGAIN_TRACK_PEAK
-replaygain_album_gain        | replaygain_album_gain: gain |                  |      |                            | REPLAYGAIN_ALBUM_GAIN
-replaygain_album_peak        | replaygain_album_peak: gain |                  |      |                            | REPLAYGAIN_ALBUM_PEAK
-musicbrainz_workid           |                             |                  |      |                            | MUSICBRAINZ WORK ID
-musicbrainz_discid           |                             |                  |      |                            | MUSICBRAINZ DISC ID
-musicbrainz_trmid            |                             |                  |      |                            | MUSICBRAINZ TRM ID
-musicbrainz_originalalbumid  |                             |                  |      |                            | MUSICBRAINZ ORIGINAL ALBUM ID
-musicbrainz_originalartistid |                             |                  |      |                            | MUSICBRAINZ ORIGINAL ARTIST ID
-releasestatus                |                             |                  |      |                            | MUSICBRAINZ_ALBUMSTATUS, MUSICBRAINZ ALBUM STATUS
-releasetype                  |                             |                  |      |                            | MUSICBRAINZ_ALBUMTYPE, MUSICBRAINZ ALBUM TYPE
-releasecountry               |                             |                  |      |                            | MUSICBRAINZ ALBUM RELEASE COUNTRY, ICNT
-comment:musicbrainz album comment |                             |                  |      |                            | MUSICBRAINZ ALBUM COMMENT
-acoustid_id                  |                             |                  |      |                            | ACOUSTID ID
-acoustid_fingerprint         |                             |                  |      |                            | ACOUSTID FINGERPRINT
-musicip_puid                 |                             |                  |      |                            | MUSICIP PUID
-musicip_fingerprint          |                             |                  |      |                            | MUSICMAGIC FINGERPRINT
-artistsort                   |                             | TSOP, XSOP       | soar | WM/ArtistSortOrder         |
-albumsort                    |                             | TSOA, XSOA       | soal | WM/AlbumSortOrder          |
-titlesort                    |                             | TSOT, XSOT       | sonm | WM/TitleSortOrder          |
-albumartistsort              |                             | TSO2             | soaa | WM/AlbumArtistSortOrder    |
-composersort                 |                             | TSOC             | soco | WM/ComposerSortOrder       |
-label                        |                             | TPUB             |      | WM/Publisher               |
-catalognumber                |                             |                  |      | WM/CatalogNo               |
-isrc                         |                             | TSRC             |      | WM/ISRC                    |
-barcode                      |                             |                  |      | WM/Barcode                 |
-bpm                          |                             | TBPM             | tmpo | WM/BeatsPerMinute          |
-copyright                    |                             | TCOP             | cprt | Copyright                  | ICOP
-encodedby                    |                             | TENC             | ©too | WM/EncodedBy               | IENC
-encodersettings              |                             | TSSE             |      | WM/EncodingSettings        |
-lyricist                     |                             | TEXT             |      | WM/Writer                  |
-conductor                    |                             | TPE3             |      | WM/Conductor               |
-remixer                      |                             | TPE4             |      | WM/ModifiedBy              | MIXARTIST
-producer                     |                             |                  |      | WM/Producer                | IPRO
-engineer                     |                             |                  |      | WM/Engineer                | IENG
-djmixer                      |                             | TIPL:dj-mix      |      | WM/DJMixer                 |
-mixer                        |                             | TIPL:mix         |      | WM/Mixer                   |
-grouping                     |                             | TIT1, GRP1       | ©grp | WM/ContentGroupDescription |
-subtitle                     |                             | TIT3             |      | WM/SubTitle                |
-discsubtitle                 |                             | TSST             |      | WM/SetSubTitle             |
-key                          |                             | TKEY             |      | WM/InitialKey              | INITIALKEY
-language                     |                             | TLAN             |      | WM/Language                | ILNG
-script                       |                             |                  |      | WM/Script                  |
-media                        |                             | TMED             |      | WM/Media                   | IMED
-mood                         |                             | TMOO             |      | WM/Mood                    |
-originaldate                 |                             | TDOR, XDOR       |      | WM/OriginalReleaseTime     |
-originalyear                 |                             |                  |      | WM/OriginalReleaseYear     |
-releasedate                  |                             | TDRL             |      |                            |
-originalalbum                |                             | TOAL             |      | WM/OriginalAlbumTitle      |
-originalartist               |                             | TOPE             |      | WM/OriginalArtist          | ORIGINAL ARTIST
-originalfilename             |                             | TOFN             |      | WM/OriginalFilename        |
-work                         |                             |                  | ©wrk | WM/Work                    |
-movement                     |                             | MVNM             | ©mvn |                            |
-movementnumber               |                             | MVIN             | ©mvi |                            |
-movementtotal                |                             |                  | ©mvc |                            |
-showmovement                 |                             |                  | shwm |                            |
-website                      |                             | WOAR             |      | WM/AuthorURL               | WEBLINK
-license                      |                             | WCOP             |      |                            |
-comment                      |                             |                  | ©cmt | Description                | ICMT
-lyrics                       |                             |                  | ©lyr | WM/Lyrics                  |
-rating                       |                             |                  |      | WM/SharedUserRating        |
-show                         |                             |                  | tvsh |                            |
-showsort                     |                             |                  | sosn |                            |
-podcast                      |                             |                  | pcst |                            |
-gapless                      |                             |                  | pgap |                            |
-description                  |                             |                  | desc |                            |
-podcasturl                   |                             |                  | purl |                            |
-"""
-
-_COLUMNS = ("id3", "mp4", "asf", "free")
-_CASE_SENSITIVE = frozenset({"id3", "mp4"})
-FIELD_KINDS = frozenset({"text", "list", "credit", "flag", "position", "total", "date", "mbid", "mbids", "gain"})
-
-
-@dataclass(frozen=True)
-class FieldKey:
-    """A name whose values become a TrackRecord field."""
-
-    key: str  # the Picard name
-    field: str  # the TrackRecord attribute
-    kind: str  # how its values become the field: one of FIELD_KINDS
-
-
-def _parse_tag_map(table: str) -> tuple[dict[str, dict[str, str]], tuple[FieldKey, ...]]:
-    """Per column, each key (lower-cased where the format ignores case) -> its name; and the names that are record
-    fields, in table order. A key under two names, or an unknown kind, is a mistake in the table, refused at import."""
-    maps: dict[str, dict[str, str]] = {column: {} for column in _COLUMNS}
-    field_keys = []
-    for line in table.strip().splitlines():
-        name, record_field, *cells = (cell.strip() for cell in line.split("|"))
-        if len(cells) != len(_COLUMNS):
-            raise ValueError(f"tag map line {line!r}: {len(cells) + 2} columns, not {len(_COLUMNS) + 2}")
-        if record_field:
-            attribute, _, kind = (part.strip() for part in record_field.partition(":"))
-            if kind not in FIELD_KINDS:
-                raise ValueError(f"tag map line {line!r}: unknown kind {kind!r}")
-            field_keys.append(FieldKey(name, attribute, kind))
-        for column, cell in zip(_COLUMNS, cells, strict=True):
-            for key in filter(None, (key.strip() for key in cell.split(","))):
-                lookup = key if column in _CASE_SENSITIVE else key.lower()
-                if maps[column].setdefault(lookup, name) != name:
-                    raise ValueError(f"tag map: {column} key {key!r} listed for {maps[column][lookup]} and {name}")
-    return maps, tuple(field_keys)
-
-
-TAG_MAP, FIELD_KEYS = _parse_tag_map(TAG_MAP_TABLE)
-_ID3_KEYS, _MP4_KEYS, _ASF_KEYS, _FREE_KEYS = (TAG_MAP[column] for column in _COLUMNS)
-# The names that become fields (one line of text each), and the names that fill the same field: a tag format that
-# has one of them in a file decides that field alone (see merge_missing).
-FIELD_NAMES = frozenset(field_key.key for field_key in FIELD_KEYS)
-_SAME_FIELD = {field_key.key: frozenset(other.key for other in FIELD_KEYS if other.field == field_key.field)
-               for field_key in FIELD_KEYS}
-
-
-def free_form_key(name: str, key_without_name: str = "") -> str:
-    """The name of a free-form key (a Vorbis comment, an APEv2 item, a TXXX/MP4/ASF description)."""
-    lowered = name.strip().lower()
-    return _FREE_KEYS.get(lowered, lowered) or key_without_name
 
 
 # ---------------------------------------------------------------- Vorbis comments (FLAC, Ogg Vorbis, Opus, Speex)
@@ -367,29 +197,31 @@ def read_id3(tags: ID3, raw: RawTags) -> None:
         elif isinstance(frame, COMM):  # before TextFrame, which it subclasses
             description = _repaired(frame, fields.desc, raw)
             if description in ("", _ID3V1_COMMENT):
-                raw.add_all("comment", _texts(frame, raw))
+                raw.add_all(ID3_KEYS["COMM"], _texts(frame, raw))
             else:
-                raw.add_all(f"comment:{description.lower()}", _texts(frame, raw))
+                raw.add_all(f"{ID3_KEYS['COMM']}:{description.lower()}", _texts(frame, raw))
         elif isinstance(frame, TCON):
             # resolves ID3v1 numeric references: "(17)" -> "Rock"
-            raw.add_all("genre", [_repaired(frame, genre, raw) for genre in fields.genres])
+            raw.add_all(ID3_KEYS["TCON"], [_repaired(frame, genre, raw) for genre in fields.genres])
         elif isinstance(frame, TimeStampTextFrame):
-            raw.add_all(_ID3_KEYS.get(frame_id, frame_id.lower()), [stamp.text for stamp in fields.text])
+            raw.add_all(ID3_KEYS.get(frame_id, frame_id.lower()), [stamp.text for stamp in fields.text])
         elif isinstance(frame, TextFrame):
-            raw.add_all(_ID3_KEYS.get(frame_id, frame_id.lower()), _texts(frame, raw))
+            raw.add_all(ID3_KEYS.get(frame_id, frame_id.lower()), _texts(frame, raw))
         elif isinstance(frame, APIC):
             if fields.mime != "-->":  # "-->" means the data is a URL to an image, not an image
                 raw.pictures.append(EmbeddedPicture(fields.data, fields.mime or None, int(fields.type)))
         elif isinstance(frame, USLT):
             description = _repaired(frame, fields.desc, raw)
-            raw.add("lyrics" if not description else f"lyrics:{description.lower()}", _repaired(frame, fields.text, raw))
+            lyrics = ID3_KEYS["USLT"]
+            raw.add(lyrics if not description else f"{lyrics}:{description.lower()}",
+                    _repaired(frame, fields.text, raw))
         elif isinstance(frame, SYLT):
             description = _repaired(frame, fields.desc, raw)
             raw.add("syncedlyrics" if not description else f"syncedlyrics:{description.lower()}",
                     _synced_lyrics(frame))
         elif isinstance(frame, UFID):
             if fields.owner:
-                key = _ID3_KEYS.get(f"UFID:{fields.owner}", f"ufid:{fields.owner.lower()}")
+                key = ID3_KEYS.get(f"UFID:{fields.owner}", f"ufid:{fields.owner.lower()}")
                 raw.add(key, _printable_or_hex(fields.data))
         elif isinstance(frame, POPM):  # rating 0-255 (and a play count) per player e-mail
             suffix = f":{fields.email.lower()}" if fields.email else ""
@@ -405,11 +237,11 @@ def read_id3(tags: ID3, raw: RawTags) -> None:
                 if frame_id == "TMCL":
                     raw.add(f"performer:{role.lower()}", name)
                 else:
-                    raw.add(_ID3_KEYS.get(f"TIPL:{role.lower()}", role.lower()), name)
+                    raw.add(ID3_KEYS.get(f"TIPL:{role.lower()}", role.lower()), name)
         elif isinstance(frame, WXXX):
             raw.add(free_form_key(fields.desc, "wxxx"), fields.url)
         elif isinstance(frame, UrlFrame):
-            raw.add(_ID3_KEYS.get(frame_id, frame_id.lower()), fields.url)
+            raw.add(ID3_KEYS.get(frame_id, frame_id.lower()), fields.url)
         elif isinstance(frame, RVA2):
             volume_adjustments[fields.desc.lower()] = frame
         # PRIV, GEOB, MCDI, ETCO, CHAP, CTOC...: binary or player state, not catalogue tags
@@ -467,7 +299,7 @@ def _read_unknown_id3_frame(frame_data: bytes, version: int, raw: RawTags) -> No
     if version > 2 and frame_data[8:10] != b"\x00\x00":
         return  # compressed, encrypted, grouped...: not worth it for a frame nobody defined
     body = frame_data[header_length:]
-    if not body or not (frame_id.startswith("T") or frame_id in _ID3_KEYS) or body[0] > 3:
+    if not body or not (frame_id.startswith("T") or frame_id in ID3_KEYS) or body[0] > 3:
         return
     encoding, text_bytes = body[0], body[1:]
     if encoding == Encoding.UTF16BE:
@@ -478,7 +310,7 @@ def _read_unknown_id3_frame(frame_data: bytes, version: int, raw: RawTags) -> No
         text = decode_utf8_lenient(text_bytes)[0]
     else:
         text = text_bytes.decode("latin-1")
-    key = _ID3_KEYS.get(frame_id, frame_id.lower())
+    key = ID3_KEYS.get(frame_id, frame_id.lower())
     raw.add_all(key, [value.lstrip("\ufeff") for value in text.split("\x00") if value.strip("\ufeff")])
 
 
@@ -494,14 +326,13 @@ def read_mp4(tags: MP4Tags, raw: RawTags) -> None:
         if key == "covr":
             for cover in values:
                 raw.pictures.append(EmbeddedPicture(bytes(cover), MP4_COVER_MIME.get(cover.imageformat), None))
-        elif key in ("trkn", "disk"):
-            name = "track" if key == "trkn" else "disc"
+        elif key in ("trkn", "disk"):  # (number, total) pairs
             number, total = values[0]
-            raw.add(f"{name}number", str(number))
+            raw.add(MP4_KEYS[key], str(number))
             if total:
-                raw.add(f"{name}total", str(total))
+                raw.add(TOTAL_NAME[MP4_KEYS[key]], str(total))
         elif key == "gnre":  # iTunes' legacy genre: ID3v1 genre index plus one
-            raw.add_all("genre", TCON(text=[f"({value - 1})" for value in values]).genres)
+            raw.add_all(MP4_KEYS[key], TCON(text=[f"({value - 1})" for value in values]).genres)
         elif key.startswith("----:"):
             name = key.split(":", 2)[2]
             for value in values:
@@ -512,7 +343,7 @@ def read_mp4(tags: MP4Tags, raw: RawTags) -> None:
                     raw.warnings.append(f"invalid UTF-8 in MP4 atom {key!r}, read as Windows-1252")
                 raw.add(free_form_key(name, "----"), text)
         else:
-            tag_key = _MP4_KEYS.get(key, key.lower())
+            tag_key = MP4_KEYS.get(key, key.lower())
             for value in values:
                 if isinstance(value, bool):
                     raw.add(tag_key, "1" if value else "0")
@@ -554,7 +385,7 @@ def _recover_mp4_text(key: str, payloads: list[bytes], raw: RawTags) -> bool:
             return False
         tag_key = free_form_key(name, "----")
     else:
-        tag_key = _MP4_KEYS.get(key, key.lower())
+        tag_key = MP4_KEYS.get(key, key.lower())
     raw.warnings.append(f"invalid UTF-8 in MP4 atom {key!r}, read as Windows-1252")
     raw.add_all(tag_key, texts)
     return True
@@ -581,13 +412,14 @@ def read_asf(tags: ASFTags, raw: RawTags) -> None:
             continue  # byte arrays and GUIDs are not text
         if isinstance(value, bool):
             value = "1" if value else "0"
-        tag_key = _ASF_KEYS.get(lowered)
+        tag_key = ASF_KEYS.get(lowered)
         if tag_key is None:  # "MusicBrainz/Album Id" is the description "MusicBrainz Album Id"
             tag_key = free_form_key(lowered.removeprefix("wm/").replace("/", " "), lowered)
         raw.add(tag_key, str(value))
-    if zero_based_track is not None and "tracknumber" not in raw.values:
+    track_number = ASF_KEYS["wm/tracknumber"]
+    if zero_based_track is not None and track_number not in raw.values:
         try:
-            raw.add("tracknumber", str(int(zero_based_track) + 1))
+            raw.add(track_number, str(int(zero_based_track) + 1))
         except (TypeError, ValueError):
             raw.add("wm/track", str(zero_based_track))
 
