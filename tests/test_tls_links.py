@@ -28,6 +28,7 @@ import yaml
 from tests.audio_factory import make_library
 from tests.services import PG_BIN, REPO, VENV_BIN, PostgresServer, free_port, wait_for
 from tests.supervisor_role import _environment
+from worker_app.db.privileges import DUTIES, role_name
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -110,9 +111,12 @@ def _pg_hba(user: str, database: str) -> str:
     environment = _environment(jinja2.Environment)
     environment.tests["match"] = lambda value, pattern: re.match(pattern, value) is not None
     template = environment.from_string((REPO / "roles/postgresql/templates/pg_hba.conf.j2").read_text())
+    # As the role's vars/main.yml derives them: the owner and each duty's login role.
+    duty_roles = [role_name(user, duty) for duty in DUTIES]
     return template.render(
         ansible_managed="rendered by tests/test_tls_links.py", postgresql_tls=True, postgresql_database=database,
-        postgresql_app_user=user, postgresql_client_hosts=["peer"], postgresql_hba_networks=[],
+        postgresql_app_user=user, postgresql_duty_roles=duty_roles, postgresql_hba_users=",".join([user, *duty_roles]),
+        postgresql_client_hosts=["peer"], postgresql_hba_networks=[],
         hostvars={"peer": {"soniquebay_fleet_address": UNNAMED_ADDRESS}},
     )
 
@@ -125,17 +129,25 @@ class Links:
     postgres: PostgresServer
     folder: Path
 
+    @property
+    def tls_query(self) -> str:
+        """libpq's TLS parameters, as the worker_app role adds them to every database URL (worker_app_db_tls_query)."""
+        return f"?sslmode=verify-full&sslrootcert={self.tls}/ca.crt"
+
     def database_url(self, query: str | None = None) -> str:
-        plain = self.postgres.url
-        return plain + ("?" + query if query is not None else
-                        f"?sslmode=verify-full&sslrootcert={self.tls}/ca.crt")
+        """The owner's URL (the migrations')."""
+        return self.postgres.url + ("?" + query if query is not None else self.tls_query)
 
     def env(self, broker_user: str = "workers") -> dict[str, str]:
-        """A worker host's environment as the worker_app role writes it (worker.env, or monitor.env for the
-        monitor user): nothing of the session's own stack."""
+        """A worker host's environment as the worker_app role writes it (worker.env of a host in every group, or
+        monitor.env for the monitor user, whose only database duty is the reader's): each duty's URL over TLS,
+        never the owner's; nothing of the session's own stack."""
         base = {k: v for k, v in os.environ.items() if not k.startswith("SONIQUEBAY_")}
+        duties = ["reader"] if broker_user == "monitor" else list(DUTIES)
         return {**base, "SONIQUEBAY_ENV_FILE": "", "SONIQUEBAY_BROKER_URL": self.broker.url(broker_user),
-                "SONIQUEBAY_RESULT_BACKEND": self.cache.url("workers"), "SONIQUEBAY_DATABASE_URL": self.database_url(),
+                "SONIQUEBAY_RESULT_BACKEND": self.cache.url("workers"),
+                **{f"SONIQUEBAY_DATABASE_URL_{duty.upper()}": self.postgres.duty_url(duty) + self.tls_query
+                   for duty in duties},
                 "SONIQUEBAY_REDIS_CA_FILE": str(self.tls / "ca.crt"),
                 "SONIQUEBAY_LIBRARY_ROOTS": str(self.folder / "library"), "SONIQUEBAY_AUDIO_ANALYSIS": "off"}
 
@@ -160,6 +172,7 @@ def links(workspace):
         broker.start()
         cache.start()
         postgres.start()
+        postgres.create_duty_roles()
         # The role's pg_hba.conf (hostssl only) and TLS settings, then a restart to listen on both addresses.
         (postgres.data_dir / "pg_hba.conf").write_text(_pg_hba(postgres.user, postgres.database))
         with (postgres.data_dir / "postgresql.conf").open("a") as conf:
@@ -241,11 +254,14 @@ def test_postgresql_takes_only_verified_tls_clients(links):
 
 def test_a_scan_runs_through_tls_as_the_workers_user_and_the_exporter_reads_as_the_monitor(links):
     """Migrations, a Celery worker on every queue, `soniquebay scan` and the exporter, as the fleet runs them but
-    over TLS and with the role's ACL users: the scan completes, the exporter sees the worker, the queues and the
+    over TLS, with the role's ACL users and each process's database duty (the worker the catalogue's, the scan the
+    operator's, the exporter the reader's): the scan completes, the exporter sees the worker, the queues and the
     task events, and neither Redis logged a single command refused (ACL LOG)."""
     library = make_library(links.folder / "library", n_files=4, seed=13, corrupt=False, untagged=False,
                            odd_file_names=False)
-    subprocess.run([str(VENV_BIN / "soniquebay"), "db", "upgrade"], env=links.env(), check=True,
+    # The migrations alone connect as the owner, with its URL in their environment (roles/worker_app/tasks/migrate.yml).
+    subprocess.run([str(VENV_BIN / "soniquebay"), "db", "upgrade"],
+                   env={**links.env(), "SONIQUEBAY_DATABASE_URL": links.database_url()}, check=True,
                    capture_output=True, timeout=300)
     log = (links.folder / "worker.log").open("w")
     worker = subprocess.Popen(
@@ -271,6 +287,17 @@ def test_a_scan_runs_through_tls_as_the_workers_user_and_the_exporter_reads_as_t
         assert result.returncode == 0, f"{result.stdout}{result.stderr}\nrefused: {_refusals(links)}"
         summary = json.loads(result.stdout)
         assert summary["status"] == "complete" and summary["inserted"] == 4, summary
+        # The worker (every queue: the catalogue's duty) and the exporter (the reader's) reached PostgreSQL as their
+        # duties' roles, over TLS, through the hostssl lines that name the duties' roles. (Their environment has no
+        # owner's URL: the owner's sessions here are this module's own.)
+        with psycopg2.connect(links.database_url().replace("postgresql+psycopg2", "postgresql")) as connection:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT a.usename, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) "
+                               "WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()")
+                sessions = cursor.fetchall()
+        assert {role_name(links.postgres.user, duty) for duty in ("catalogue", "reader")} <= {
+            user for user, _ in sessions}, sessions
+        assert all(encrypted for _, encrypted in sessions), sessions
 
         def seen() -> str:
             text = metrics()
