@@ -235,7 +235,9 @@ class Dashboard:
             depth = depths.get(queue)
             bound_key = next((key for key in bounds if queue in key.split("+")), None)
             bound = bounds.get(bound_key) if bound_key else None
-            bar = _bar(depth or 0, bound, "warn" if bound and (depth or 0) >= bound else "") if bound else ""
+            # A bound shared by several queues (batch+insert) holds back what they hold together.
+            held = sum(depths.get(name) or 0 for name in bound_key.split("+")) if bound_key else 0
+            bar = _bar(held, bound, "warn" if bound and held >= bound else "") if bound else ""
             shared = f" ({html.escape(bound_key)})" if bound_key and "+" in bound_key else ""
             rows.append(f"<tr><td>{queue}</td><td>{_number(depth)}</td><td>{_number(bound)}{shared}</td>"
                         f"<td>{bar}</td></tr>")
