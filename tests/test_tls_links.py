@@ -15,6 +15,7 @@ import secrets
 import signal
 import ssl
 import subprocess
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +28,15 @@ import yaml
 
 from tests.audio_factory import make_library
 from tests.services import PG_BIN, REPO, VENV_BIN, PostgresServer, free_port, wait_for
-from tests.supervisor_role import _environment
+from tests.supervisor_role import _environment, _render
 from worker_app.db.privileges import DUTIES, role_name
 
 pytestmark = pytest.mark.timeout(600)
 
 ANSIBLE_BIN = REPO / ".venv-ansible" / "bin"
 REDIS_DEFAULTS = yaml.safe_load((REPO / "roles/redis/defaults/main.yml").read_text())
+POSTGRESQL_DEFAULTS = yaml.safe_load((REPO / "roles/postgresql/defaults/main.yml").read_text())
+MONITORING = REPO / "roles/monitoring"
 # A second loopback address: the servers listen on it too, but their certificates do not name it.
 UNNAMED_ADDRESS = "127.0.0.2"
 
@@ -116,6 +119,7 @@ def _pg_hba(user: str, database: str) -> str:
     return template.render(
         ansible_managed="rendered by tests/test_tls_links.py", postgresql_tls=True, postgresql_database=database,
         postgresql_app_user=user, postgresql_duty_roles=duty_roles, postgresql_hba_users=",".join([user, *duty_roles]),
+        postgresql_monitor_user=POSTGRESQL_DEFAULTS["postgresql_monitor_user"],
         postgresql_client_hosts=["peer"], postgresql_hba_networks=[],
         hostvars={"peer": {"soniquebay_fleet_address": UNNAMED_ADDRESS}},
     )
@@ -163,6 +167,7 @@ def links(workspace):
                    "monitor": REDIS_DEFAULTS["redis_broker_monitor_acl_rules"],
                    "operator": REDIS_DEFAULTS["redis_operator_acl_rules"]},
         "cache": {"workers": REDIS_DEFAULTS["redis_cache_workers_acl_rules"],
+                  "monitor": REDIS_DEFAULTS["redis_cache_monitor_acl_rules"],
                   "operator": REDIS_DEFAULTS["redis_operator_acl_rules"]},
     }
     broker = TLSRedis(folder / "broker", tls, rules["broker"])
@@ -357,3 +362,95 @@ def test_each_redis_user_is_refused_what_is_not_its_duty(links):
         redis.Redis(port=links.broker.port, password=links.broker.passwords["workers"], ssl=True,
                     ssl_ca_certs=str(links.tls / "ca.crt"), socket_timeout=5).ping()
     workers.delete("extract")
+
+
+# --- The monitoring role's Redis exporter -----------------------------------------------------------------------
+
+def _redis_exporter(links: Links, folder: Path, **overrides) -> tuple[list[str], list[str]]:
+    """(command line, /scrape targets) of Debian's Redis exporter as the monitoring role configures it, rendered
+    from the role (its arguments from vars/main.yml, its password file, the redis job of prometheus.yml) for this
+    module's two servers; the password file is written in ``folder``."""
+    defaults = yaml.safe_load((MONITORING / "defaults/main.yml").read_text())
+    programs = yaml.safe_load((MONITORING / "vars/main.yml").read_text())["monitoring_programs"]
+    program = next(p for p in programs if p["name"] == "prometheus-redis-exporter")
+    variables = {
+        **{key: value for key, value in defaults.items() if not (isinstance(value, str) and "{{" in value)},
+        "ansible_managed": "rendered by tests/test_tls_links.py", "inventory_hostname": "monitor",
+        "monitoring_is_redis": True, "monitoring_listen_address": "127.0.0.1",
+        "monitoring_redis_exporter_port": free_port(), "monitoring_redis_scheme": "rediss",
+        "monitoring_redis_exporter_credentials_file": str(folder / "passwords.json"),
+        "monitoring_redis_tls_ca_file": str(links.tls / "ca.crt"),
+        "monitoring_redis_instances": [{"name": "broker", "port": links.broker.port},
+                                       {"name": "cache", "port": links.cache.port}],
+        "monitoring_redis_exporter_passwords": {"broker": links.broker.passwords["monitor"],
+                                                "cache": links.cache.passwords["monitor"]},
+        "monitoring_redis_hosts": ["redis"], "monitoring_node_exporter_hosts": [], "monitoring_database_hosts": [],
+        "hostvars": {"redis": {"soniquebay_fleet_address": "127.0.0.1"}},
+        **overrides,
+    }
+    environment = _environment(jinja2.Environment)
+    environment.filters["to_json"] = json.dumps
+    for template, path in (("redis-exporter-passwords.json.j2", str(folder / "passwords.json")),
+                           ("prometheus.yml.j2", str(folder / "prometheus.yml"))):
+        Path(path).write_text(environment.from_string((MONITORING / "templates" / template).read_text())
+                              .render(variables))
+    config = yaml.safe_load((folder / "prometheus.yml").read_text())
+    job = next(job for job in config["scrape_configs"] if job["job_name"] == "redis")
+    targets = [target for static in job["static_configs"] for target in static["targets"]]
+    return [program["binary"], *_render(program["args"], variables)], targets
+
+
+def _scrape(command: list[str], targets: list[str]) -> tuple[list[str], str]:
+    """Run the exporter, read each target through its /scrape endpoint; (each target's text, the command line the
+    process showed)."""
+    port = int(next(arg for arg in command if arg.startswith("-web.listen-address=")).rsplit(":", 1)[1])
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5):
+                    return True
+            except OSError:
+                return False
+
+        wait_for(answers, 30, "the Redis exporter")
+        shown = Path(f"/proc/{process.pid}/cmdline").read_bytes().decode().replace("\0", " ")
+        texts = []
+        for target in targets:
+            query = urllib.parse.urlencode({"target": target})
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/scrape?{query}", timeout=30) as response:
+                texts.append(response.read().decode())
+        return texts, shown
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@pytest.mark.skipif(not Path("/usr/bin/prometheus-redis-exporter").exists(),
+                    reason="Debian's prometheus-redis-exporter is not installed (ci/host-commands.tsv installs it)")
+def test_the_redis_exporter_reads_both_instances_over_tls_as_their_monitor_users(links, tmp_path):
+    """Debian 12's Redis exporter, with the monitoring role's arguments, password file and targets: it logs in to
+    the broker and the cache over TLS, checked against the fleet CA, as each instance's monitor user with that
+    instance's password; no password shows on its command line; neither Redis refuses it anything (ACL LOG), so
+    the monitor users' rules hold what it runs. With another CA it reads nothing."""
+    for server in (links.broker, links.cache):
+        server.client("operator").acl_log_reset()
+    command, targets = _redis_exporter(links, tmp_path)
+    assert targets == [f"rediss://monitor@127.0.0.1:{links.broker.port}",
+                       f"rediss://monitor@127.0.0.1:{links.cache.port}"]
+    texts, shown = _scrape(command, targets)
+    assert len(texts) == 2
+    for text in texts:
+        assert "\nredis_up 1\n" in text, text[-2000:]
+        assert 'redis_exporter_last_scrape_error{err=""} 0' in text
+        assert "\nredis_memory_max_bytes " in text
+    assert "passwords.json" in shown
+    assert not any(server.passwords["monitor"] in shown for server in (links.broker, links.cache))
+    assert _refusals(links) == {"broker": [], "cache": []}
+    # The same exporter trusting another CA (the system's) reads neither server.
+    other_ca = Path("/etc/ssl/certs/ca-certificates.crt")
+    if other_ca.exists():
+        command, targets = _redis_exporter(links, tmp_path, monitoring_redis_tls_ca_file=str(other_ca))
+        texts, _ = _scrape(command, targets)
+        assert all("\nredis_up 0\n" in text for text in texts)
+
