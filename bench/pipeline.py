@@ -170,20 +170,15 @@ class BenchStack:
         return roots
 
 
-class RssSampler:
-    """Peak resident memory of each supervisor program's process tree (the Celery main process and its pool
-    children), sampled with psutil while a scan runs."""
+class Sampler:
+    """Calls ``_sample`` every ``interval`` seconds in a thread while the ``with`` block runs, and once at its end."""
 
-    def __init__(self, program_pids: dict[str, int], interval: float = 0.5):
-        self.program_pids = program_pids
+    def __init__(self, interval: float):
         self.interval = interval
-        self.peak_total: dict[str, int] = {name: 0 for name in program_pids}
-        self.peak_process: dict[str, int] = {name: 0 for name in program_pids}
-        self.processes: dict[str, int] = {name: 0 for name in program_pids}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self):
         self._thread.start()
         return self
 
@@ -196,6 +191,21 @@ class RssSampler:
         while not self._stop.is_set():
             self._sample()
             self._stop.wait(self.interval)
+
+    def _sample(self) -> None:
+        raise NotImplementedError
+
+
+class RssSampler(Sampler):
+    """Peak resident memory of each supervisor program's process tree (the Celery main process and its pool
+    children), sampled with psutil while a scan runs."""
+
+    def __init__(self, program_pids: dict[str, int], interval: float = 0.5):
+        super().__init__(interval)
+        self.program_pids = program_pids
+        self.peak_total: dict[str, int] = {name: 0 for name in program_pids}
+        self.peak_process: dict[str, int] = {name: 0 for name in program_pids}
+        self.processes: dict[str, int] = {name: 0 for name in program_pids}
 
     def _sample(self) -> None:
         # One pass over the process table per sample (psutil's children() would walk it once per program).

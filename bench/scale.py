@@ -25,7 +25,6 @@ import shutil
 import socket
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import library as libraries  # noqa: E402
 from bench.main import DEFAULT_CACHE, RESULTS, _scan_measured  # noqa: E402
-from bench.pipeline import PIPELINE, BenchStack  # noqa: E402
+from bench.pipeline import PIPELINE, BenchStack, Sampler  # noqa: E402
 
 FOLDERS_PER_ARTIST = 50
 BROKER_CEILING_MB = 256
@@ -115,37 +114,21 @@ class ScaledLibrary:
         self.changed_journal.unlink()
 
 
-class BrokerMemory:
+class BrokerMemory(Sampler):
     """The broker Redis's memory (INFO used_memory), sampled while a step runs; its peak in MB."""
 
     def __init__(self, url: str, interval: float = 0.5):
         import redis
 
+        super().__init__(interval)
         self.client = redis.Redis.from_url(url)
-        self.interval = interval
         self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
         try:
             self.peak = max(self.peak, int(self.client.info("memory")["used_memory"]))
         except Exception:  # noqa: BLE001 - a sample missed is not a measurement wrong
             pass
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> BrokerMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
 
     @property
     def peak_mb(self) -> float:
@@ -169,9 +152,8 @@ def _step(bench: BenchStack, lib: libraries.Library, what: str, rss: bool = Fals
     return result
 
 
-def measure(bench: BenchStack, scaled: ScaledLibrary, templates: libraries.Library, seed: int,
-            rescans: bool) -> dict:
-    lib = scaled.ensure()
+def measure(bench: BenchStack, scaled: ScaledLibrary, lib: libraries.Library, templates: libraries.Library,
+            seed: int, rescans: bool) -> dict:
     log(f"\n== {scaled.root}: {len(lib.files)} files")
     warm = libraries.warm_page_cache(templates)  # hard links share their pages
     log(f"  page cache: the templates read once ({warm['bytes_read'] / 1e6:.0f} MB)")
@@ -235,8 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             "big": ScaledLibrary(options.cache, templates, options.files, options.per_folder, False)}
     if options.flat:
         plan["flat"] = ScaledLibrary(options.cache, templates, options.flat, options.per_folder, True)
-    for scaled in plan.values():
-        scaled.ensure()
+    built = {name: scaled.ensure() for name, scaled in plan.items()}
     work = Path(tempfile.mkdtemp(prefix="scale-", dir=options.cache))
     os.chmod(work, 0o755)  # the postgres user must reach its data folder inside
     bench = BenchStack(work / "services", [options.cache / "libraries"])
@@ -248,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.start()
         bench.use(PIPELINE)
         for name, scaled in plan.items():
-            results["libraries"][name] = measure(bench, scaled, templates, options.seed, rescans=name != "flat")
+            results["libraries"][name] = measure(bench, scaled, built[name], templates, options.seed,
+                                                 rescans=name != "flat")
             results["targets"] = targets(results)
             options.output.parent.mkdir(parents=True, exist_ok=True)
             options.output.write_text(json.dumps(results, indent=2) + "\n")

@@ -205,7 +205,7 @@ def slice_names(names: list[str], max_bytes: int = NAME_BYTES) -> list[list[str]
     current: list[str] = []
     size = 0
     for name in names:
-        length = len(json.dumps(name)) + 2  # as the message's JSON spells it, with its separator
+        length = _entry_bytes(name)
         if current and size + length > max_bytes:
             slices.append(current)
             current, size = [], 0
