@@ -49,6 +49,7 @@ class PostgresServer:
     password: str = field(default_factory=lambda: secrets.token_hex(12))
     user: str = "soniquebay"
     database: str = "soniquebay"
+    duty_passwords: dict[str, str] = field(default_factory=dict)
     # Off: a commit is acknowledged before its WAL is written, which is faster and loses the last commits when the
     # server crashes. The fault tests crash it, and production keeps it on: they run with it on.
     synchronous_commit: bool = False
@@ -60,6 +61,31 @@ class PostgresServer:
     @property
     def url(self) -> str:
         return f"postgresql+psycopg2://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
+
+    def duty_role(self, duty: str) -> str:
+        from worker_app.db.privileges import role_name
+
+        return role_name(self.user, duty)
+
+    def duty_password(self, duty: str) -> str:
+        """Each duty's own random password, chosen once (as the vault holds one per duty)."""
+        return self.duty_passwords.setdefault(duty, secrets.token_hex(12))
+
+    def duty_url(self, duty: str) -> str:
+        """The URL of a duty's login role (worker_app/db/privileges.py), as the Ansible roles write it."""
+        return (f"postgresql+psycopg2://{self.duty_role(duty)}:{self.duty_password(duty)}@127.0.0.1:{self.port}/"
+                f"{self.database}")
+
+    def create_duty_roles(self) -> None:
+        """The login role of each duty, as the postgresql role creates them: LOGIN and nothing else; their
+        privileges come from `soniquebay db upgrade` (or `db grant`)."""
+        from worker_app.db.privileges import DUTIES
+
+        sql = "".join(f"CREATE ROLE {self.duty_role(duty)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                      f"PASSWORD '{self.duty_password(duty)}';" for duty in DUTIES)
+        # On standard input: a password in psql's command line would show in ps.
+        self._as_postgres(str(PG_BIN / "psql"), "-h", str(self.base), "-p", str(self.port), "-U", self.user,
+                          "-d", self.database, "-v", "ON_ERROR_STOP=1", "-Atq", "-f", "-", input=sql)
 
     def _as_postgres(self, *command: str, **kwargs) -> subprocess.CompletedProcess:
         # PostgreSQL refuses to run as root; the tests run as root on CI.
@@ -376,10 +402,15 @@ class Stack:
 
     @property
     def env(self) -> dict[str, str]:
+        from worker_app.db.privileges import DUTIES
+
         return {
             "SONIQUEBAY_BROKER_URL": self.broker.url(),
             "SONIQUEBAY_RESULT_BACKEND": self.cache.url(),
+            # The owner's: the tests' own process and `soniquebay db upgrade`. Every worker connects with its
+            # duty's role instead, and the command line's read commands with the reader's.
             "SONIQUEBAY_DATABASE_URL": self.postgres.url,
+            **{f"SONIQUEBAY_DATABASE_URL_{duty.upper()}": self.postgres.duty_url(duty) for duty in DUTIES},
             "SONIQUEBAY_LIBRARY_ROOTS": os.pathsep.join(str(root) for root in self.library_roots),
             **self.extra_env,
         }
@@ -388,6 +419,7 @@ class Stack:
         self.base.mkdir(parents=True, exist_ok=True)
         try:
             self.postgres.start()
+            self.postgres.create_duty_roles()
             self.broker.start()
             self.cache.start()
         except BaseException:

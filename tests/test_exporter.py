@@ -1,8 +1,11 @@
 """`soniquebay exporter` serves the fleet's metrics from the broker and PostgreSQL: they move as a scan runs, and a
-queue that no worker consumes shows its backlog and its missing workers."""
+queue that no worker consumes shows its backlog and its missing workers, on /metrics and on the operator's page
+(/dashboard)."""
 from __future__ import annotations
 
+import html
 import json
+import re
 import subprocess
 import urllib.request
 
@@ -36,6 +39,18 @@ def scrape(url: str) -> dict[tuple[str, tuple], float]:
         text = response.read().decode()
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def dashboard(metrics_url: str) -> str:
+    """The operator's page, as a browser gets it."""
+    with urllib.request.urlopen(metrics_url.replace("/metrics", "/dashboard"), timeout=30) as response:
+        assert response.headers["Content-Type"].startswith("text/html")
+        return response.read().decode()
+
+
+def page_text(page: str) -> str:
+    """What the page says, tags removed, one space between words."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
 
 
 def scrape_when(url: str, condition) -> dict | None:
@@ -140,6 +155,18 @@ def test_a_queue_without_workers_shows_its_backlog(stack, library_root, exporter
         assert scan_info(metrics, started["scan_id"])["status"] == "running"
         assert value(metrics, "soniquebay_oldest_pending_unit_age_seconds") > 0
         assert value(metrics, "celery_workers") == 4
+
+        # The operator's page shows the same: this scan (the latest running one) under way with the 60 files it
+        # found, the extract backlog against its back-pressure bound, and the extract queue group with no worker.
+        page = dashboard(exporter)
+        assert '<meta http-equiv="refresh"' in page
+        text = page_text(page)
+        assert f"Scan {started['scan_id']} · {started['root']} · running" in text, text
+        assert "discovered 60 " in text, text
+        waiting = int(value(metrics, "celery_queue_length", queue_name="extract"))
+        assert re.search(rf"\bextract {waiting} \d+ ", text), text  # the queue, waiting, its bound
+        assert "extract 0 no worker" in text, text
+        assert "scan 1 ok" in text, text
     finally:
         stack.supervisor.ctl("start", stack.supervisor.group("extract"))
     stack.wait_for_scan(started["scan_id"], timeout=300)

@@ -33,9 +33,12 @@ sys.addaudithook(_record)
 
 
 def _secrets(stack) -> dict[str, bytes]:
+    from worker_app.db.privileges import DUTIES
+
     return {name: password.encode() for name, password in (
         ("PostgreSQL", stack.postgres.password), ("broker Redis", stack.broker.password),
-        ("cache Redis", stack.cache.password))}
+        ("cache Redis", stack.cache.password),
+        *((f"PostgreSQL {duty}", stack.postgres.duty_password(duty)) for duty in DUTIES))}
 
 
 def _masked(line: bytes, secrets: dict[str, bytes]) -> str:

@@ -15,6 +15,7 @@ import secrets
 import signal
 import ssl
 import subprocess
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +28,15 @@ import yaml
 
 from tests.audio_factory import make_library
 from tests.services import PG_BIN, REPO, VENV_BIN, PostgresServer, free_port, wait_for
-from tests.supervisor_role import _environment
+from tests.supervisor_role import _environment, _render
+from worker_app.db.privileges import DUTIES, role_name
 
 pytestmark = pytest.mark.timeout(600)
 
 ANSIBLE_BIN = REPO / ".venv-ansible" / "bin"
 REDIS_DEFAULTS = yaml.safe_load((REPO / "roles/redis/defaults/main.yml").read_text())
+POSTGRESQL_DEFAULTS = yaml.safe_load((REPO / "roles/postgresql/defaults/main.yml").read_text())
+MONITORING = REPO / "roles/monitoring"
 # A second loopback address: the servers listen on it too, but their certificates do not name it.
 UNNAMED_ADDRESS = "127.0.0.2"
 
@@ -110,9 +114,13 @@ def _pg_hba(user: str, database: str) -> str:
     environment = _environment(jinja2.Environment)
     environment.tests["match"] = lambda value, pattern: re.match(pattern, value) is not None
     template = environment.from_string((REPO / "roles/postgresql/templates/pg_hba.conf.j2").read_text())
+    # As the role's vars/main.yml derives them: the owner and each duty's login role.
+    duty_roles = [role_name(user, duty) for duty in DUTIES]
     return template.render(
         ansible_managed="rendered by tests/test_tls_links.py", postgresql_tls=True, postgresql_database=database,
-        postgresql_app_user=user, postgresql_client_hosts=["peer"], postgresql_hba_networks=[],
+        postgresql_app_user=user, postgresql_duty_roles=duty_roles, postgresql_hba_users=",".join([user, *duty_roles]),
+        postgresql_monitor_user=POSTGRESQL_DEFAULTS["postgresql_monitor_user"],
+        postgresql_client_hosts=["peer"], postgresql_hba_networks=[],
         hostvars={"peer": {"soniquebay_fleet_address": UNNAMED_ADDRESS}},
     )
 
@@ -125,17 +133,25 @@ class Links:
     postgres: PostgresServer
     folder: Path
 
+    @property
+    def tls_query(self) -> str:
+        """libpq's TLS parameters, as the worker_app role adds them to every database URL (worker_app_db_tls_query)."""
+        return f"?sslmode=verify-full&sslrootcert={self.tls}/ca.crt"
+
     def database_url(self, query: str | None = None) -> str:
-        plain = self.postgres.url
-        return plain + ("?" + query if query is not None else
-                        f"?sslmode=verify-full&sslrootcert={self.tls}/ca.crt")
+        """The owner's URL (the migrations')."""
+        return self.postgres.url + ("?" + query if query is not None else self.tls_query)
 
     def env(self, broker_user: str = "workers") -> dict[str, str]:
-        """A worker host's environment as the worker_app role writes it (worker.env, or monitor.env for the
-        monitor user): nothing of the session's own stack."""
+        """A worker host's environment as the worker_app role writes it (worker.env of a host in every group, or
+        monitor.env for the monitor user, whose only database duty is the reader's): each duty's URL over TLS,
+        never the owner's; nothing of the session's own stack."""
         base = {k: v for k, v in os.environ.items() if not k.startswith("SONIQUEBAY_")}
+        duties = ["reader"] if broker_user == "monitor" else list(DUTIES)
         return {**base, "SONIQUEBAY_ENV_FILE": "", "SONIQUEBAY_BROKER_URL": self.broker.url(broker_user),
-                "SONIQUEBAY_RESULT_BACKEND": self.cache.url("workers"), "SONIQUEBAY_DATABASE_URL": self.database_url(),
+                "SONIQUEBAY_RESULT_BACKEND": self.cache.url("workers"),
+                **{f"SONIQUEBAY_DATABASE_URL_{duty.upper()}": self.postgres.duty_url(duty) + self.tls_query
+                   for duty in duties},
                 "SONIQUEBAY_REDIS_CA_FILE": str(self.tls / "ca.crt"),
                 "SONIQUEBAY_LIBRARY_ROOTS": str(self.folder / "library"), "SONIQUEBAY_AUDIO_ANALYSIS": "off"}
 
@@ -151,6 +167,7 @@ def links(workspace):
                    "monitor": REDIS_DEFAULTS["redis_broker_monitor_acl_rules"],
                    "operator": REDIS_DEFAULTS["redis_operator_acl_rules"]},
         "cache": {"workers": REDIS_DEFAULTS["redis_cache_workers_acl_rules"],
+                  "monitor": REDIS_DEFAULTS["redis_cache_monitor_acl_rules"],
                   "operator": REDIS_DEFAULTS["redis_operator_acl_rules"]},
     }
     broker = TLSRedis(folder / "broker", tls, rules["broker"])
@@ -160,6 +177,7 @@ def links(workspace):
         broker.start()
         cache.start()
         postgres.start()
+        postgres.create_duty_roles()
         # The role's pg_hba.conf (hostssl only) and TLS settings, then a restart to listen on both addresses.
         (postgres.data_dir / "pg_hba.conf").write_text(_pg_hba(postgres.user, postgres.database))
         with (postgres.data_dir / "postgresql.conf").open("a") as conf:
@@ -241,11 +259,14 @@ def test_postgresql_takes_only_verified_tls_clients(links):
 
 def test_a_scan_runs_through_tls_as_the_workers_user_and_the_exporter_reads_as_the_monitor(links):
     """Migrations, a Celery worker on every queue, `soniquebay scan` and the exporter, as the fleet runs them but
-    over TLS and with the role's ACL users: the scan completes, the exporter sees the worker, the queues and the
+    over TLS, with the role's ACL users and each process's database duty (the worker the catalogue's, the scan the
+    operator's, the exporter the reader's): the scan completes, the exporter sees the worker, the queues and the
     task events, and neither Redis logged a single command refused (ACL LOG)."""
     library = make_library(links.folder / "library", n_files=4, seed=13, corrupt=False, untagged=False,
                            odd_file_names=False)
-    subprocess.run([str(VENV_BIN / "soniquebay"), "db", "upgrade"], env=links.env(), check=True,
+    # The migrations alone connect as the owner, with its URL in their environment (roles/worker_app/tasks/migrate.yml).
+    subprocess.run([str(VENV_BIN / "soniquebay"), "db", "upgrade"],
+                   env={**links.env(), "SONIQUEBAY_DATABASE_URL": links.database_url()}, check=True,
                    capture_output=True, timeout=300)
     log = (links.folder / "worker.log").open("w")
     worker = subprocess.Popen(
@@ -271,6 +292,17 @@ def test_a_scan_runs_through_tls_as_the_workers_user_and_the_exporter_reads_as_t
         assert result.returncode == 0, f"{result.stdout}{result.stderr}\nrefused: {_refusals(links)}"
         summary = json.loads(result.stdout)
         assert summary["status"] == "complete" and summary["inserted"] == 4, summary
+        # The worker (every queue: the catalogue's duty) and the exporter (the reader's) reached PostgreSQL as their
+        # duties' roles, over TLS, through the hostssl lines that name the duties' roles. (Their environment has no
+        # owner's URL: the owner's sessions here are this module's own.)
+        with psycopg2.connect(links.database_url().replace("postgresql+psycopg2", "postgresql")) as connection:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT a.usename, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) "
+                               "WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()")
+                sessions = cursor.fetchall()
+        assert {role_name(links.postgres.user, duty) for duty in ("catalogue", "reader")} <= {
+            user for user, _ in sessions}, sessions
+        assert all(encrypted for _, encrypted in sessions), sessions
 
         def seen() -> str:
             text = metrics()
@@ -330,3 +362,95 @@ def test_each_redis_user_is_refused_what_is_not_its_duty(links):
         redis.Redis(port=links.broker.port, password=links.broker.passwords["workers"], ssl=True,
                     ssl_ca_certs=str(links.tls / "ca.crt"), socket_timeout=5).ping()
     workers.delete("extract")
+
+
+# --- The monitoring role's Redis exporter -----------------------------------------------------------------------
+
+def _redis_exporter(links: Links, folder: Path, **overrides) -> tuple[list[str], list[str]]:
+    """(command line, /scrape targets) of Debian's Redis exporter as the monitoring role configures it, rendered
+    from the role (its arguments from vars/main.yml, its password file, the redis job of prometheus.yml) for this
+    module's two servers; the password file is written in ``folder``."""
+    defaults = yaml.safe_load((MONITORING / "defaults/main.yml").read_text())
+    programs = yaml.safe_load((MONITORING / "vars/main.yml").read_text())["monitoring_programs"]
+    program = next(p for p in programs if p["name"] == "prometheus-redis-exporter")
+    variables = {
+        **{key: value for key, value in defaults.items() if not (isinstance(value, str) and "{{" in value)},
+        "ansible_managed": "rendered by tests/test_tls_links.py", "inventory_hostname": "monitor",
+        "monitoring_is_redis": True, "monitoring_listen_address": "127.0.0.1",
+        "monitoring_redis_exporter_port": free_port(), "monitoring_redis_scheme": "rediss",
+        "monitoring_redis_exporter_credentials_file": str(folder / "passwords.json"),
+        "monitoring_redis_tls_ca_file": str(links.tls / "ca.crt"),
+        "monitoring_redis_instances": [{"name": "broker", "port": links.broker.port},
+                                       {"name": "cache", "port": links.cache.port}],
+        "monitoring_redis_exporter_passwords": {"broker": links.broker.passwords["monitor"],
+                                                "cache": links.cache.passwords["monitor"]},
+        "monitoring_redis_hosts": ["redis"], "monitoring_node_exporter_hosts": [], "monitoring_database_hosts": [],
+        "hostvars": {"redis": {"soniquebay_fleet_address": "127.0.0.1"}},
+        **overrides,
+    }
+    environment = _environment(jinja2.Environment)
+    environment.filters["to_json"] = json.dumps
+    for template, path in (("redis-exporter-passwords.json.j2", str(folder / "passwords.json")),
+                           ("prometheus.yml.j2", str(folder / "prometheus.yml"))):
+        Path(path).write_text(environment.from_string((MONITORING / "templates" / template).read_text())
+                              .render(variables))
+    config = yaml.safe_load((folder / "prometheus.yml").read_text())
+    job = next(job for job in config["scrape_configs"] if job["job_name"] == "redis")
+    targets = [target for static in job["static_configs"] for target in static["targets"]]
+    return [program["binary"], *_render(program["args"], variables)], targets
+
+
+def _scrape(command: list[str], targets: list[str]) -> tuple[list[str], str]:
+    """Run the exporter, read each target through its /scrape endpoint; (each target's text, the command line the
+    process showed)."""
+    port = int(next(arg for arg in command if arg.startswith("-web.listen-address=")).rsplit(":", 1)[1])
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5):
+                    return True
+            except OSError:
+                return False
+
+        wait_for(answers, 30, "the Redis exporter")
+        shown = Path(f"/proc/{process.pid}/cmdline").read_bytes().decode().replace("\0", " ")
+        texts = []
+        for target in targets:
+            query = urllib.parse.urlencode({"target": target})
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/scrape?{query}", timeout=30) as response:
+                texts.append(response.read().decode())
+        return texts, shown
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@pytest.mark.skipif(not Path("/usr/bin/prometheus-redis-exporter").exists(),
+                    reason="Debian's prometheus-redis-exporter is not installed (ci/host-commands.tsv installs it)")
+def test_the_redis_exporter_reads_both_instances_over_tls_as_their_monitor_users(links, tmp_path):
+    """Debian 12's Redis exporter, with the monitoring role's arguments, password file and targets: it logs in to
+    the broker and the cache over TLS, checked against the fleet CA, as each instance's monitor user with that
+    instance's password; no password shows on its command line; neither Redis refuses it anything (ACL LOG), so
+    the monitor users' rules hold what it runs. With another CA it reads nothing."""
+    for server in (links.broker, links.cache):
+        server.client("operator").acl_log_reset()
+    command, targets = _redis_exporter(links, tmp_path)
+    assert targets == [f"rediss://monitor@127.0.0.1:{links.broker.port}",
+                       f"rediss://monitor@127.0.0.1:{links.cache.port}"]
+    texts, shown = _scrape(command, targets)
+    assert len(texts) == 2
+    for text in texts:
+        assert "\nredis_up 1\n" in text, text[-2000:]
+        assert 'redis_exporter_last_scrape_error{err=""} 0' in text
+        assert "\nredis_memory_max_bytes " in text
+    assert "passwords.json" in shown
+    assert not any(server.passwords["monitor"] in shown for server in (links.broker, links.cache))
+    assert _refusals(links) == {"broker": [], "cache": []}
+    # The same exporter trusting another CA (the system's) reads neither server.
+    other_ca = Path("/etc/ssl/certs/ca-certificates.crt")
+    if other_ca.exists():
+        command, targets = _redis_exporter(links, tmp_path, monitoring_redis_tls_ca_file=str(other_ca))
+        texts, _ = _scrape(command, targets)
+        assert all("\nredis_up 0\n" in text for text in texts)
+

@@ -9,7 +9,7 @@ from celery.signals import celeryd_init
 from kombu.entity import Queue
 
 from worker_app.limits import TASK_LIMITS
-from worker_app.settings import get_settings
+from worker_app.settings import ConfigurationError, get_settings
 
 QUEUES = ("scan", "extract", "batch", "insert", "deferred")
 
@@ -114,13 +114,30 @@ def create_app() -> CeleryApp:
 app = create_app()
 
 
-def _refuse_an_older_schema(**_: Any) -> None:
-    """A worker whose code is newer than the catalogue's schema exits before it consumes anything (it would fail
-    every unit); see worker_app/db/schema_check.py. celeryd_init is the worker's first signal, before the pipeline
-    modules are imported: a refusing worker must exit within supervisor's startsecs to end FATAL."""
+def _connect_as_its_duty_and_check_the_schema(options: dict[str, Any] | None = None, **_: Any) -> None:
+    """A worker connects to the catalogue with the role of its queues' duty (worker_app/db/privileges.py), set here
+    in the main process so its prefork children inherit it; a host without that duty's credentials exits at once
+    (a worker never falls back to the owner's). Then a worker whose code is newer than the catalogue's schema
+    exits before it consumes anything (it would fail every unit); see worker_app/db/schema_check.py. celeryd_init
+    is the worker's first signal, before the pipeline modules are imported: a refusing worker must exit within
+    supervisor's startsecs to end FATAL. Celery logs and ignores a receiver's exception, so this one exits itself."""
+    import os
+    import sys
+
+    from worker_app.db.duty import use_duty
+    from worker_app.db.privileges import duty_for_queues
     from worker_app.db.schema_check import refuse_to_start_on_an_older_schema
 
+    queues = (options or {}).get("queues") or []
+    if isinstance(queues, str):
+        queues = [name for name in queues.split(",") if name]
+    try:
+        use_duty(duty_for_queues(queues), owner_fallback=False)
+    except (ConfigurationError, KeyError, ValueError) as error:
+        print(f"[CRITICAL/worker] worker not started: {error}", file=sys.stderr, flush=True)
+        os._exit(78)  # sysexits.h EX_CONFIG: not usable until the host is given its credentials
     refuse_to_start_on_an_older_schema()
 
 
-celeryd_init.connect(_refuse_an_older_schema)  # celery's signals are untyped: connected by a call, not a decorator
+# celery's signals are untyped: connected by a call, not a decorator
+celeryd_init.connect(_connect_as_its_duty_and_check_the_schema)

@@ -1,6 +1,7 @@
 """`soniquebay`: start a scan and watch it, read a scan's figures and failures, migrate the catalogue."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -67,6 +68,15 @@ class ReportingGroup(click.Group):
 @click.group(cls=ReportingGroup)
 def main() -> None:
     """SoniqueBay Fleet: catalogue a music library into PostgreSQL with Celery workers."""
+    # Every command reads with the reader role (worker_app/db/privileges.py) unless it says otherwise below:
+    # scan, cancel and the scheduler write as the operator, the migrations as the owner.
+    _connect_as("reader")
+
+
+def _connect_as(duty: str | None) -> None:
+    from worker_app.db.duty import use_duty
+
+    use_duty(duty)
 
 
 @main.command()
@@ -85,6 +95,7 @@ def scan(path: str, wait: bool, as_json: bool, timeout: float | None, no_worker_
     from worker_app.paths import PathRefused
     from worker_app.pipeline.scan import StartFailed, start_scan
 
+    _connect_as("operator")
     try:
         start = start_scan(path)
     except (PathRefused, ConfigurationError) as refusal:
@@ -258,6 +269,7 @@ def cancel(scan_id: int | None, as_json: bool) -> None:
     from worker_app.pipeline.ledger import cancel_scan
     from worker_app.pipeline.scan import start_queued_after
 
+    _connect_as("operator")
     with transaction() as session:
         if scan_id is None:
             scan_id = session.execute(
@@ -372,6 +384,7 @@ def scheduler() -> None:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _connect_as("operator")
     settings = get_settings()
     zone = ZoneInfo(settings.timezone)
     for root, expression in settings.scan_schedules:
@@ -433,9 +446,20 @@ def upgrade() -> None:
     from worker_app.db.migrate import current_revision
     from worker_app.db.migrate import upgrade as run_upgrade
 
+    _connect_as(None)
     _log_migrations()
     retries = run_upgrade()
     click.echo(f"catalogue at revision {current_revision()}" + (f" ({retries} retries)" if retries else ""))
+
+
+@db.command()
+def grant() -> None:
+    """Give each duty's role exactly its privileges (worker_app/db/privileges.py), as the owner. `db upgrade` does
+    it after every migration; this is for a role created after the last upgrade. Prints what it did as JSON."""
+    from worker_app.db.migrate import apply_grants
+
+    _connect_as(None)
+    click.echo(json.dumps(dataclasses.asdict(apply_grants())))
 
 
 @db.command(context_settings={"ignore_unknown_options": True})  # "-1" is a revision, not an option
@@ -445,6 +469,7 @@ def downgrade(revision: str) -> None:
     from worker_app.db.migrate import current_revision
     from worker_app.db.migrate import downgrade as run_downgrade
 
+    _connect_as(None)
     _log_migrations()
     run_downgrade(revision)
     click.echo(f"catalogue at revision {current_revision()}")
@@ -617,7 +642,8 @@ def _is_file(path: str) -> bool:
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @click.option("--fill-sketches", is_flag=True,
               help="First give the similarity sketch to stored vectors that lack it (written by a worker of a "
-                   "release before it), so that `similar` finds their tracks.")
+                   "release before it), so that `similar` finds their tracks. Writes as the catalogue's "
+                   "database role: run it on an insert or deferred host.")
 def analysis(scan_id: int | None, as_json: bool, fill_sketches: bool) -> None:
     """The audio analysis backlog (tracks not yet analysed for their current file), the tracks analysed and
     failed at the current analysis version, the rate over the last 10 minutes, the vectors without a sketch
@@ -633,6 +659,7 @@ def analysis(scan_id: int | None, as_json: bool, fill_sketches: bool) -> None:
 
     filled = None
     if fill_sketches:
+        _connect_as("catalogue")  # it writes track_vectors, which only the catalogue's role may (an insert host's)
         with transaction() as session:
             filled = fill_missing_sketches(session)
     with transaction() as session:

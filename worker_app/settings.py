@@ -1,7 +1,7 @@
 """All configuration of a worker or of the command line, read once from the environment.
 
 Values come from the process environment first, then from the env file (``SONIQUEBAY_ENV_FILE``, by default
-``/etc/soniquebay/worker.env``, which Ansible writes with mode 0600). Nothing else in the package reads
+``/etc/soniquebay/worker.env``, which Ansible writes root:soniquebay 0640). Nothing else in the package reads
 ``os.environ``.
 """
 from __future__ import annotations
@@ -94,6 +94,10 @@ class Settings:
     # The CA that signed the Redis servers' certificates (the fleet CA, roles/tls). Required when a Redis URL is
     # rediss://: the client then checks the server's certificate and host name, and refuses any other server.
     redis_ca_file: str | None = None
+    # The database URL of each duty this host has credentials for (SONIQUEBAY_DATABASE_URL_<DUTY>, e.g. _LEDGER):
+    # a worker connects with its queues' duty (worker_app/db/privileges.py), never with ``database_url``, which
+    # is the owner's (migrations) and is absent from the workers' hosts.
+    duty_database_urls: tuple[tuple[str, str], ...] = ()
 
     def redis_tls_options(self, url: str) -> dict[str, object]:
         """The TLS keyword arguments of a redis-py connection to ``url`` (kombu's ``broker_use_ssl``, Celery's
@@ -102,6 +106,29 @@ class Settings:
         if not url.startswith("rediss://"):
             return {}
         return {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": self.redis_ca_file, "ssl_check_hostname": True}
+
+    def database_url_for(self, duty: str | None, owner_fallback: bool = True) -> str:
+        """The URL a process of ``duty`` connects with (None: the owner's). A duty with no URL of its own uses
+        that of a duty that may do everything it may (a command line's read command on an insert host uses the
+        catalogue's), else, when ``owner_fallback``, the owner's (a development checkout with one URL); a worker
+        never falls back to the owner."""
+        if duty is None:
+            return self.database_url
+        urls = dict(self.duty_database_urls)
+        if duty in urls:
+            return urls[duty]
+        from worker_app.db.privileges import DUTIES, covers, table_columns
+
+        columns = table_columns()
+        for other in DUTIES:
+            if other in urls and covers(other, duty, columns):
+                return urls[other]
+        if owner_fallback:
+            return self.database_url
+        raise ConfigurationError(
+            f"SONIQUEBAY_DATABASE_URL_{duty.upper()} is not set: this process connects to the catalogue as its "
+            f"{duty!r} role, and this host was given no credentials for it (nor for a duty covering it)"
+        )
 
 
 def _read_environment() -> dict[str, str]:
@@ -165,6 +192,12 @@ def _scan_schedules(values: dict[str, str], roots: tuple[str, ...]) -> tuple[tup
     return tuple(sorted(schedules.items()))
 
 
+def _duty_database_urls(values: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    from worker_app.db.privileges import DUTIES
+
+    return tuple((duty, url) for duty in DUTIES if (url := values.get(f"SONIQUEBAY_DATABASE_URL_{duty.upper()}")))
+
+
 def load_settings() -> Settings:
     values = _read_environment()
     roots = tuple(
@@ -201,6 +234,7 @@ def load_settings() -> Settings:
         audio_analysis=_switch(values, "SONIQUEBAY_AUDIO_ANALYSIS", True),
         scan_schedules=_scan_schedules(values, roots),
         redis_ca_file=values.get("SONIQUEBAY_REDIS_CA_FILE") or None,
+        duty_database_urls=_duty_database_urls(values),
         test_crash_marker=values.get("SONIQUEBAY_TEST_CRASH_MARKER") or None,
         test_crash_plan=values.get("SONIQUEBAY_TEST_CRASH_PLAN") or None,
     )

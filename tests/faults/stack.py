@@ -3,8 +3,8 @@
 The stack is the single-host system of tests/services.py with the timeouts shrunk so that each fault plays out in
 seconds, except the two that would hide a missing fast path: the visibility timeout and the stall timeout stay at an
 hour, so a scan that completes in minutes after a fault did not wait for them. The workers and the command line
-use a database role with only the rights to read and write rows (as a pipeline role would), so that a test can take
-one away; migrations run as the owner."""
+connect with their duty's role (worker_app/db/privileges.py, created by tests/services.py), so that a test can take
+a right away from one; migrations run as the owner."""
 from __future__ import annotations
 
 import json
@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from tests.services import VENV_BIN, Stack, wait_for
 
-PIPELINE_ROLE = "sb_pipeline"
+# The insert workers' duty: the role a test takes a right away from.
+CATALOGUE_DUTY = "catalogue"
 
 FAULT_ENV = {
     "SONIQUEBAY_BATCH_SIZE": "20",
@@ -38,7 +39,7 @@ FAULT_ENV = {
 
 @contextmanager
 def fault_stack(base: Path, roots: list[Path], **extra_env: str):
-    """A started stack (services, schema at head, a pipeline role, supervisor with every worker program)."""
+    """A started stack (services, schema at head, each duty's role, supervisor with every worker program)."""
     plan = base / "crash-plan"
     stack = Stack(base, roots, extra_env={**FAULT_ENV, "SONIQUEBAY_TEST_CRASH_PLAN": str(plan), **extra_env})
     stack.crash_plan = plan
@@ -48,16 +49,7 @@ def fault_stack(base: Path, roots: list[Path], **extra_env: str):
     stack.start_services()
     try:
         stack.soniquebay("db", "upgrade")
-        password = stack.postgres.password + "p"
-        stack.postgres.psql(
-            f"CREATE ROLE {PIPELINE_ROLE} LOGIN PASSWORD '{password}';"
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {PIPELINE_ROLE};"
-            f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {PIPELINE_ROLE};")
         stack.owner_url = stack.postgres.url
-        pipeline_url = stack.postgres.url.replace(f"//{stack.postgres.user}:{stack.postgres.password}@",
-                                                  f"//{PIPELINE_ROLE}:{password}@")
-        stack.extra_env["SONIQUEBAY_DATABASE_URL"] = pipeline_url
-        stack.env_file.write_text("".join(f"{key}={value}\n" for key, value in stack.env.items()))
         stack.start_workers()
         yield stack
     finally:

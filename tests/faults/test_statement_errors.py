@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from tests.audio_factory import make_library
 from tests.faults.stack import (
-    PIPELINE_ROLE,
+    CATALOGUE_DUTY,
     assert_catalogue_exact,
     engine_of,
     finish,
@@ -25,8 +25,9 @@ from tests.services import wait_for
 from worker_app.db.models import ScanFailure, ScanUnit, Track
 
 FAULTS = {
-    "insert revoked": (f"REVOKE INSERT ON tracks FROM {PIPELINE_ROLE}",
-                       f"GRANT INSERT ON tracks TO {PIPELINE_ROLE}", "permission denied"),
+    # Taken from the role the insert workers connect with, given back as `soniquebay db grant` would.
+    "insert revoked": (f"REVOKE INSERT ON tracks FROM soniquebay_{CATALOGUE_DUTY}",
+                       f"GRANT INSERT ON tracks TO soniquebay_{CATALOGUE_DUTY}", "permission denied"),
     "a dropped column": ("ALTER TABLE tracks DROP COLUMN bits_per_sample",
                          "ALTER TABLE tracks ADD COLUMN bits_per_sample smallint", "bits_per_sample"),
 }

@@ -16,6 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.exc import DBAPIError
 
+from worker_app.db.privileges import Granted, grant
 from worker_app.db.session import get_engine
 from worker_app.settings import get_settings
 
@@ -53,6 +54,8 @@ def upgrade(revision: str = "head", script_location: str | Path | None = None) -
     for attempt in range(1, attempts + 1):
         try:
             command.upgrade(alembic_config(script_location), revision)
+            if script_location is None:  # the map of privileges belongs with this package's own migrations
+                apply_grants()
             return attempt - 1
         except DBAPIError as error:
             if not _retryable(error) or attempt == attempts:
@@ -68,6 +71,16 @@ def upgrade(revision: str = "head", script_location: str | Path | None = None) -
                         str(error.orig).strip().splitlines()[0], pause)
             time.sleep(pause)
     raise AssertionError("unreachable")
+
+
+def apply_grants() -> Granted:
+    """Each duty's privileges on the tables as they are now (worker_app/db/privileges.py), in one transaction."""
+    with get_engine().begin() as connection:
+        result = grant(connection)
+    log.info("privileges by duty: %s granted%s%s", ", ".join(result.granted) or "no role",
+             "" if result.changed else " (unchanged)",
+             f"; missing roles: {', '.join(result.missing_roles)}" if result.missing_roles else "")
+    return result
 
 
 def downgrade(revision: str, script_location: str | Path | None = None) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from worker_app.settings import get_settings
+from worker_app.db.duty import database_url
 
 # sysexits.h EX_CONFIG: the worker is not usable with this catalogue until someone runs the migrations.
 EXIT_SCHEMA_BEHIND = 78
@@ -88,7 +88,7 @@ def judge(database: tuple[str, ...], code: str, known: frozenset[str]) -> Verdic
 def check() -> Verdict:
     code, known = code_revisions()
     try:
-        database = _database_revisions(get_settings().database_url)
+        database = _database_revisions(database_url())
     except Exception as error:  # noqa: BLE001 - any failure to reach the database
         first_line = (str(getattr(error, "orig", None) or error).strip().splitlines() or [""])[0]
         return Verdict(True, f"cannot read the catalogue's schema revision ({type(error).__name__}: {first_line}); "

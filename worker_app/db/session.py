@@ -10,20 +10,26 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Engine, Result, create_engine
 from sqlalchemy.orm import Session
 
+from worker_app.db.duty import database_url
 from worker_app.settings import get_settings
 
 _engine: Engine | None = None
 _engine_pid: int | None = None
+_engine_url: str | None = None
 
 
 def get_engine() -> Engine:
-    global _engine, _engine_pid
-    if _engine is None or _engine_pid != os.getpid():
+    """This process's engine, connected as its duty's role (worker_app/db/duty.py): a new one after a fork or a
+    change of duty."""
+    global _engine, _engine_pid, _engine_url
+    url = database_url()
+    if _engine is None or _engine_pid != os.getpid() or _engine_url != url:
         if _engine is not None:
             _engine.dispose(close=False)
         settings = get_settings()
+        _engine_url = url
         _engine = create_engine(
-            settings.database_url, pool_size=2, max_overflow=2, pool_pre_ping=True, future=True,
+            url, pool_size=2, max_overflow=2, pool_pre_ping=True, future=True,
             connect_args=_connect_args(settings.db_idle_transaction_timeout),
         )
         _engine_pid = os.getpid()

@@ -10,19 +10,26 @@ dashboards and alerts fit: ``celery_queue_length{queue_name}``, ``celery_active_
 
 A source that cannot be reached does not fail the scrape: its ``soniquebay_exporter_source_up`` is 0 and its
 metrics are absent (an alert on a missing series, or on the source, says so).
+
+The same server serves the operator's page, ``/dashboard`` (worker_app/monitoring/dashboard.py), from the same
+registry.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import func, select
+
+from worker_app.monitoring.dashboard import Dashboard, ScanHistory, StageThroughput
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +44,10 @@ class FleetCollector(Collector):
     """Reads the broker and the catalogue at each scrape. Scrapes are serialised: each one costs a control
     broadcast (up to INSPECT_TIMEOUT) and a few small queries, and two at once would only double that."""
 
-    def __init__(self, inspect_timeout: float = INSPECT_TIMEOUT):
+    def __init__(self, inspect_timeout: float = INSPECT_TIMEOUT, history: ScanHistory | None = None):
         self.inspect_timeout = inspect_timeout
+        # The current scan's figures at each reading: the dashboard's files per second of each stage, lately.
+        self.history = history
         self._lock = threading.Lock()
         self._broker: redis.Redis | None = None
 
@@ -141,6 +150,8 @@ class FleetCollector(Collector):
             scans.add_metric([status], by_status.get(status, 0))
         families: list[Metric] = [scans]
         families += self._scan_figures(figures)
+        if figures is not None and self.history is not None:
+            self.history.add(int(figures["scan_id"]), {name: int(figures[name]) for name in FIGURES})
         units = GaugeMetricFamily("soniquebay_units_pending",
                                   "Pending units by kind (extract: the files still to read)",
                                   labels=["kind"])
@@ -194,8 +205,10 @@ class TaskEvents:
     exporter's whole life, reconnecting after a broker outage (events sent meanwhile are not counted: Prometheus's
     rate() copes). Counters start at zero with the exporter."""
 
-    def __init__(self, registry: CollectorRegistry):
+    def __init__(self, registry: CollectorRegistry, throughput: StageThroughput | None = None):
         from prometheus_client import Counter, Histogram
+
+        from worker_app.celery_app import TASK_ROUTES
 
         task, worker = ["name"], ["name", "hostname"]
         self.sent = Counter("celery_task_sent", "Tasks sent", task, registry=registry)
@@ -211,6 +224,9 @@ class TaskEvents:
                                  buckets=RUNTIME_BUCKETS, registry=registry)
         self.connected = False
         self._names: dict[str, str] = {}  # task id -> name: only the sent and received events carry the name
+        # Tasks each stage (queue) ended lately, for the dashboard.
+        self.throughput = throughput
+        self._stages = {name: str(route["queue"]) for name, route in TASK_ROUTES.items()}
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name="task-events", daemon=True)
@@ -245,6 +261,7 @@ class TaskEvents:
             self.received.labels(name, hostname).inc()
         elif kind == "task-succeeded":
             self.succeeded.labels(name, hostname).inc()
+            self._ended(name, "succeeded")
             if event.get("runtime") is not None:
                 self.runtime.labels(name, hostname).observe(float(event["runtime"]))
             self._names.pop(uuid, None)
@@ -252,11 +269,16 @@ class TaskEvents:
             # The exception's type, not its text: a label per message would grow without bound.
             exception = str(event.get("exception") or "").split("(", 1)[0] or "unknown"
             self.failed.labels(name, hostname, exception).inc()
+            self._ended(name, "failed")
             self._names.pop(uuid, None)
         elif kind == "task-retried":
             self.retried.labels(name, hostname).inc()
         elif kind == "task-rejected":
             self.rejected.labels(name, hostname).inc()
+
+    def _ended(self, name: str, outcome: str) -> None:
+        if self.throughput is not None:
+            self.throughput.count(self._stages.get(name, "other"), outcome)
 
     def _remember(self, uuid: str, name: str) -> None:
         # Bounded: the ids of tasks whose end was never seen (an event lost with a broker restart) are forgotten.
@@ -276,20 +298,57 @@ class EventsUp(Collector):
         yield up
 
 
-def build_registry(events: bool = True) -> CollectorRegistry:
+def build_registry(events: bool = True) -> tuple[CollectorRegistry, Dashboard]:
+    """The exporter's registry and the dashboard that renders it."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector())
+    history = ScanHistory()
+    registry.register(FleetCollector(history=history))
+    throughput: StageThroughput | None = None
     if events:
-        receiver = TaskEvents(registry)
+        throughput = StageThroughput()
+        receiver = TaskEvents(registry, throughput)
         registry.register(EventsUp(receiver))
         receiver.start()
-    return registry
+    return registry, Dashboard(registry, throughput, history)
+
+
+def make_app(registry: CollectorRegistry, dashboard: Dashboard) -> Callable[..., Iterable[bytes]]:
+    """/dashboard: the operator's page; / : links to both; any other path: the metrics (prometheus_client's
+    application, as start_http_server serves them)."""
+    from prometheus_client import make_wsgi_app
+
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path in ("/dashboard", "/dashboard/"):
+            body = dashboard.render().encode()
+        elif path == "/":
+            body = (b'<!doctype html><title>soniquebay exporter</title><a href="dashboard">dashboard</a> '
+                    b'<a href="metrics">metrics</a>')
+        else:
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body))),
+                                  ("Cache-Control", "no-store")])
+        return [body]
+
+    return app
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    # A page view and a scrape at once are served side by side (the collector serialises its reads).
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        """No line per request: Prometheus scrapes every few seconds."""
 
 
 def serve(port: int, bind: str) -> None:
-    """Serve /metrics on ``bind``:``port`` until the process is stopped."""
-    from prometheus_client import start_http_server
-
-    start_http_server(port, addr=bind, registry=build_registry())
-    log.info("serving metrics on http://%s:%d/metrics", bind, port)
-    threading.Event().wait()
+    """Serve /metrics and /dashboard on ``bind``:``port`` until the process is stopped."""
+    registry, dashboard = build_registry()
+    server = make_server(bind, port, make_app(registry, dashboard), server_class=_Server,
+                         handler_class=_QuietHandler)
+    log.info("serving metrics on http://%s:%d/metrics and the dashboard on /dashboard", bind, port)
+    server.serve_forever()
