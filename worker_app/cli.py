@@ -357,9 +357,13 @@ def tags(path: str, as_json: bool, timeout: float) -> None:
 @click.option("--port", type=int, default=9808, show_default=True, help="TCP port to serve /metrics on.")
 @click.option("--bind", default="127.0.0.1", show_default=True,
               help="Address to listen on (the monitor host's fleet address: the metrics name the library's folders).")
-def exporter(port: int, bind: str) -> None:
+@click.option("--analysis-refresh", type=float, default=None, metavar="SECONDS",
+              help="Read the audio analysis backlog (a count over the whole catalogue) at most this often "
+                   "[default: 60].")
+def exporter(port: int, bind: str, analysis_refresh: float | None) -> None:
     """Serve Prometheus metrics on /metrics: queue depths, workers per queue, the current scan's figures, scans
-    by status, pending and retrying units. One per fleet; read at each scrape from the broker and PostgreSQL."""
+    by status, pending and retrying units, the audio analysis backlog. One per fleet; read at each scrape from the
+    broker and PostgreSQL."""
     import logging
 
     from worker_app.monitoring.exporter import serve
@@ -367,8 +371,10 @@ def exporter(port: int, bind: str) -> None:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from worker_app.monitoring.exporter import ANALYSIS_REFRESH_SECONDS
+
     get_settings()  # a bad setting fails here, in one line (ReportingGroup), not at the first scrape
-    serve(port, bind)
+    serve(port, bind, ANALYSIS_REFRESH_SECONDS if analysis_refresh is None else analysis_refresh)
 
 
 @main.command()

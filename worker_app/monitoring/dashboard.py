@@ -221,10 +221,14 @@ class Dashboard:
                              for labels, value in snapshot.series("soniquebay_units_pending") if value) or "none"
         oldest = snapshot.value("soniquebay_oldest_pending_unit_age_seconds")
         retrying = snapshot.total("soniquebay_units_retrying")
+        backlog = snapshot.value("soniquebay_analysis_backlog_tracks")
+        analysed = snapshot.value("soniquebay_analysis_tracks_per_minute")
         return ("<section><h2>Throughput per stage (last minute)</h2><table><tr><th>stage</th><th>files/s</th>"
                 "<th>tasks/s</th><th>failed tasks</th></tr>"
                 f"{''.join(rows)}</table><p>Pending units: {pending}. The oldest last moved {_duration(oldest)} "
-                f"ago; {_number(retrying)} retrying after a passing error.</p></section>")
+                f"ago; {_number(retrying)} retrying after a passing error.</p>"
+                f"<p>Audio analysis: {_number(backlog)} tracks waiting, {_number(analysed, 1)} analysed a minute."
+                "</p></section>")
 
     @staticmethod
     def _queues(snapshot: Snapshot) -> str:

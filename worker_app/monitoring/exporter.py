@@ -37,6 +37,9 @@ SCAN_STATUSES = ("queued", "running", "finalizing", "complete", "failed", "cance
 ACTIVE_STATUSES = ("running", "finalizing")
 # A worker that has not answered the control broadcast within this many seconds counts as down.
 INSPECT_TIMEOUT = 1.0
+# The audio analysis backlog counts the whole catalogue (every track against its features): read at most this
+# often, not at every scrape. It moves by a batch of tracks at a time, so a minute-old figure says the same.
+ANALYSIS_REFRESH_SECONDS = 60.0
 FIGURES = ("discovered", "unchanged", "extracted", "inserted", "failed", "removed")
 
 
@@ -44,8 +47,11 @@ class FleetCollector(Collector):
     """Reads the broker and the catalogue at each scrape. Scrapes are serialised: each one costs a control
     broadcast (up to INSPECT_TIMEOUT) and a few small queries, and two at once would only double that."""
 
-    def __init__(self, inspect_timeout: float = INSPECT_TIMEOUT, history: ScanHistory | None = None):
+    def __init__(self, inspect_timeout: float = INSPECT_TIMEOUT, history: ScanHistory | None = None,
+                 analysis_refresh: float = ANALYSIS_REFRESH_SECONDS):
         self.inspect_timeout = inspect_timeout
+        self.analysis_refresh = analysis_refresh
+        self._analysis: tuple[float, dict[str, Any]] | None = None  # (monotonic time read, analysis_status)
         # The current scan's figures at each reading: the dashboard's files per second of each stage, lately.
         self.history = history
         self._lock = threading.Lock()
@@ -158,7 +164,8 @@ class FleetCollector(Collector):
         retrying = GaugeMetricFamily("soniquebay_units_retrying",
                                      "Pending units retried after a passing error (database or broker unreachable)",
                                      labels=["kind"])
-        for kind in sorted({"chunk", "extract", "cleanup", "enrich", "vectorize"} | {row[0] for row in pending}):
+        for kind in sorted({"chunk", "extract", "cleanup", "enrich", "vectorize", "analysis"}
+                           | {row[0] for row in pending}):
             row = next((row for row in pending if row[0] == kind), None)
             units.add_metric([kind], row[1] if row else 0)
             retrying.add_metric([kind], row[2] if row else 0)
@@ -166,7 +173,25 @@ class FleetCollector(Collector):
                                    "Seconds since the running scans' least recently moved pending unit last "
                                    "moved (registered, delivered); 0 without any")
         oldest.add_metric([], max((float(row[3]) for row in pending if row[3] is not None), default=0.0))
-        return [*families, units, retrying, oldest]
+        return [*families, units, retrying, oldest, *self._analysis_backlog()]
+
+    def _analysis_backlog(self) -> list[Metric]:
+        from worker_app.db.session import transaction
+        from worker_app.pipeline.analysis import analysis_status
+
+        now = time.monotonic()
+        if self._analysis is None or now - self._analysis[0] >= self.analysis_refresh:
+            with transaction() as session:
+                self._analysis = (now, analysis_status(session))
+        status = self._analysis[1]
+        backlog = GaugeMetricFamily("soniquebay_analysis_backlog_tracks",
+                                    "Tracks without audio features for their current file at this analysis "
+                                    f"version (read at most every {self.analysis_refresh:g} s)")
+        backlog.add_metric([], status["backlog"])
+        rate = GaugeMetricFamily("soniquebay_analysis_tracks_per_minute",
+                                 f"Tracks analysed per minute over the last {status['window_minutes']} minutes")
+        rate.add_metric([], status["rate_per_minute"])
+        return [backlog, rate]
 
     @staticmethod
     def _scan_figures(figures: dict[str, Any] | None) -> list[Metric]:
@@ -298,11 +323,12 @@ class EventsUp(Collector):
         yield up
 
 
-def build_registry(events: bool = True) -> tuple[CollectorRegistry, Dashboard]:
+def build_registry(events: bool = True, analysis_refresh: float = ANALYSIS_REFRESH_SECONDS
+                   ) -> tuple[CollectorRegistry, Dashboard]:
     """The exporter's registry and the dashboard that renders it."""
     registry = CollectorRegistry(auto_describe=False)
     history = ScanHistory()
-    registry.register(FleetCollector(history=history))
+    registry.register(FleetCollector(history=history, analysis_refresh=analysis_refresh))
     throughput: StageThroughput | None = None
     if events:
         throughput = StageThroughput()
@@ -345,9 +371,9 @@ class _QuietHandler(WSGIRequestHandler):
         """No line per request: Prometheus scrapes every few seconds."""
 
 
-def serve(port: int, bind: str) -> None:
+def serve(port: int, bind: str, analysis_refresh: float = ANALYSIS_REFRESH_SECONDS) -> None:
     """Serve /metrics and /dashboard on ``bind``:``port`` until the process is stopped."""
-    registry, dashboard = build_registry()
+    registry, dashboard = build_registry(analysis_refresh=analysis_refresh)
     server = make_server(bind, port, make_app(registry, dashboard), server_class=_Server,
                          handler_class=_QuietHandler)
     log.info("serving metrics on http://%s:%d/metrics and the dashboard on /dashboard", bind, port)
