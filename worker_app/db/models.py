@@ -394,13 +394,13 @@ class TrackVector(Base):
     track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"), primary_key=True)
     vector_version: Mapped[int] = mapped_column(SmallInteger)
     embedding: Mapped[list[float]] = mapped_column(Cube)
-    # vector.sketch(embedding), whose GiST index finds the candidates ``nearest`` ranks (migration 0007); None
-    # only on a row a worker of the previous release wrote, until it is vectorised again.
+    # vector.sketch(embedding), whose GiST index finds the candidates ``nearest`` ranks (migration 0008); None
+    # only on a row a worker of the previous release wrote, until it is vectorised again. ``embedding`` itself has
+    # no index: it is only read from the candidates' rows (0010 dropped its GiST index).
     sketch: Mapped[list[float] | None] = mapped_column(Cube, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
-    __table_args__ = (Index("ix_track_vectors_embedding", "embedding", postgresql_using="gist"),
-                      Index("ix_track_vectors_sketch", "sketch", postgresql_using="gist"))
+    __table_args__ = (Index("ix_track_vectors_sketch", "sketch", postgresql_using="gist"),)
 
 
 class AlbumAudio(Base):
