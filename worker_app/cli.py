@@ -69,7 +69,7 @@ class ReportingGroup(click.Group):
 def main() -> None:
     """SoniqueBay Fleet: catalogue a music library into PostgreSQL with Celery workers."""
     # Every command reads with the reader role (worker_app/db/privileges.py) unless it says otherwise below:
-    # scan, cancel and the scheduler write as the operator, the migrations as the owner.
+    # scan, cancel, db load and the scheduler write as the operator, the migrations as the owner.
     _connect_as("reader")
 
 
@@ -504,6 +504,8 @@ def load(source: Any, as_json: bool, timeout: float) -> None:
     from worker_app.pipeline.load import read_entries
     from worker_app.settings import get_settings
 
+    # It stages the records' pictures for the insert workers (staged_covers): the operator's writing duty.
+    _connect_as("operator")
     try:
         entries = read_entries(source.read())
     except ValueError as error:
