@@ -179,8 +179,8 @@ def test_no_message_of_a_load_exceeds_64_kb_and_nothing_stays_staged(stack, libr
         assert list(row["artists"]) == list(dict.fromkeys(track.artists)), track.path
         assert row["cover_sha256"] == want_cover[track.path], track.path
     with db_session_factory() as session:
-        catalogued = dict(session.execute(select(Cover.sha256, Cover.size_bytes).where(Cover.sha256.in_(shas))))
-        data = dict(session.execute(select(Cover.sha256, func.md5(Cover.data)).where(Cover.sha256.in_(shas))))
+        catalogued = dict(session.execute(select(Cover.sha256, Cover.size_bytes).where(Cover.sha256.in_(shas))).all())
+        data = dict(session.execute(select(Cover.sha256, func.md5(Cover.data)).where(Cover.sha256.in_(shas))).all())
         staged = session.execute(select(func.count()).select_from(StagedCover)
                                  .where(StagedCover.sha256.in_(list(want_cover.values())))).scalar_one()
         before = catalogue_counts(session, os.fsdecode(library.root))
@@ -216,7 +216,7 @@ def test_a_record_too_large_for_a_message_refuses_the_load_before_it_writes(stac
     refused = stack.soniquebay("db", "load", str(source), check=False)
     assert refused.returncode == 3, refused.stderr + refused.stdout
     assert "MessageTooLarge" in refused.stderr and "insert_tracks_batch" in refused.stderr, refused.stderr
-    # Nothing written: not the small record either, nor its picture staged.
+    # Nothing written: not the big record, nor a picture staged.
     assert big["path"] not in _under(db_session_factory, library.root)
     with db_session_factory() as session:
         assert session.execute(select(func.count()).select_from(StagedCover)).scalar_one() == staged
