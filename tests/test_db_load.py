@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
+import string
 import subprocess
 
 import pytest
@@ -133,8 +135,10 @@ def test_no_message_of_a_load_exceeds_64_kb_and_nothing_stays_staged(stack, libr
     assert set(shas) <= set(want_cover.values()), "too few FLAC and MP3 files for three pictures"
     answers = tmp_path / "records.jsonl"
     _answers(stack, [track.path for track in library.tracks], answers)
-    # Lyrics of about 6 KB per record: the tracks do not fit one message, and go in several.
-    lyrics = {track.path: [f"{number} " + "la " * 2000] for number, track in enumerate(library.tracks)}
+    # Lyrics of 6 KB of random letters per record (gzip, which the broker's copy goes through, cannot shrink them
+    # much): the tracks do not fit one message and go in several, each near the bound.
+    lyrics = {track.path: ["".join(random.Random(number).choices(string.ascii_letters + " ", k=6000))]
+              for number, track in enumerate(library.tracks)}
     entries = [json.loads(line) for line in answers.read_text().splitlines()]
     for entry in entries:
         entry["record"]["tags"]["lyrics"] = lyrics[entry["record"]["path"]]
