@@ -499,7 +499,9 @@ def load(source: Any, as_json: bool, timeout: float) -> None:
     """Put records into the catalogue without a scan: SOURCE ("-" for standard input) holds what `soniquebay tags
     --json` prints, one answer a line (or a JSON list of answers or records). The insert workers write covers,
     artists, albums, then tracks, as a scan's batch stage groups them; files under no library root are refused.
-    Exit 1 when an entry was refused, else 0 (unreadable files' answers are counted, not loaded)."""
+    The pictures wait in PostgreSQL (staged as the operator's database role: run it where `soniquebay scan`
+    runs), so no message carries one. Exit 1 when an entry was refused, else 0 (unreadable files' answers are
+    counted, not loaded); 3 when the workers did not load them or a record is too large for a message."""
     from worker_app.pipeline.load import load as load_records
     from worker_app.pipeline.load import read_entries
     from worker_app.settings import get_settings
