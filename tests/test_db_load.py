@@ -1,14 +1,23 @@
 """`soniquebay db load`: the records `soniquebay tags --json` printed go into the catalogue through the insert
-workers' per-entity tasks (covers, artists, albums, tracks), as the rows a scan would write."""
+workers' per-entity tasks (covers, artists, albums, tracks), as the rows a scan would write; its pictures wait in
+PostgreSQL like a scan's (pipeline/staging.py), and every message it sends stays under 64 KB in the broker."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
+import string
+import subprocess
 
 import pytest
+import redis
+from sqlalchemy import func, select
 
 from tests.audio_factory import make_library
 from tests.catalogue import catalogue_counts, forget_library, tracks_by_path
+from tests.services import VENV_BIN
+from tests.test_claim_check import MAX_MESSAGE_BYTES, big_picture, embed_front_cover
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -95,3 +104,131 @@ def test_load_refuses_records_outside_the_library_roots_and_what_is_not_a_record
     garbage.write_text("not json\n")
     failed = stack.soniquebay("db", "load", str(garbage), check=False)
     assert failed.returncode == 2 and "not JSON records" in failed.stderr
+
+
+def _answers(stack, paths: list[str], into) -> None:
+    with into.open("w") as out:
+        for path in paths:
+            shown = stack.soniquebay("tags", path, "--json", check=False)
+            assert shown.returncode in (0, 1), shown.stderr
+            out.write(shown.stdout.strip() + "\n")
+
+
+def test_no_message_of_a_load_exceeds_64_kb_and_nothing_stays_staged(stack, library_root, tmp_path,
+                                                                       db_session_factory):
+    """Pictures of a megabyte in the records: the insert worker is made to consume another list (Celery's remote
+    control), and the test moves each message of the load there from the insert queue's lists, measuring it as
+    the broker holds it."""
+    from worker_app.celery_app import app
+    from worker_app.db.models import Cover, StagedCover
+    from worker_app.pipeline.backpressure import queue_keys
+
+    library = make_library(library_root / "load-pictures", n_files=16, seed=43, corrupt=False, untagged=False,
+                           odd_file_names=False)
+    pictures = [big_picture(seed, 830) for seed in (11, 12, 13)]
+    shas = [hashlib.sha256(data).hexdigest() for data in pictures]
+    assert min(len(data) for data in pictures) > 12 * MAX_MESSAGE_BYTES
+    want_cover = {track.path: track.cover_sha256 for track in library.tracks}
+    for number, track in enumerate(library.tracks):
+        if embed_front_cover(track.path, track.format, pictures[number % 3]):
+            want_cover[track.path] = shas[number % 3]
+    assert set(shas) <= set(want_cover.values()), "too few FLAC and MP3 files for three pictures"
+    answers = tmp_path / "records.jsonl"
+    _answers(stack, [track.path for track in library.tracks], answers)
+    # Lyrics of 6 KB of random letters per record (gzip, which the broker's copy goes through, cannot shrink them
+    # much): the tracks do not fit one message and go in several, each near the bound.
+    lyrics = {track.path: ["".join(random.Random(number).choices(string.ascii_letters + " ", k=6000))]
+              for number, track in enumerate(library.tracks)}
+    entries = [json.loads(line) for line in answers.read_text().splitlines()]
+    for entry in entries:
+        entry["record"]["tags"]["lyrics"] = lyrics[entry["record"]["path"]]
+    answers.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+
+    broker = redis.Redis.from_url(stack.broker.url())
+    sep = app.conf.broker_transport_options.get("sep", ":")
+    insert_keys = queue_keys("insert", sep)
+    seen_queue = "load-messages-seen"
+    nodes = [node for node, queues in (app.control.inspect(timeout=10).active_queues() or {}).items()
+             if any(queue["name"] == "insert" for queue in queues)]
+    assert nodes, "no insert worker answered"
+    messages: list[tuple[str, int]] = []
+    app.control.add_consumer(seen_queue, destination=nodes, reply=True)
+    app.control.cancel_consumer("insert", destination=nodes, reply=True)
+    try:
+        process = subprocess.Popen([str(VENV_BIN / "soniquebay"), "db", "load", str(answers), "--json"],
+                                   env=stack.cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while process.poll() is None:
+            popped = broker.brpop(insert_keys, timeout=1)
+            if popped:
+                _, message = popped
+                messages.append((json.loads(message)["headers"]["task"], len(message)))
+                broker.lpush(seen_queue, message)
+        out, err = process.communicate(timeout=60)
+    finally:
+        app.control.add_consumer("insert", destination=nodes, reply=True)
+        app.control.cancel_consumer(seen_queue, destination=nodes, reply=True)
+    assert process.returncode == 0, err + out + stack.diagnostics()
+    report = json.loads(out)
+    assert report["tracks"] == len(library.tracks) and report["refused"] == []
+    assert report["covers"] == len({sha for sha in want_cover.values() if sha})
+
+    largest = max(size for _, size in messages)
+    print(f"largest message of the load in the broker: {largest} bytes; {len(messages)} messages")
+    assert {task for task, _ in messages} == {"insert_covers_batch", "insert_artists_batch", "insert_albums_batch",
+                                              "insert_tracks_batch"}, messages
+    assert largest < MAX_MESSAGE_BYTES, messages
+    assert sum(task == "insert_tracks_batch" for task, _ in messages) >= 2, messages
+
+    # The catalogue as the records say, pictures by sha256, nothing left staged.
+    rows = _under(db_session_factory, library.root)
+    assert set(rows) == {track.path for track in library.tracks}
+    for track in library.tracks:
+        row = rows[track.path]
+        got = {name: row[name] for name in ("title", "album", "track_number", "disc_number", "year", "format",
+                                            "tags")}
+        want = {name: getattr(track, name) for name in got} | {"tags": track.tags | {"lyrics": lyrics[track.path]}}
+        assert got == want, track.path
+        assert list(row["artists"]) == list(dict.fromkeys(track.artists)), track.path
+        assert row["cover_sha256"] == want_cover[track.path], track.path
+    with db_session_factory() as session:
+        catalogued = dict(session.execute(select(Cover.sha256, Cover.size_bytes).where(Cover.sha256.in_(shas))).all())
+        data = dict(session.execute(select(Cover.sha256, func.md5(Cover.data)).where(Cover.sha256.in_(shas))).all())
+        staged = session.execute(select(func.count()).select_from(StagedCover)
+                                 .where(StagedCover.sha256.in_(list(want_cover.values())))).scalar_one()
+        before = catalogue_counts(session, os.fsdecode(library.root))
+    assert catalogued == {sha: len(picture) for sha, picture in zip(shas, pictures, strict=True)}
+    assert data == {sha: hashlib.md5(picture).hexdigest() for sha, picture in zip(shas, pictures, strict=True)}
+    assert staged == 0
+
+    # Loaded again: the same catalogue, and again nothing staged.
+    again = stack.soniquebay("db", "load", str(answers), "--json", check=False)
+    assert again.returncode == 0, again.stderr
+    assert _under(db_session_factory, library.root) == rows
+    with db_session_factory() as session:
+        assert catalogue_counts(session, os.fsdecode(library.root)) == before
+        assert session.execute(select(func.count()).select_from(StagedCover)
+                               .where(StagedCover.sha256.in_(list(want_cover.values())))).scalar_one() == 0
+    with db_session_factory() as session, session.begin():
+        forget_library(session, str(library.root))
+
+
+def test_a_record_too_large_for_a_message_refuses_the_load_before_it_writes(stack, library, tmp_path,
+                                                                            db_session_factory):
+    from worker_app.db.models import StagedCover
+
+    track = library.tracks[0]
+    record = json.loads(stack.soniquebay("tags", track.path, "--json").stdout)["record"]
+    big = dict(record, path=os.path.join(os.path.dirname(track.path), "lyrics.flac"),
+               tags={"lyrics": ["la " * 20000]})
+    source = tmp_path / "big.json"
+    source.write_text(json.dumps([record, big]))
+    with db_session_factory() as session:
+        staged = session.execute(select(func.count()).select_from(StagedCover)).scalar_one()
+
+    refused = stack.soniquebay("db", "load", str(source), check=False)
+    assert refused.returncode == 3, refused.stderr + refused.stdout
+    assert "MessageTooLarge" in refused.stderr and "insert_tracks_batch" in refused.stderr, refused.stderr
+    # Nothing written: not the big record, nor a picture staged.
+    assert big["path"] not in _under(db_session_factory, library.root)
+    with db_session_factory() as session:
+        assert session.execute(select(func.count()).select_from(StagedCover)).scalar_one() == staged

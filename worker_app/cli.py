@@ -69,7 +69,7 @@ class ReportingGroup(click.Group):
 def main() -> None:
     """SoniqueBay Fleet: catalogue a music library into PostgreSQL with Celery workers."""
     # Every command reads with the reader role (worker_app/db/privileges.py) unless it says otherwise below:
-    # scan, cancel and the scheduler write as the operator, the migrations as the owner.
+    # scan, cancel, db load and the scheduler write as the operator, the migrations as the owner.
     _connect_as("reader")
 
 
@@ -505,11 +505,15 @@ def load(source: Any, as_json: bool, timeout: float) -> None:
     """Put records into the catalogue without a scan: SOURCE ("-" for standard input) holds what `soniquebay tags
     --json` prints, one answer a line (or a JSON list of answers or records). The insert workers write covers,
     artists, albums, then tracks, as a scan's batch stage groups them; files under no library root are refused.
-    Exit 1 when an entry was refused, else 0 (unreadable files' answers are counted, not loaded)."""
+    The pictures wait in PostgreSQL (staged as the operator's database role: run it where `soniquebay scan`
+    runs), so no message carries one. Exit 1 when an entry was refused, else 0 (unreadable files' answers are
+    counted, not loaded); 3 when the workers did not load them or a record is too large for a message."""
     from worker_app.pipeline.load import load as load_records
     from worker_app.pipeline.load import read_entries
     from worker_app.settings import get_settings
 
+    # It stages the records' pictures for the insert workers (staged_covers): the operator's writing duty.
+    _connect_as("operator")
     try:
         entries = read_entries(source.read())
     except ValueError as error:

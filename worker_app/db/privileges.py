@@ -11,7 +11,8 @@ else: it may DROP, ALTER and TRUNCATE. Every other process connects as the login
   any row but a failure record of a file that came back and a unit's claim check.
 - ``catalogue``: the insert and deferred workers. The ledger's rights, plus writing and deleting the catalogue's
   rows (upserts, removals, orphans, covers, search and similarity vectors) and pruning old scans' records.
-- ``operator``: starting and cancelling scans (``soniquebay scan``, ``cancel``) and the scheduler of rescans.
+- ``operator``: starting and cancelling scans (``soniquebay scan``, ``cancel``), the scheduler of rescans, and
+  staging the pictures of ``soniquebay db load`` (whose insert workers write the rows).
 - ``reader``: the command line's read commands and the Prometheus exporter: SELECT only.
 
 No duty may create, alter, drop or truncate anything (those rights belong to the owner alone, and PostgreSQL
@@ -85,9 +86,13 @@ _WRITES: dict[str, dict[str, tuple[str, ...]]] = {
     # ended scans.
     "staged_units": {"ledger": WRITE_DELETE, "catalogue": WRITE_DELETE},
     # A picture staged once by sha256: the extract stage adds it or touches its staged_at; the insert stage moves
-    # it into covers (INSERT ... SELECT: read here) and drops it, retention drops those no unit uses.
+    # it into covers (INSERT ... SELECT: read here) and drops it, retention drops those no unit uses. `soniquebay
+    # db load` (the operator) stages its records' pictures the same way, so that its messages carry only their
+    # sha256, and drops at its end the staged copies the catalogue has (a unit staging the same picture finds it
+    # there): it changes no other column and writes no catalogue row itself.
     "staged_covers": {"ledger": ("INSERT", _update(("staged_at",))),
-                      "catalogue": ("INSERT", _update(("staged_at",)), "DELETE")},
+                      "catalogue": ("INSERT", _update(("staged_at",)), "DELETE"),
+                      "operator": ("INSERT", _update(("staged_at",)), "DELETE")},
     "scan_schedules": {"operator": WRITE},
     "scan_schedule_runs": {"operator": WRITE},
     "alembic_version": {},

@@ -277,10 +277,12 @@ def _write_unit(session: Session, scan_id: int, key: str, payload: dict[str, Any
 
 @app.task(name="insert_covers_batch", acks_late=True, ignore_result=False,
           **INSERT.options)
-def insert_covers_batch(covers: list[dict[str, Any]]) -> dict[str, int]:
-    """Upsert covers (``CoverImage.to_message`` dicts); returns their ids by sha256."""
+def insert_covers_batch(shas: list[str]) -> dict[str, int]:
+    """Move pictures that ``soniquebay db load`` staged (by sha256, in ``staged_covers``) into the catalogue;
+    returns their ids by sha256. The staged rows stay: each tracks message of the load claims its pictures again
+    (``insert_tracks_batch``), and the load drops them at its end."""
     with transaction() as session:
-        return upsert_covers(session, sorted(covers, key=lambda c: c["sha256"]))
+        return claim_covers(session, shas, keep_staged=True)
 
 
 @app.task(name="insert_artists_batch", acks_late=True, ignore_result=False,
@@ -303,6 +305,10 @@ def insert_albums_batch(albums: list[dict[str, Any]], artists: list[dict[str, An
 @app.task(name="insert_tracks_batch", acks_late=True, ignore_result=False,
           **INSERT.options)
 def insert_tracks_batch(payload: dict[str, Any]) -> dict[str, int]:
-    """Upsert a whole ``prepare_insertion_batch`` payload outside any scan; returns track ids by path."""
+    """Upsert a whole ``prepare_insertion_batch`` payload outside any scan; returns track ids by path. Its pictures
+    are named by sha256 (``cover_shas``) and claimed again here, from ``staged_covers`` or ``covers``: an orphan
+    cleanup between the load's covers step and this one may have deleted a picture no track used yet. A payload
+    that carries its pictures themselves (``covers``) upserts them instead."""
     with transaction() as session:
-        return write_payload(session, None, payload)
+        cover_ids = None if payload.get("covers") else claim_covers(session, payload["cover_shas"], keep_staged=True)
+        return write_payload(session, None, payload, cover_ids)

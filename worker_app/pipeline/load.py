@@ -6,22 +6,30 @@ an "error" holds no record and is counted as unreadable), or bare ``TrackRecord.
 grouped exactly as a scan's batch stage groups them (``group_by_artist``, ``prepare_insertion_batch``), so a track
 loaded so is the row a scan of the same file would write, and a later scan of its folder finds it unchanged.
 
-Each kind of row goes in its own tasks, in dependency order, each waited for: covers (in messages of at most
-``COVER_MESSAGE_BYTES``, the heavy part), then artists, then albums with their album artists, then tracks in
-chunks. Each tracks chunk carries the covers, artists and albums it uses, upserted again in its transaction: a
-deferred worker's orphan cleanup that runs between two steps (rows no track uses yet) costs nothing but that
-upsert, and a load run twice leaves the catalogue as once.
+Like a scan's, the load's messages carry no pictures and stay within MAX_ARGS_BYTES (issue 11: every message under
+64 KB in the broker), with the claim check of pipeline/staging.py: the command stages each picture once by sha256
+in ``staged_covers`` (as the operator's role, the command line's writing duty), then sends, each waited for and in
+dependency order, the sha256s to move into ``covers``, the artists, the albums with their album artists, and the
+tracks, each kind in as many messages as its JSON needs to stay within the bound. Every message is made and
+measured before the first is sent, so a record too large for any message refuses the load before it writes
+anything. Each tracks message carries the artists and albums its tracks use, upserted again, and claims its
+pictures again from the staged copies (left staged until the load ends): a deferred worker's orphan cleanup that
+runs between two steps (rows no track uses yet) costs nothing but that upsert, and a load run twice leaves the
+catalogue as once. At its end the load drops the staged copies the catalogue has (``unstage_catalogued``); after a
+failure, those it has not are pruned by retention within ``UNUSED_COVER_AGE``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Task
 
-from worker_app.metadata.record import TrackRecord
+from worker_app.db.session import transaction
+from worker_app.metadata.record import CoverImage, TrackRecord
 from worker_app.paths import PathRefused, check_task_path, display_path
 from worker_app.pipeline.batch import group_by_artist, prepare_insertion_batch
 from worker_app.pipeline.insert import (
@@ -30,9 +38,8 @@ from worker_app.pipeline.insert import (
     insert_covers_batch,
     insert_tracks_batch,
 )
-
-COVER_MESSAGE_BYTES = 32 * 1024 * 1024  # base64 text of the covers in one message
-TRACKS_PER_MESSAGE = 500
+from worker_app.pipeline.ledger import MAX_ARGS_BYTES, check_args_size
+from worker_app.pipeline.staging import stage_covers, unstage_catalogued
 
 
 @dataclass
@@ -90,53 +97,135 @@ def _records(entries: Iterable[Any], library_roots: tuple[str, ...], report: Loa
     return records, covers
 
 
-def _cover_messages(covers: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    chunk: list[dict[str, Any]] = []
+# What a picture's staging transaction holds at most (the pictures themselves, decoded): the command line keeps
+# a batch in memory, and PostgreSQL gets it as one statement.
+STAGING_BYTES = 32 * 1024 * 1024
+
+
+def _staging_batches(covers: list[CoverImage]) -> Iterator[dict[str, CoverImage]]:
+    batch: dict[str, CoverImage] = {}
     size = 0
     for cover in covers:
-        if chunk and size + len(cover["data"]) > COVER_MESSAGE_BYTES:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(cover)
-        size += len(cover["data"])
-    if chunk:
-        yield chunk
+        if batch and size + len(cover.data) > STAGING_BYTES:
+            yield batch
+            batch, size = {}, 0
+        batch[cover.sha256] = cover
+        size += len(cover.data)
+    if batch:
+        yield batch
 
 
-def _sent(task: Task, *args: Any, timeout: float) -> Any:
+def _json_bytes(value: Any) -> int:
+    """What a value adds to a JSON list: itself and a ", " separator (so a sum of these bounds the list's JSON)."""
+    return len(json.dumps(value)) + 2
+
+
+def _runs(entries: list[Any], needs: Callable[[Any], list[tuple[str, Any]]], empty_args: list[Any]
+          ) -> Iterator[list[Any]]:
+    """Consecutive runs of ``entries`` whose message's arguments stay within MAX_ARGS_BYTES: ``empty_args`` are
+    the arguments with no entry, and each entry adds what it ``needs`` ((identity, JSON value) pairs: itself and
+    the rows it takes along), each counted once per run. An entry that alone exceeds the bound is a run of its own,
+    which ``check_args_size`` refuses."""
+    base = len(json.dumps(empty_args))
+    run: list[Any] = []
+    seen: set[str] = set()
+    size = base
+    for entry in entries:
+        parts = dict(needs(entry))
+        extra = sum(_json_bytes(value) for key, value in parts.items() if key not in seen)
+        if run and size + extra > MAX_ARGS_BYTES:
+            yield run
+            run, seen, size = [], set(), base
+            extra = sum(_json_bytes(value) for value in parts.values())
+        run.append(entry)
+        seen.update(parts)
+        size += extra
+    if run:
+        yield run
+
+
+def _messages(payload: dict[str, Any]) -> list[tuple[Task, list[Any]]]:
+    """Every message of the load, in the order they are sent, each checked against MAX_ARGS_BYTES."""
+    artists = {artist["name_key"]: artist for artist in payload["artists"]}
+    messages: list[tuple[Task, list[Any]]] = []
+    for shas in _runs(payload["cover_shas"], lambda sha: [(f"c:{sha}", sha)], [[]]):
+        messages.append((insert_covers_batch, [shas]))
+    for run in _runs(payload["artists"], lambda artist: [(f"a:{artist['name_key']}", artist)], [[]]):
+        messages.append((insert_artists_batch, [run]))
+
+    def album_needs(album: dict[str, Any]) -> list[tuple[str, Any]]:
+        artist = artists[album["album_artist_key"]]
+        return [(f"l:{album['key']}", album), (f"a:{artist['name_key']}", artist)]
+
+    for run in _runs(payload["albums"], album_needs, [[], []]):
+        keys = {album["album_artist_key"] for album in run}
+        messages.append((insert_albums_batch, [run, [a for a in payload["artists"] if a["name_key"] in keys]]))
+    album_by_key = {album["key"]: album for album in payload["albums"]}
+
+    def track_needs(track: dict[str, Any]) -> list[tuple[str, Any]]:
+        album = album_by_key.get(track.get("album_key") or "")
+        keys = [*track["artist_keys"], *([album["album_artist_key"]] if album else [])]
+        return [(f"t:{track['path']}", track), *([(f"l:{album['key']}", album)] if album else []),
+                *((f"a:{key}", artists[key]) for key in keys),
+                *((f"c:{sha}", sha) for sha in (track.get("cover"), track.get("folder_cover")) if sha)]
+
+    for tracks in _runs(payload["tracks"], track_needs, [_subset(payload, [])]):
+        messages.append((insert_tracks_batch, [_subset(payload, tracks)]))
+    for task, args in messages:
+        check_args_size(task.name, args)
+    return messages
+
+
+def _sent(task: Task, args: list[Any], timeout: float) -> Any:
     return task.apply_async(args, ignore_result=False).get(timeout=timeout)
 
 
 def load(entries: Iterable[Any], library_roots: tuple[str, ...], *, timeout: float) -> LoadReport:
     """Insert the records among ``entries`` through the insert workers; raises what a task raised (or Celery's
-    TimeoutError when no insert worker answered within ``timeout`` seconds for one message)."""
+    TimeoutError when no insert worker answered within ``timeout`` seconds for one message), MessageTooLarge
+    (before anything is written) for a record too large for a message."""
     report = LoadReport()
     records, covers = _records(entries, library_roots, report)
     if not records:
         return report
-    payload = prepare_insertion_batch(group_by_artist(records), [], covers)
-    for chunk in _cover_messages(payload["covers"]):
-        report.covers += len(_sent(insert_covers_batch, chunk, timeout=timeout))
-    report.artists = len(_sent(insert_artists_batch, payload["artists"], timeout=timeout))
-    album_artist_keys = {album["album_artist_key"] for album in payload["albums"]}
-    album_artists = [artist for artist in payload["artists"] if artist["name_key"] in album_artist_keys]
-    report.albums = len(_sent(insert_albums_batch, payload["albums"], album_artists, timeout=timeout))
-    tracks = payload["tracks"]
-    for start in range(0, len(tracks), TRACKS_PER_MESSAGE):
-        report.tracks += len(_sent(insert_tracks_batch, _subset(payload, tracks[start:start + TRACKS_PER_MESSAGE]),
-                                   timeout=timeout))
+    payload = prepare_insertion_batch(group_by_artist(records), [])
+    messages = _messages(payload)
+    pictures = [CoverImage.from_message(covers[sha]) for sha in payload["cover_shas"]]
+    try:
+        for batch in _staging_batches(pictures):
+            with transaction() as session:
+                # Catalogued ones too: a picture no track uses may go to an orphan cleanup before the tracks
+                # step claims it again.
+                stage_covers(session, batch, catalogued_too=True)
+        for task, args in messages:
+            ids = _sent(task, args, timeout)
+            if task is insert_covers_batch:
+                report.covers += len(ids)
+            elif task is insert_artists_batch:
+                report.artists += len(ids)
+            elif task is insert_albums_batch:
+                report.albums += len(ids)
+            else:
+                report.tracks += len(ids)
+    except BaseException:
+        # What the catalogue has is safe to drop; the rest is left to retention (a scan may be waiting for it).
+        with contextlib.suppress(Exception), transaction() as session:
+            unstage_catalogued(session, payload["cover_shas"])
+        raise
+    with transaction() as session:
+        unstage_catalogued(session, payload["cover_shas"])
     return report
 
 
 def _subset(payload: dict[str, Any], tracks: list[dict[str, Any]]) -> dict[str, Any]:
-    """The part of ``payload`` that ``tracks`` use, in the payload's order."""
+    """The part of ``payload`` that ``tracks`` use, in the payload's order, their pictures by sha256."""
     album_keys = {track["album_key"] for track in tracks if track.get("album_key")}
     albums = [album for album in payload["albums"] if album["key"] in album_keys]
     artist_keys = {key for track in tracks for key in track["artist_keys"]} | {
         album["album_artist_key"] for album in albums}
-    cover_shas = {track.get("cover") for track in tracks}
+    cover_shas = {sha for track in tracks for sha in (track.get("cover"), track.get("folder_cover")) if sha}
     return {
-        "covers": [cover for cover in payload["covers"] if cover["sha256"] in cover_shas],
+        "cover_shas": [sha for sha in payload["cover_shas"] if sha in cover_shas],
         "artists": [artist for artist in payload["artists"] if artist["name_key"] in artist_keys],
         "albums": albums,
         "tracks": tracks,

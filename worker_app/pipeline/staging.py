@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -36,20 +37,29 @@ log = logging.getLogger(__name__)
 UNUSED_COVER_AGE = timedelta(hours=1)
 
 
+def stage_covers(session: Session, covers: Mapping[str, CoverImage], catalogued_too: bool = False) -> None:
+    """Keep each picture once by sha256 (a picture staged already is only touched: its ``staged_at`` moves on).
+    Those the catalogue has are skipped unless ``catalogued_too`` (``db load``: see pipeline/load.py)."""
+    shas = sorted(covers)
+    if not shas:
+        return
+    known: set[str] = set() if catalogued_too else set(
+        session.execute(select(Cover.sha256).where(Cover.sha256.in_(shas))).scalars())
+    rows = [{"sha256": sha, "mime": covers[sha].mime, "width": covers[sha].width, "height": covers[sha].height,
+             "size_bytes": covers[sha].size_bytes, "source": covers[sha].source, "data": covers[sha].data}
+            for sha in shas if sha not in known]
+    if rows:
+        statement = insert(StagedCover)
+        session.execute(statement.on_conflict_do_update(index_elements=["sha256"],
+                                                        set_={"staged_at": func.now()}), rows)
+
+
 def stage_extracted(session: Session, scan_id: int, key: str, records: list[dict[str, Any]],
                     failures: list[list[Any]], covers: dict[str, CoverImage]) -> None:
     """Keep a unit's records and failures, and its pictures that the catalogue does not have yet. Written again
     by a redelivery of the extract stage (the batch stage's payload, if any, goes with the old records)."""
     shas = sorted(covers)
-    if shas:
-        known = set(session.execute(select(Cover.sha256).where(Cover.sha256.in_(shas))).scalars())
-        rows = [{"sha256": sha, "mime": covers[sha].mime, "width": covers[sha].width, "height": covers[sha].height,
-                 "size_bytes": covers[sha].size_bytes, "source": covers[sha].source, "data": covers[sha].data}
-                for sha in shas if sha not in known]
-        if rows:
-            statement = insert(StagedCover)
-            session.execute(statement.on_conflict_do_update(index_elements=["sha256"],
-                                                            set_={"staged_at": func.now()}), rows)
+    stage_covers(session, covers)
     statement = insert(StagedUnit).values(scan_id=scan_id, key=key, records=json.dumps([records, failures]),
                                           payload=None, cover_shas=shas)
     session.execute(statement.on_conflict_do_update(
@@ -89,9 +99,10 @@ def take_payload(session: Session, scan_id: int, key: str) -> tuple[dict[str, An
     return (json.loads(row.payload) if row.payload is not None else None), True
 
 
-def claim_covers(session: Session, shas: list[str]) -> dict[str, int]:
+def claim_covers(session: Session, shas: list[str], keep_staged: bool = False) -> dict[str, int]:
     """The catalogue's cover ids of these pictures, moving the staged ones into ``covers`` first (in sha256 order,
-    the order every insert worker locks them in)."""
+    the order every insert worker locks them in). ``keep_staged``: copy them and leave the staged rows, for a
+    later step that claims them again (``db load``, which drops them at its end: ``unstage_catalogued``)."""
     if not shas:
         return {}
     shas = sorted(set(shas))
@@ -104,9 +115,20 @@ def claim_covers(session: Session, shas: list[str]) -> dict[str, int]:
     if len(ids) < len(shas):
         log.warning("pictures neither staged nor catalogued (their tracks go without): %s",
                     sorted(set(shas) - set(ids)))
+    if keep_staged:
+        return ids
     # In the catalogue now: a unit that staged the same picture finds it there.
     session.execute(delete(StagedCover).where(StagedCover.sha256.in_(list(ids))))
     return ids
+
+
+def unstage_catalogued(session: Session, shas: list[str]) -> int:
+    """Drop the staged copies of these pictures that the catalogue has (a unit that staged one of them finds it
+    there); those it has not are left to ``prune_staging``, since a scan's unit may be waiting for one."""
+    if not shas:
+        return 0
+    return rowcount(session.execute(delete(StagedCover).where(
+        StagedCover.sha256.in_(sorted(set(shas))), exists().where(Cover.sha256 == StagedCover.sha256))))
 
 
 def release(session: Session, scan_id: int, key: str) -> None:

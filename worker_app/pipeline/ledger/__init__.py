@@ -35,6 +35,7 @@ from worker_app.pipeline.ledger.outbox import (
     MAX_ARGS_BYTES,
     MessageTooLarge,
     Unit,
+    check_args_size,
     mark_sent,
     publish,
     register_units,
@@ -52,7 +53,7 @@ from worker_app.pipeline.ledger.states import ACTIVE, BACKGROUND_KINDS, CANCELLE
 __all__ = [
     "ACTIVE", "BACKGROUND_KINDS", "CANCELLED", "COUNTS", "FOLLOW_UPS", "MAX_ARGS_BYTES", "PASSING", "VERDICT",
     "Cancelled", "Delivery", "Failure", "MessageTooLarge", "Unit",
-    "begin_delivery", "cancel_scan", "complete_unit", "hand_off", "mark_current_path", "mark_sent",
+    "begin_delivery", "cancel_scan", "check_args_size", "complete_unit", "hand_off", "mark_current_path", "mark_sent",
     "note_passing_error", "progress", "publish", "record_failures", "register_units", "resend_stalled",
     "resend_unsent", "reset_units", "send_after_commit", "send_stored", "send_units", "send_unsent",
     "take_poison", "unit_is_done", "unit_totals",

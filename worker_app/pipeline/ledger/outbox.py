@@ -35,13 +35,19 @@ class MessageTooLarge(ValueError):
     """A task message whose arguments exceed MAX_ARGS_BYTES: a sender that should have split its work."""
 
 
+def check_args_size(task: str, args: list[Any]) -> int:
+    """The size of a message's arguments as JSON; MessageTooLarge above MAX_ARGS_BYTES."""
+    size = len(json.dumps(args))
+    if size > MAX_ARGS_BYTES:
+        raise MessageTooLarge(f"{task}: {size} bytes of arguments, more than {MAX_ARGS_BYTES}")
+    return size
+
+
 def publish(task: str, args: list[Any]) -> None:
     """Send one task message; refuse one whose arguments exceed MAX_ARGS_BYTES. Results are never stored (the
     pipeline does not wait on them), so sending needs only the broker: a lost or black-holed result Redis costs
     nothing."""
-    size = len(json.dumps(args))
-    if size > MAX_ARGS_BYTES:
-        raise MessageTooLarge(f"{task}: {size} bytes of arguments, more than {MAX_ARGS_BYTES}")
+    check_args_size(task, args)
     app.send_task(task, args=args, ignore_result=True)
 
 
