@@ -176,6 +176,11 @@ def _messages(payload: dict[str, Any]) -> list[tuple[Task, list[Any]]]:
     return messages
 
 
+# The report's figure each task's answer (ids by key) counts.
+_REPORTED = {insert_covers_batch.name: "covers", insert_artists_batch.name: "artists",
+             insert_albums_batch.name: "albums", insert_tracks_batch.name: "tracks"}
+
+
 def _sent(task: Task, args: list[Any], timeout: float) -> Any:
     return task.apply_async(args, ignore_result=False).get(timeout=timeout)
 
@@ -198,15 +203,8 @@ def load(entries: Iterable[Any], library_roots: tuple[str, ...], *, timeout: flo
                 # step claims it again.
                 stage_covers(session, batch, catalogued_too=True)
         for task, args in messages:
-            ids = _sent(task, args, timeout)
-            if task is insert_covers_batch:
-                report.covers += len(ids)
-            elif task is insert_artists_batch:
-                report.artists += len(ids)
-            elif task is insert_albums_batch:
-                report.albums += len(ids)
-            else:
-                report.tracks += len(ids)
+            counted = _REPORTED[task.name]
+            setattr(report, counted, getattr(report, counted) + len(_sent(task, args, timeout)))
     except BaseException:
         # What the catalogue has is safe to drop; the rest is left to retention (a scan may be waiting for it).
         with contextlib.suppress(Exception), transaction() as session:
