@@ -12,24 +12,25 @@ from tests.catalogue import tracks_by_path
 from tests.test_idempotence import _payload, stage
 
 
-def test_a_row_postgresql_refuses_does_not_sink_its_batch(stack, db_session_factory, running_scan):
+def test_a_row_postgresql_refuses_does_not_sink_its_batch(stack, db_session_factory, running_scan, library_root):
     from worker_app.db.models import ScanFailure, ScanUnit
     from worker_app.pipeline.insert import insert_batch_direct
 
-    payload = _payload("/bad-rows/album")
+    album = f"{library_root}/bad-rows/album"  # the insert stage takes only names under the library roots
+    payload = _payload(album)
     payload["tracks"][1]["track_number"] = 10**9  # beyond the smallint column: PostgreSQL refuses the row
-    scan_id = running_scan("/bad-rows", {"c/b0": "extract"})
+    scan_id = running_scan(f"{library_root}/bad-rows", {"c/b0": "extract"})
     stage(db_session_factory, scan_id, "c/b0", payload)
     insert_batch_direct.apply_async((scan_id, "c/b0"), ignore_result=False).get(timeout=60)
 
     with db_session_factory() as session:
-        catalogued = {p for p in tracks_by_path(session) if p.startswith("/bad-rows/album/")}
+        catalogued = {p for p in tracks_by_path(session) if p.startswith(f"{album}/")}
         failures = session.execute(select(ScanFailure.path, ScanFailure.stage, ScanFailure.reason)
                                    .where(ScanFailure.scan_id == scan_id)).all()
         unit = session.execute(select(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == "c/b0")
                                ).scalar_one()
-    assert catalogued == {"/bad-rows/album/01.flac", "/bad-rows/album/03.flac"}
-    assert [(p, s) for p, s, _ in failures] == [("/bad-rows/album/02.flac", "insert")]
+    assert catalogued == {f"{album}/01.flac", f"{album}/03.flac"}
+    assert [(p, s) for p, s, _ in failures] == [(f"{album}/02.flac", "insert")]
     assert "out of range" in failures[0][2]
     assert (unit.state, unit.inserted, unit.failed) == ("done", 2, 1)
 

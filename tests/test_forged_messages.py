@@ -10,10 +10,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tests.audio_factory import make_library
 from tests.catalogue import forget_library
+from tests.services import wait_for
 from worker_app.celery_app import app
 
 pytestmark = pytest.mark.timeout(600)
@@ -197,23 +198,133 @@ def test_a_cleanup_under_an_unreadable_root_deletes_nothing(stack, library, outs
     assert failure["kind"] == "passing" and "library root" in failure["reason"]
 
 
+def staged_unit(db_session_factory, running_scan, root: str, records: list[dict], verdicts: list[list]) -> int:
+    """A scan unit whose staged rows say what a forger on an extract or batch host wrote there (the ledger duty
+    may write ``staged_units``: the claim check), ready for the insert message that names it; returns the scan."""
+    from tests.test_idempotence import stage
+    from worker_app.pipeline.batch import group_by_artist, prepare_insertion_batch
+
+    scan_id = running_scan(root, {"b0": "extract"})
+    stage(db_session_factory, scan_id, "b0", prepare_insertion_batch(group_by_artist(records), verdicts, {}))
+    return scan_id
+
+
+def record_of(source: str, **changes) -> dict:
+    """The record the extract stage would stage for a file, as a forger would change it."""
+    from worker_app.metadata.reader import read_track
+
+    record = read_track(source)
+    record.cover = None
+    return {**record.to_message(), "cover": None, "folder_cover": None, **changes}
+
+
+def catalogued_track(db_session_factory, path: str):
+    from worker_app.db.models import Track
+
+    with db_session_factory() as session:
+        return session.execute(select(Track.title, Track.size_bytes, Track.mtime).where(Track.path == path)).first()
+
+
+def test_forged_records_and_verdicts_cannot_touch_the_tracks_of_unchanged_files(
+        stack, library, outside, scanned, running_scan, db_session_factory):
+    """What a compromised extract host can stage for the insert stage: a record that retitles a catalogued file, a
+    verdict that would delete one, names outside the roots. Only what a real scan could send is believed: a file
+    that really changed on disk gets its verdict."""
+    secret, folder, cover, link = outside
+    retitled, condemned, changed = library.tracks[5], library.tracks[6], library.tracks[7]
+    planted = f"{link}/{os.path.basename(secret.tracks[0].path)}"
+    changed_state = os.stat(changed.path)
+    os.utime(changed.path, ns=(changed_state.st_atime_ns, changed_state.st_mtime_ns + 5_000_000_000))
+    changed_now = os.stat(changed.path)
+    records = [record_of(retitled.path, title="Forged title"), record_of(secret.tracks[0].path, path=planted),
+               record_of(secret.tracks[1].path, path="/etc/passwd")]
+    verdicts = [[condemned.path, "extract", "not audio (forged)", condemned.size_bytes, condemned.mtime, "verdict"],
+                [changed.path, "extract", "corrupt (the file changed)", changed_now.st_size, changed_now.st_mtime,
+                 "verdict"]]
+    scan_id = staged_unit(db_session_factory, running_scan, "/forged-unit", records, verdicts)
+    forge("insert_batch_direct", [scan_id, "b0"])
+
+    state, inserted, failed = stack.wait_for_unit(scan_id, "b0")
+    assert (state, inserted) == ("done", 0), stack.diagnostics()
+    assert catalogued_track(db_session_factory, retitled.path).title == retitled.title
+    assert catalogued_track(db_session_factory, condemned.path) is not None
+    assert catalogued_track(db_session_factory, changed.path) is None  # really changed: the verdict holds
+    assert not {path for path in catalogued_paths(db_session_factory) if path in (planted, "/etc/passwd")}
+    failures = failures_of(stack, scan_id)
+    for path, why in {retitled.path: "has not changed since it was catalogued",
+                      condemned.path: "has not changed since it was catalogued",
+                      planted: "leads outside the library roots", "/etc/passwd": "outside the library roots"}.items():
+        assert failures[path]["kind"] == "passing" and failures[path]["reason"].startswith("refused: "), failures
+        assert why in failures[path]["reason"], failures[path]
+    assert failures[changed.path]["kind"] == "verdict"
+    log = worker_log(stack, "insert")
+    assert f"refused what its staged unit says of {condemned.path}: the verdict" in log
+    # The refused verdict is not remembered: the next scan reads the file as usual.
+    from worker_app.db.models import FailedFile
+
+    with db_session_factory() as session:
+        remembered = set(session.execute(select(FailedFile.path).where(
+            FailedFile.path.in_([retitled.path, condemned.path]))).scalars())
+    assert not remembered
+
+
+def test_a_listing_that_leaves_folders_out_cannot_make_the_sweep_delete_them(
+        stack, library, outside, scanned, db_session_factory):
+    """The end of a scan deletes the tracks of the folders its listing did not find. A scan host that reports a
+    listing with folders left out (here: none listed at all) must not get their tracks deleted: each folder is
+    checked to be gone first. A folder that really is gone is swept."""
+    from tests.test_idempotence import _payload
+    from worker_app.db.models import Scan, ScanFolder
+    from worker_app.pipeline.insert import write_payload
+
+    vanished = f"{library.root}/vanished"  # catalogued, and no such folder on disk
+    with db_session_factory() as session, session.begin():
+        write_payload(session, None, _payload(vanished))
+    with db_session_factory() as session, session.begin():
+        scan = Scan(root=str(library.root), status="finalizing", started_at=func.now())
+        session.add(scan)
+        session.flush()
+        # What the forger reported: the root was listed, every folder below it was not found.
+        session.add(ScanFolder(scan_id=scan.id, folder=str(library.root), listed=True))
+        scan_id = scan.id
+    before = {path for path in catalogued_paths(db_session_factory) if path.startswith(f"{library.root}/")}
+    forge("cleanup_finish_scan", [scan_id])
+    wait_for(lambda: scan_status(db_session_factory, scan_id) == "complete", 120, "the forged scan's end")
+
+    after = {path for path in catalogued_paths(db_session_factory) if path.startswith(f"{library.root}/")}
+    assert after == {path for path in before if not path.startswith(f"{vanished}/")}
+    assert {path for path in before if path.startswith(f"{vanished}/")}  # it was there to be swept
+    kept = failures_of(stack, scan_id)
+    folders = {os.path.dirname(path) for path in after}
+    assert folders <= set(kept), (folders, kept)
+    assert all(kept[folder]["reason"].startswith("not removed: the folder is still there") for folder in folders)
+    assert f"scan {scan_id}: kept the tracks of " in worker_log(stack, "deferred")
+
+
+def scan_status(db_session_factory, scan_id: int) -> str:
+    from worker_app.db.models import Scan
+
+    with db_session_factory() as session:
+        return session.get(Scan, scan_id).status
+
+
 def test_analysis_does_not_open_a_planted_track_outside_the_roots(stack, outside, running_scan, db_session_factory):
-    """The insert stage opens no file, so rows planted in a unit's staged payload (the claim check the insert
-    message names) are written as they are; the analysis that would open their files refuses names outside the
-    roots."""
-    from tests.test_idempotence import _payload, stage
+    """A track row whose file lies outside the roots (written by hand, or by an older release's insert stage, which
+    checked no name): the analysis that would open its file refuses it."""
+    from tests.test_idempotence import _payload
     from worker_app.db.models import AudioFeatures, Track
+    from worker_app.pipeline.insert import write_payload
 
     secret, folder, cover, link = outside
     payload = _payload(str(link))
     planted = [f"{link}/{os.path.basename(track.path)}" for track in secret.tracks[:len(payload["tracks"])]]
     for track, path in zip(payload["tracks"], planted, strict=True):
         track["path"] = path
-    scan_id = running_scan("/forged-insert", {"b0": "extract"})
-    stage(db_session_factory, scan_id, "b0", payload)
-    forge("insert_batch_direct", [scan_id, "b0"])
-    assert stack.wait_for_unit(scan_id, "b0")[0] == "done"
-    assert stack.wait_for_unit(scan_id, "b0/analyse", timeout=180)[0] == "done"
+    with db_session_factory() as session, session.begin():
+        track_ids = sorted(write_payload(session, None, payload).values())
+    scan_id = running_scan("/forged-analysis", {"a": "analysis"})
+    forge("extract_audio_features_batch", [scan_id, "a", track_ids])
+    assert stack.wait_for_unit(scan_id, "a", timeout=180)[0] == "done"
 
     with db_session_factory() as session:
         analysed = session.execute(select(Track.path, AudioFeatures.error, AudioFeatures.duration_seconds)

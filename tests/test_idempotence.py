@@ -76,17 +76,18 @@ def test_the_same_insert_batch_twice_leaves_the_same_rows(stack, db_session_fact
     assert track["album"] == "Mixtape" and track["album_artist"] == "Various Artists" and track["is_compilation"]
 
 
-def test_a_redelivered_scan_batch_is_counted_once(stack, db_session_factory, running_scan):
+def test_a_redelivered_scan_batch_is_counted_once(stack, db_session_factory, running_scan, library_root):
     """insert_batch_direct delivered twice for one scan unit: rows and the scan's figures as for one delivery."""
     from worker_app.db.models import ScanUnit, StagedCover, StagedUnit
     from worker_app.pipeline.insert import insert_batch_direct
 
-    payload = _payload("/idempotence/scan")
-    scan_id = running_scan("/idempotence", {"c/b0": "extract"})
+    folder = f"{library_root}/idempotence/scan"  # the insert stage takes only names under the library roots
+    payload = _payload(folder)
+    scan_id = running_scan(f"{library_root}/idempotence", {"c/b0": "extract"})
     stage(db_session_factory, scan_id, "c/b0", payload)
     insert_batch_direct.apply_async((scan_id, "c/b0"), ignore_result=False).get(timeout=60)
     with db_session_factory() as session:
-        once = catalogue_counts(session, "/idempotence/scan")
+        once = catalogue_counts(session, folder)
         # Dropped in the transaction that closed the unit; the picture moved into the catalogue.
         assert session.execute(select(StagedUnit).where(StagedUnit.scan_id == scan_id)).first() is None
         assert session.execute(select(StagedCover).where(
@@ -94,7 +95,7 @@ def test_a_redelivered_scan_batch_is_counted_once(stack, db_session_factory, run
     second = insert_batch_direct.apply_async((scan_id, "c/b0"), ignore_result=False).get(timeout=60)
     assert second == {"skipped": "c/b0", "why": "done"}
     with db_session_factory() as session:
-        assert catalogue_counts(session, "/idempotence/scan") == once
+        assert catalogue_counts(session, folder) == once
         unit = session.execute(select(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == "c/b0")).scalar_one()
         assert (unit.state, unit.extracted, unit.inserted, unit.failed) == ("done", 3, 3, 0)
 

@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Update, delete, exists, func, literal, or_, select, text, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from worker_app.celery_app import app
 from worker_app.db.models import (
@@ -27,7 +28,7 @@ from worker_app.db.models import (
 )
 from worker_app.db.session import rowcount, transaction
 from worker_app.limits import DEFERRED, DEFERRED_FINALIZE
-from worker_app.paths import is_within
+from worker_app.paths import PathRefused, check_task_path, is_within
 from worker_app.pipeline.ledger import PASSING, Failure, complete_unit, record_failures, send_after_commit, unit_totals
 from worker_app.pipeline.scan import start_queued_after
 from worker_app.pipeline.unit_task import PipelineTask, UnitTask
@@ -92,7 +93,7 @@ class Kept:
     kind: str
 
 
-def verify_gone(name: str | bytes) -> Kept | None:
+def verify_gone(name: str | bytes, what: str = "file") -> Kept | None:
     """None when the file ``name`` (under a library root: ``check_task_path``) is gone: lstat says ENOENT, and its
     root is there and readable (an unmounted or unreadable library would make every file look gone). Else why its
     track stays: the file is there (a link counts, even a broken one, as the scanner keeps those), or something
@@ -111,8 +112,8 @@ def verify_gone(name: str | bytes) -> Kept | None:
     except FileNotFoundError:
         return None
     except OSError as error:
-        return Kept(f"not removed: cannot check the file is gone: {error.strerror or error}", PASSING)
-    return Kept("not removed: the file is still there (this cleanup was not the scanner's, or the file is back)",
+        return Kept(f"not removed: cannot check the {what} is gone: {error.strerror or error}", PASSING)
+    return Kept(f"not removed: the {what} is still there (this cleanup was not the scanner's, or the {what} is back)",
                 PASSING)
 
 
@@ -162,16 +163,19 @@ def cleanup_orphans() -> dict[str, int]:
 
 
 def sweep_vanished_folders(session: Session, scan_id: int, root: str, started_at: datetime | None,
-                           model: type[Track] | type[FailedFile] = Track) -> int:
-    """Rows of ``model`` (tracks, or known failures) under the scanned root whose folder the scan did not find,
-    unless the folder sits under one the scan could not read (its files may well still be there), or the track was
-    written after the scan started (another scan found it, in a folder created after this one listed its parent)."""
+                           model: type[Track] | type[FailedFile] = Track) -> tuple[int, list[Failure]]:
+    """Delete the rows of ``model`` (tracks, or known failures) under the scanned root whose folder the scan did
+    not find, unless the folder sits under one the scan could not read (its files may well still be there), or the
+    track was written after the scan started (another scan found it, in a folder created after this one listed its
+    parent). The scan's word is not enough: each such folder is checked to be gone on disk first
+    (``verify_gone``), as a scan host could report a listing that leaves folders out. Returns (rows deleted, a
+    passing failure for each folder kept)."""
     walked = aliased(ScanFolder)
     unreadable = aliased(ScanFolder)
     prefix = root.rstrip("/") + "/"
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     newer = [model.updated_at < started_at] if model is Track and started_at is not None else []
-    return rowcount(session.execute(delete(model).where(
+    vanished = [
         *newer,
         or_(model.folder == root, model.path.like(escaped + "%", escape="\\")),
         ~exists().where(walked.scan_id == scan_id, walked.folder == model.folder),
@@ -179,7 +183,28 @@ def sweep_vanished_folders(session: Session, scan_id: int, root: str, started_at
             unreadable.scan_id == scan_id, unreadable.listed.is_(False),
             or_(model.folder == unreadable.folder, model.folder.startswith(unreadable.folder + literal("/"))),
         ),
-    )))
+    ]
+    # A folder's name as the disk has it: a track's raw bytes when the name is not UTF-8 (tracks.path_bytes).
+    raw = model.path_bytes if model is Track else literal(None)
+    named = session.execute(select(model.folder, raw).where(*vanished).distinct(model.folder)
+                            .order_by(model.folder, raw.is_(None))).all()
+    gone, failures = [], []
+    for folder, path_bytes in named:
+        name: str | bytes = os.path.dirname(bytes(path_bytes)) if path_bytes is not None else folder
+        try:
+            check_task_path(name, get_settings().library_roots)
+        except PathRefused as refusal:
+            kept: Kept | None = Kept(f"not removed: {refusal}", PASSING)
+        else:
+            kept = verify_gone(name, "folder")
+        if kept is None:
+            gone.append(folder)
+        elif model is Track:
+            log.warning("scan %s: kept the tracks of %s: %s", scan_id, folder, kept.reason)
+            failures.append(Failure(folder, "cleanup", kept.reason, kind=kept.kind))
+    if not gone:
+        return 0, failures
+    return rowcount(session.execute(delete(model).where(*vanished, model.folder.in_(gone)))), failures
 
 
 @app.task(name="cleanup_finish_scan", base=PipelineTask, bind=True, acks_late=True,
@@ -199,8 +224,9 @@ def cleanup_finish_scan(self: PipelineTask, scan_id: int) -> dict[str, Any]:
         # disabling nested loops adds would otherwise make PostgreSQL spend 0.2 s compiling this statement.)
         session.execute(text("SET LOCAL enable_nestloop = off"))
         session.execute(text("SET LOCAL jit = off"))
-        swept = sweep_vanished_folders(session, scan_id, scan.root, scan.started_at)
+        swept, kept_folders = sweep_vanished_folders(session, scan_id, scan.root, scan.started_at)
         sweep_vanished_folders(session, scan_id, scan.root, scan.started_at, FailedFile)
+        record_failures(session, scan_id, kept_folders)
         session.execute(text("RESET enable_nestloop"))
         session.execute(text("RESET jit"))
         # Only the sweep needed them: the table stays the size of one scan.
@@ -208,6 +234,7 @@ def cleanup_finish_scan(self: PipelineTask, scan_id: int) -> dict[str, Any]:
         orphans = delete_orphans(session)
         totals = unit_totals(session, scan_id)
         totals["removed"] += swept
+        totals["failed"] += len(kept_folders)
         for name, value in totals.items():
             setattr(scan, name, value)
         scan.status = "complete"
@@ -217,23 +244,41 @@ def cleanup_finish_scan(self: PipelineTask, scan_id: int) -> dict[str, Any]:
     return {"scan_id": scan_id, "status": "complete", **totals}
 
 
+# How many of an album's tracks choose its picture: the cost of a choice stays bounded however big the album
+# grows (untagged files all land in one album per artist; box sets run to thousands of tracks).
+ALBUM_COVER_SAMPLE = 500
+
+
+def _most_shown(picture: InstrumentedAttribute[int | None]) -> ScalarSelect[Any]:
+    """The picture (a tracks column) shown most among ALBUM_COVER_SAMPLE of the album's tracks (the first the
+    album_id index gives). The sample is taken before tracks without one are left out: else an album whose tracks
+    show none would be read whole to find that out."""
+    sample = (select(picture.label("picture")).where(Track.album_id == Album.id)
+              .limit(ALBUM_COVER_SAMPLE).correlate(Album).subquery())
+    return (select(sample.c.picture).where(sample.c.picture.is_not(None)).group_by(sample.c.picture)
+            .order_by(func.count().desc(), sample.c.picture).limit(1).scalar_subquery())
+
+
 @app.task(name="enrich_album_covers", base=EnrichTask, bind=True, acks_late=True,
           **DEFERRED.options)
-def enrich_album_covers(self: EnrichTask, scan_id: int | None, key: str | None, album_ids: list[int]) -> dict[str, Any]:
-    """Give each album the picture its tracks show most, a folder image (cover.jpg...) before embedded art."""
-    folder_picture = (
-        select(Track.folder_cover_id).where(Track.album_id == Album.id, Track.folder_cover_id.is_not(None))
-        .group_by(Track.folder_cover_id).order_by(func.count().desc(), Track.folder_cover_id).limit(1)
-        .scalar_subquery()
-    )
-    embedded_picture = (
-        select(Track.cover_id).where(Track.album_id == Album.id, Track.cover_id.is_not(None))
-        .group_by(Track.cover_id).order_by(func.count().desc(), Track.cover_id).limit(1)
-        .scalar_subquery()
-    )
-    best_cover = func.coalesce(folder_picture, embedded_picture)
-    statement = update(Album).where(Album.id.in_(album_ids)).values(cover_id=best_cover)
-    return {"albums": _update_and_close(statement, scan_id, key)}
+def enrich_album_covers(self: EnrichTask, scan_id: int | None, key: str | None, album_ids: list[int],
+                        track_ids: list[int] | None = None) -> dict[str, Any]:
+    """Give each album the picture its tracks show most, a folder image (cover.jpg...) before embedded art.
+    ``track_ids``: the tracks just written, whose albums these are; an album is looked at again only if one of
+    them shows (first) a picture other than the album's, as a track that shows the album's own picture cannot
+    change the choice. So a unit costs its own tracks, and at most a sample of each album it changes."""
+    return {"albums": _update_and_close(album_cover_statement(album_ids, track_ids), scan_id, key)}
+
+
+def album_cover_statement(album_ids: list[int], track_ids: list[int] | None) -> Update:
+    statement = update(Album).where(Album.id.in_(album_ids)).values(
+        cover_id=func.coalesce(_most_shown(Track.folder_cover_id), _most_shown(Track.cover_id)))
+    if track_ids is not None:
+        # A track showing no picture cannot give a pictureless album one: NULL is not distinct from NULL.
+        statement = statement.where(exists().where(
+            Track.id.in_(track_ids), Track.album_id == Album.id,
+            func.coalesce(Track.folder_cover_id, Track.cover_id).is_distinct_from(Album.cover_id)))
+    return statement
 
 
 SEARCH_VECTOR = text("""

@@ -51,6 +51,7 @@ from worker_app.pipeline.staging import (
     staged_paths,
     take_payload,
 )
+from worker_app.pipeline.unit_screen import screen_unit
 from worker_app.pipeline.unit_task import UnitTask, is_row_error
 from worker_app.settings import get_settings
 
@@ -168,16 +169,19 @@ def write_payload(session: Session, scan_id: int | None, payload: dict[str, Any]
     return upsert_tracks(session, scan_id, payload["tracks"], artist_ids, album_ids, cover_ids)
 
 
-def _payload_for(payload: dict[str, Any], track: dict[str, Any]) -> dict[str, Any]:
-    """The part of a payload one track needs."""
-    covers = {track.get("cover"), track.get("folder_cover")}
-    album = [a for a in payload["albums"] if a["key"] == track.get("album_key")]
-    artist_keys = set(track["artist_keys"]) | {a["album_artist_key"] for a in album}
+def _payload_for(payload: dict[str, Any], tracks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The part of a payload these tracks need."""
+    covers = {track.get(name) for track in tracks for name in ("cover", "folder_cover")}
+    album_keys = {track.get("album_key") for track in tracks}
+    albums = [a for a in payload["albums"] if a["key"] in album_keys]
+    artist_keys = {key for track in tracks for key in track["artist_keys"]} | {a["album_artist_key"] for a in albums}
     return {
+        **payload,
         "covers": [c for c in payload.get("covers", []) if c["sha256"] in covers],
+        "cover_shas": [sha for sha in payload.get("cover_shas", []) if sha in covers],
         "artists": [a for a in payload["artists"] if a["name_key"] in artist_keys],
-        "albums": album,
-        "tracks": [track],
+        "albums": albums,
+        "tracks": tracks,
     }
 
 
@@ -225,7 +229,12 @@ def _write_unit(session: Session, scan_id: int, key: str, payload: dict[str, Any
     """The catalogue rows of a unit's payload, its failure records and follow-up units, the unit closed and its
     staged row dropped: (follow-ups to send after the commit, whether the scan is finished, figures)."""
     enrich_task, vectorize_task, analysis_task = follow_up_tasks
-    failures = [Failure(*failure) for failure in payload["failures"]]
+    extracted = len(payload["tracks"])
+    believed, failures = screen_unit(session, f"{scan_id}/{key}", payload["tracks"],
+                                     [Failure(*failure) for failure in payload["failures"]],
+                                     get_settings().library_roots)
+    if len(believed) < extracted:
+        payload = _payload_for(payload, believed)
     cover_ids = claim_covers(session, payload["cover_shas"])
     try:
         with session.begin_nested():
@@ -239,7 +248,7 @@ def _write_unit(session: Session, scan_id: int, key: str, payload: dict[str, Any
         for track in payload["tracks"]:
             try:
                 with session.begin_nested():
-                    track_ids |= write_payload(session, scan_id, _payload_for(payload, track), cover_ids)
+                    track_ids |= write_payload(session, scan_id, _payload_for(payload, [track]), cover_ids)
             except Exception as row_error:
                 if not is_row_error(row_error):
                     raise
@@ -258,7 +267,8 @@ def _write_unit(session: Session, scan_id: int, key: str, payload: dict[str, Any
         if album_id is not None})
     follow_ups = []
     if album_ids:
-        follow_ups.append(Unit(f"{key}/enrich", "enrich", enrich_task, [scan_id, f"{key}/enrich", album_ids]))
+        follow_ups.append(Unit(f"{key}/enrich", "enrich", enrich_task,
+                               [scan_id, f"{key}/enrich", album_ids, sorted(track_ids.values())]))
     if track_ids:
         follow_ups.append(Unit(f"{key}/vectorize", "vectorize", vectorize_task,
                                [scan_id, f"{key}/vectorize", sorted(track_ids.values())]))
@@ -270,7 +280,7 @@ def _write_unit(session: Session, scan_id: int, key: str, payload: dict[str, Any
     release(session, scan_id, key)
     finished = complete_unit(
         session, scan_id, key,
-        extracted=len(payload["tracks"]), inserted=len(track_ids), failed=len(failures),
+        extracted=extracted, inserted=len(track_ids), failed=len(failures),
     )
     return follow_ups, finished, {"inserted": len(track_ids), "failed": len(failures)}
 
