@@ -154,6 +154,10 @@ class RedisServer:
     def url(self, db: int = 0) -> str:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/{db}"
 
+    def watcher_url(self) -> str:
+        """A user that may only MONITOR: what every client sends, as the server receives it."""
+        return f"redis://watcher:{self.password}@127.0.0.1:{self.port}/0"
+
     @property
     def folder(self) -> Path:
         return self.base / f"redis-{self.name}"
@@ -169,6 +173,8 @@ class RedisServer:
             # Like the Ansible role: a password, and the dangerous commands (FLUSHALL, CONFIG SET, DEBUG,
             # KEYS...) refused; INFO and CONFIG GET stay for monitoring and the tests.
             f"user default on >{self.password} ~* &* +@all -@dangerous +info +config|get\n"
+            # The tests' own eyes on the traffic (MONITOR), which no worker has.
+            f"user watcher on >{self.password} -@all +monitor\n"
         )
         subprocess.run(["redis-server", str(config)], check=True, capture_output=True)
         wait_for(lambda: _port_open(self.port), 10, f"redis {self.name} on port {self.port}")

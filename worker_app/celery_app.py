@@ -139,5 +139,13 @@ def _connect_as_its_duty_and_check_the_schema(options: dict[str, Any] | None = N
     refuse_to_start_on_an_older_schema()
 
 
+def _obey_only_commands_that_read(**_: Any) -> None:
+    """Before the worker listens on the broker's control channel (worker_app/remote_control.py)."""
+    from worker_app.remote_control import refuse_commands_that_change_anything
+
+    refuse_commands_that_change_anything(get_settings().control_commands)
+
+
 # celery's signals are untyped: connected by a call, not a decorator
 celeryd_init.connect(_connect_as_its_duty_and_check_the_schema)
+celeryd_init.connect(_obey_only_commands_that_read)

@@ -63,6 +63,8 @@ class Settings:
     # extract batches while the batch and insert queues together do. The Ansible role sizes them from the fleet.
     extract_backlog: int = 64
     insert_backlog: int = 16
+    # Remote control commands the workers obey beyond those that only read (worker_app/remote_control.py).
+    control_commands: tuple[str, ...] = ()
     # Test-only: a file whose name holds this marker kills the extract worker, and a crash plan file kills the
     # worker of a chosen stage (see pipeline/crash_hook.py).
     test_crash_marker: str | None = None
@@ -232,6 +234,8 @@ def load_settings() -> Settings:
         extract_backlog=_positive_int(values, "SONIQUEBAY_EXTRACT_BACKLOG", 64),
         insert_backlog=_positive_int(values, "SONIQUEBAY_INSERT_BACKLOG", 16),
         audio_analysis=_switch(values, "SONIQUEBAY_AUDIO_ANALYSIS", True),
+        control_commands=tuple(name.strip() for name in values.get("SONIQUEBAY_CONTROL_COMMANDS", "").split(",")
+                               if name.strip()),
         scan_schedules=_scan_schedules(values, roots),
         redis_ca_file=values.get("SONIQUEBAY_REDIS_CA_FILE") or None,
         duty_database_urls=_duty_database_urls(values),
