@@ -1,6 +1,7 @@
 """A library of a million files on one host: is the cost linear, and what stays bounded?
 
     bench/run scale [--files 1000000] [--baseline 20000] [--flat 1000000] [--per-folder 20] [--templates 2000]
+                    [--libraries baseline,big,flat] [--output bench/results/scale.json]
 
 Builds, once (cached), libraries of hard links to the ``--templates`` files the test suite's generator makes
 (tests/audio_factory.py): ``--baseline`` and ``--files`` files, ``--per-folder`` files a folder, 50 folders an
@@ -202,6 +203,13 @@ def targets(results: dict) -> dict:
     return found
 
 
+def single_host_shared_buffers_mb() -> int:
+    """inventory/local's postgresql_memory_mb (a quarter of the host's memory) through the postgresql role's
+    formula (roles/postgresql/defaults/main.yml: a quarter of that, at most 16 GiB)."""
+    memtotal_mb = int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20)
+    return min(int(int(memtotal_mb * 0.25) * 0.25), 16384)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run scale", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -211,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="entries of the one-folder library (default 1000000; 0: skip)")
     parser.add_argument("--per-folder", type=int, default=20, help="files a folder (default 20)")
     parser.add_argument("--templates", type=int, default=2000, help="generated files linked to (default 2000)")
+    parser.add_argument("--libraries", default="baseline,big,flat",
+                        help="which of baseline, big, flat to build and scan (default all three)")
+    parser.add_argument("--shared-buffers-mb", type=int, default=0,
+                        help="PostgreSQL's shared_buffers (default: what the single-host playbook gives this machine)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--output", type=Path, default=RESULTS / "scale.json")
@@ -223,13 +235,22 @@ def main(argv: list[str] | None = None) -> int:
             "big": ScaledLibrary(options.cache, templates, options.files, options.per_folder, False)}
     if options.flat:
         plan["flat"] = ScaledLibrary(options.cache, templates, options.flat, options.per_folder, True)
+    chosen = {name.strip() for name in options.libraries.split(",") if name.strip()}
+    if chosen - {"baseline", "big", "flat"}:
+        parser.error(f"--libraries: unknown {sorted(chosen - {'baseline', 'big', 'flat'})}")
+    plan = {name: scaled for name, scaled in plan.items() if name in chosen}
     built = {name: scaled.ensure() for name, scaled in plan.items()}
     work = Path(tempfile.mkdtemp(prefix="scale-", dir=options.cache))
     os.chmod(work, 0o755)  # the postgres user must reach its data folder inside
     bench = BenchStack(work / "services", [options.cache / "libraries"])
+    # As the single-host playbook sizes it on this machine (inventory/local: PostgreSQL gets a quarter of the
+    # memory; the postgresql role: shared_buffers a quarter of that): a million-track catalogue is 2 GB, and the
+    # test stack's 256 MB would measure a database starved of the memory it is given in production.
+    bench.stack.postgres.shared_buffers_mb = options.shared_buffers_mb or single_host_shared_buffers_mb()
     results: dict = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                      "host": socket.gethostname(), "cores": os.cpu_count(), "templates": len(templates.files),
-                     "per_folder": options.per_folder, "libraries": {}}
+                     "per_folder": options.per_folder, "shared_buffers_mb": bench.stack.postgres.shared_buffers_mb,
+                     "libraries": {}}
     started = time.monotonic()
     try:
         bench.start()

@@ -53,6 +53,8 @@ class PostgresServer:
     # Off: a commit is acknowledged before its WAL is written, which is faster and loses the last commits when the
     # server crashes. The fault tests crash it, and production keeps it on: they run with it on.
     synchronous_commit: bool = False
+    # The tests' catalogues are small; a benchmark sizes it as the postgresql role would for its host.
+    shared_buffers_mb: int = 256
 
     @property
     def data_dir(self) -> Path:
@@ -117,7 +119,7 @@ class PostgresServer:
             f"-c port={self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.base} "
             f"-c fsync=off -c synchronous_commit={'on' if self.synchronous_commit else 'off'} "
             "-c full_page_writes=off -c max_connections=200 "
-            "-c shared_buffers=256MB"
+            f"-c shared_buffers={self.shared_buffers_mb}MB"
         )
         self._as_postgres(
             str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.base / "postgres.log"),
