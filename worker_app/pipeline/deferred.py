@@ -189,10 +189,11 @@ def sweep_vanished_folders(session: Session, scan_id: int, root: str, started_at
     named = session.execute(select(model.folder, raw).where(*vanished).distinct(model.folder)
                             .order_by(model.folder, raw.is_(None))).all()
     gone, failures = [], []
+    roots = get_settings().library_roots
     for folder, path_bytes in named:
         name: str | bytes = os.path.dirname(bytes(path_bytes)) if path_bytes is not None else folder
         try:
-            check_task_path(name, get_settings().library_roots)
+            check_task_path(name, roots)
         except PathRefused as refusal:
             kept: Kept | None = Kept(f"not removed: {refusal}", PASSING)
         else:

@@ -231,8 +231,7 @@ def _write_unit(session: Session, scan_id: int, key: str, payload: dict[str, Any
     enrich_task, vectorize_task, analysis_task = follow_up_tasks
     extracted = len(payload["tracks"])
     believed, failures = screen_unit(session, f"{scan_id}/{key}", payload["tracks"],
-                                     [Failure(*failure) for failure in payload["failures"]],
-                                     get_settings().library_roots)
+                                     [Failure(*failure) for failure in payload["failures"]])
     if len(believed) < extracted:
         payload = _payload_for(payload, believed)
     cover_ids = claim_covers(session, payload["cover_shas"])

@@ -4,7 +4,7 @@ The extract and batch hosts write a unit's records and verdicts to ``staged_unit
 the claim check), and they are the hosts that parse hostile files. The insert stage writes and deletes catalogue
 rows on their word, so it takes that word only where a real scan could have given it:
 
-- a name under the library roots (``paths.check_task_path``), like every name a task is given;
+- a name under the library roots (``unit_task.split_by_roots``), like every name a task is given;
 - for a file the catalogue holds, only if the file on disk is no longer the one catalogued. A scan sends a
   catalogued file to extract only when its size or mtime changed, so no honest unit is refused, while a forged
   record or verdict about an unchanged file is: a log line and a passing failure record, and the track stays.
@@ -27,8 +27,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worker_app.db.models import Track
-from worker_app.paths import PathRefused, check_task_path, db_path, printable_name
+from worker_app.paths import db_path, printable_name
 from worker_app.pipeline.ledger import PASSING, VERDICT, Failure
+from worker_app.pipeline.unit_task import split_by_roots
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,8 @@ UNCHANGED = ("the file has not changed since it was catalogued (another scan of 
              "was forged)")
 
 
-def screen_unit(session: Session, unit: str, tracks: list[dict[str, Any]], failures: list[Failure],
-                library_roots: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[Failure]]:
+def screen_unit(session: Session, unit: str, tracks: list[dict[str, Any]],
+                failures: list[Failure]) -> tuple[list[dict[str, Any]], list[Failure]]:
     """(the records to write, the failures to record): the staged ones this host believes, and a passing
     failure for each refused one."""
     refusals: list[Failure] = []
@@ -46,13 +47,11 @@ def screen_unit(session: Session, unit: str, tracks: list[dict[str, Any]], failu
         log.warning("insert %s refused what its staged unit says of %s: %s", unit, printable_name(path), reason)
         refusals.append(Failure(printable_name(path), "insert", f"refused: {reason}", kind=PASSING))
 
-    def within_roots(path: str) -> bool:
-        try:
-            check_task_path(path, library_roots)
-        except PathRefused as refusal:
-            refuse(path, str(refusal))
-            return False
-        return True
+    def within_roots(path: Any) -> bool:
+        # One name at a time: a forged one need not even be hashable.
+        kept, refused = split_by_roots([path], "insert", f"insert {unit}")
+        refusals.extend(refused)
+        return bool(kept)
 
     tracks = [track for track in tracks if within_roots(track["path"])]
     verdicts = [failure for failure in failures if failure.kind == VERDICT and within_roots(failure.path)]

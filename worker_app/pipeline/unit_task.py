@@ -115,6 +115,24 @@ class PipelineTask(Task):  # type: ignore[misc]  # celery ships no types: Task i
         """Called before a retry after a passing error."""
 
 
+def split_by_roots(paths: list[Any], stage: str, who: str) -> tuple[list[Any], list[Failure]]:
+    """Split the names a task was given into those under the library roots (``paths.check_task_path``) and a
+    failure record for each other one, which ``who`` logs: the task works on the first and records the second."""
+    roots = get_settings().library_roots
+    kept: list[Any] = []
+    refused: list[Failure] = []
+    for path in paths:
+        try:
+            check_task_path(path, roots)
+        except PathRefused as refusal:
+            log.warning("%s refused a name its message gave: %s", who, refusal)
+            # Passing: nothing is remembered of a name that is no file of the library.
+            refused.append(Failure(printable_name(path), stage, f"refused: {refusal}", kind=PASSING))
+        else:
+            kept.append(path)
+    return kept, refused
+
+
 class UnitTask(PipelineTask):
     abstract = True
     stage = "scan"  # the stage failure records name
@@ -161,22 +179,8 @@ class UnitTask(PipelineTask):
         return result
 
     def refuse_outside_roots(self, paths: list[Any]) -> tuple[list[Any], list[Failure]]:
-        """Split the names a message gave into those under the library roots (``paths.check_task_path``) and a
-        failure record for each other one, which is logged: the task works on the first and records the second."""
-        roots = get_settings().library_roots
-        kept: list[Any] = []
-        refused: list[Failure] = []
-        for path in paths:
-            try:
-                check_task_path(path, roots)
-            except PathRefused as refusal:
-                log.warning("%s %s refused a name its message gave: %s", self.name, _unit_of(self.request.args or ()),
-                            refusal)
-                # Passing: nothing is remembered of a name that is no file of the library.
-                refused.append(Failure(printable_name(path), self.stage, f"refused: {refusal}", kind=PASSING))
-            else:
-                kept.append(path)
-        return kept, refused
+        """``split_by_roots`` for the names this task's message gave."""
+        return split_by_roots(paths, self.stage, f"{self.name} {_unit_of(self.request.args or ())}")
 
     def on_passing_error(self, args: tuple[Any, ...], error: BaseException) -> None:
         if len(args) >= 2:
