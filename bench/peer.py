@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# The version performance-facts.md measured; the venv is rebuilt when this changes.
+# The version whose figures bench/README.md gives; the venv is rebuilt when this changes.
 BEETS_VERSION = "2.14.1"
 
 CONFIG = """\

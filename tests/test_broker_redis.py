@@ -1,4 +1,4 @@
-"""The broker Redis must never evict (queued tasks would vanish), the cache Redis may: seed-corrections.md."""
+"""The broker Redis must never evict (queued tasks would vanish), the cache Redis may."""
 from __future__ import annotations
 
 import subprocess

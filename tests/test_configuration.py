@@ -1,4 +1,5 @@
-"""The Celery configuration the design note intends, with seed-corrections.md applied."""
+"""The Celery configuration: five queues and their routes, late acknowledgement, a visibility timeout above every
+time limit, JSON-only messages."""
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
-"""The Celery application: five queues, their routes, and the reliability settings of seed-corrections.md."""
+"""The Celery application: five queues, their routes, and the settings that make delivery reliable (late
+acknowledgement, a visibility timeout above every time limit, lost workers' tasks rejected back to the queue)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -26,7 +27,7 @@ PIPELINE_MODULES = [
     "worker_app.pipeline.analysis",
 ]
 
-# The public task names of the design note, where each runs and at which priority. Globs cover the deferred
+# The public task names, where each runs and at which priority. Globs cover the deferred
 # families; an exact name wins over a glob.
 TASK_ROUTES = {
     name: {"queue": limits.queue, "priority": limits.priority} for name, limits in TASK_LIMITS.items()

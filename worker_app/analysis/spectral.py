@@ -2,7 +2,7 @@
 flatness, zero-crossing rate, and MFCC means and variances.
 
 Plain numpy (one batched real FFT) rather than librosa: librosa's features are the same textbook formulas, but
-its first call in a process compiles numba code for ~74 s here (performance-facts.md), far past the 5 s warm-up
+its first call in a process compiles numba code for ~74 s on a 2-core host, far past the 5 s warm-up
 the workers may spend. The mel filterbank is the Slaney-style triangular one; MFCCs are the orthonormal DCT-II of
 the log mel energies in dB, as librosa computes them, so values are comparable in kind (not bit for bit).
 """

@@ -124,11 +124,6 @@ def clean_key(key: str, warnings: list[str]) -> str:
     return cleaned or "unknown"
 
 
-def decode_text(raw: bytes) -> str:
-    """Decode bytes that should be UTF-8 (MP4 free-form atoms); ``clean_text`` then warns about any U+FFFD."""
-    return raw.decode("utf-8", "replace")
-
-
 # ---------------------------------------------------------------- repairing text encodings
 
 

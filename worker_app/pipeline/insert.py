@@ -6,10 +6,11 @@ per process (its compiled cache) and sends the rows as multi-row INSERTs of up t
 so a batch costs a few round trips. Building one ``insert(...).values(rows)`` per batch instead made SQLAlchemy
 compile a new statement of rows x columns bound parameters for every batch, which cost the insert worker more CPU
 than reading the files cost the extract workers (bench/README.md); without RETURNING, an executemany upsert would
-go one statement per row (performance-facts.md). A row that PostgreSQL refuses does not sink its batch: the batch
-is written again track by track, each in a savepoint, and the refused track is recorded as failed. Only an error a
-single row causes (a data exception, a constraint) is handled so: one that would hit every row (a missing privilege
-or column, a read-only or full database) is a passing error of the whole unit, retried, and deletes nothing.
+go one statement per row (SQLAlchemy switches its batching off then). A row that PostgreSQL refuses does not sink
+its batch: the batch is written again track by track, each in a savepoint, and the refused track is recorded as
+failed. Only an error a single row causes (a data exception, a constraint) is handled so: one that would hit every
+row (a missing privilege or column, a read-only or full database) is a passing error of the whole unit, retried, and
+deletes nothing.
 
 Within a scan the payload and its pictures come from the unit's staged row (pipeline/staging.py), which goes in the
 transaction that closes the unit: the insert message carries the unit's key only.
