@@ -19,6 +19,7 @@ from mutagen.asf import ASF
 from mutagen.dsdiff import DSDIFF
 from mutagen.dsf import DSF
 from mutagen.flac import FLAC
+from mutagen.id3 import BitPaddedInt
 from mutagen.monkeysaudio import MonkeysAudio
 from mutagen.mp3 import MP3
 from mutagen.mp4 import MP4
@@ -65,6 +66,13 @@ CONTAINERS: dict[type[FileType], Container] = {
     AAC: Container("aac", "ADTS AAC", "aac", (b"ADIF", b"ID3")),
     AC3: Container("ac3", "AC-3", "ac3", (b"\x0b\x77",)),
 }
+
+
+def leading_id3_size(header: bytes) -> int:
+    """The bytes an ID3v2 tag takes at the start of a file (0: none), from the file's first 10 bytes: the header,
+    then the size its header gives, syncsafe (7 bits a byte, read by mutagen's BitPaddedInt)."""
+    return 10 + int(BitPaddedInt(header[6:10])) if header[:3] == b"ID3" and len(header) >= 10 else 0
+
 
 CLASS_BY_EXTENSION: dict[str, type[FileType]] = {
     ".mp3": MP3, ".mp2": MP3, ".mpga": MP3,

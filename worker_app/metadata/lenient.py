@@ -103,8 +103,9 @@ def leave(token: Token[ReadContext | None]) -> None:
 # ---------------------------------------------------------------- ID3 text
 
 
-def _lenient_text(data: bytes, encoding: int) -> tuple[str, bytes, bool]:
-    """One NUL-terminated value: (text, rest, repaired). Never raises."""
+def decode_id3_value(data: bytes, encoding: int) -> tuple[str, bytes, bool]:
+    """One NUL-terminated value of an ID3 text frame in ``encoding`` (its first byte): (text, rest, repaired).
+    Never raises."""
     if encoding in (Encoding.UTF16, Encoding.UTF16BE):
         end = data.find(b"\x00\x00")
         while end >= 0 and end % 2:
@@ -138,7 +139,7 @@ def _encoded_text_read(self: EncodedTextSpec, header: ID3Header, frame: Any, dat
         context = current()
         if context is None:
             raise
-        text, rest, _ = _lenient_text(data, frame.encoding)
+        text, rest, _ = decode_id3_value(data, frame.encoding)
         name = type(frame).__name__
         if frame.encoding in (Encoding.UTF16, Encoding.UTF16BE):
             context.note(f"invalid UTF-16 in ID3 frame {name}, replaced")

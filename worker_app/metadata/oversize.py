@@ -35,13 +35,13 @@ from mutagen.oggopus import OggOpus, OggOpusVComment
 from mutagen.oggspeex import OggSpeex, OggSpeexVComment
 from mutagen.oggvorbis import OggVCommentDict, OggVorbis
 
-from worker_app.metadata.covers import APE_PICTURE_TYPES, MIME_BY_EXTENSION, MP4_COVER_MIME
+from worker_app.metadata.covers import MIME_BY_EXTENSION, MP4_COVER_MIME, ape_cover_item
+from worker_app.metadata.formats import leading_id3_size
 from worker_app.metadata.lenient import ReadContext, current
 from worker_app.metadata.safefile import Edit
 
 _MAX_ITEMS = 100_000  # frames, blocks, comments walked before a scanner gives up
 _HEAD = 4096  # bytes read at the start of a skipped item to describe it
-_ID3_PICTURE_MIME = {b"JPG": "image/jpeg", b"PNG": "image/png", b"GIF": "image/gif", b"BMP": "image/bmp"}
 
 
 _T = TypeVar("_T")
@@ -182,8 +182,8 @@ def _id3(reader: _Reader, plan: _Plan, limit: int, start: int, keep_even: bool) 
     if header[:3] != b"ID3" or any(byte & 0x80 for byte in header[6:10]):
         raise _GiveUp("not an ID3v2 header")
     major, flags = header[3], header[5]
-    size = _syncsafe(header[6:10])
-    end = start + 10 + size
+    end = start + leading_id3_size(header)
+    size = end - start - 10
     if major not in (2, 3, 4) or flags & 0x40 or (major == 4 and flags & 0x10) or (major < 4 and flags & 0x80):
         raise _GiveUp("extended header, footer or whole-tag unsynchronisation")
     if end > reader.size:
@@ -248,7 +248,7 @@ def _describe_id3_frame(reader: _Reader, plan: _Plan, name: bytes, frame_header:
     try:
         encoding = head[0]
         if major == 2:
-            mime = _ID3_PICTURE_MIME.get(head[1:4].upper())
+            mime = MIME_BY_EXTENSION.get(head[1:4].decode("latin-1").lower())  # v2.2: "JPG", "PNG"...
             type_at = 4
         else:
             mime_end = head.index(b"\x00", 1)
@@ -431,14 +431,8 @@ def _apev2(reader: _Reader, plan: _Plan, limit: int) -> None:
             removed_bytes += value_end - position
             removed_items += 1
             if key.lower().startswith("cover art"):
-                head = reader.at(value_start, min(value_size, 1024))
-                file_name, separator, _ = head.partition(b"\x00")
-                if not separator:
-                    file_name = b""
-                suffix = file_name.decode("latin-1").rpartition(".")[2].lower()
-                picture_size = value_size - (len(file_name) + 1 if separator else 0)
-                picture_type = APE_PICTURE_TYPES.get(key.lower(), 0)
-                plan.pictures.append((picture_size, MIME_BY_EXTENSION.get(suffix), picture_type))
+                image_start, mime, picture_type = ape_cover_item(key, reader.at(value_start, min(value_size, 1024)))
+                plan.pictures.append((value_size - image_start, mime, picture_type))
             else:
                 plan.items.append((f"APEv2 item {key}", value_size))
         position = value_end

@@ -37,7 +37,7 @@ from mutagen.asf import ASF
 from mutagen.dsf import DSF
 from mutagen.flac import FLAC
 from mutagen.flac import StreamInfo as FLACStreamInfo
-from mutagen.id3 import ID3, BitPaddedInt, ID3NoHeaderError
+from mutagen.id3 import ID3, ID3NoHeaderError
 from mutagen.id3._id3v1 import find_id3v1
 from mutagen.mp3 import MP3, MPEGInfo
 from mutagen.mp4 import MP4
@@ -65,7 +65,7 @@ from worker_app.metadata.covers import (
     read_folder_cover,
 )
 from worker_app.metadata.fields import fill_fields
-from worker_app.metadata.formats import AUDIO_EXTENSIONS, CLASS_BY_EXTENSION, CONTAINERS
+from worker_app.metadata.formats import AUDIO_EXTENSIONS, CLASS_BY_EXTENSION, CONTAINERS, leading_id3_size
 from worker_app.metadata.lenient import ReadContext, picture_skipped_warning
 from worker_app.metadata.oversize import CAPPED_CLASSES, plan_edits
 from worker_app.metadata.record import TrackRecord, UnreadableFileError
@@ -422,8 +422,7 @@ def _score(kind: AudioClass, path: str, view: SafeFile, header: bytes) -> int:
     tag gives MP3, as taggers put one in front of both."""
     score: int = kind.score(path, view, header)
     if kind is AAC:
-        start = 10 + BitPaddedInt(header[6:10]) if header[:3] == b"ID3" and len(header) >= 10 else 0
-        view.seek(start)
+        view.seek(leading_id3_size(header))
         sync = view.read(2)
         if len(sync) == 2 and sync[0] == 0xFF and sync[1] & 0xF6 == 0xF0:
             score += 3
@@ -631,7 +630,7 @@ def _audio_share(audio_class: AudioClass, view: SafeFile) -> float:
         return 1.0
     view.seek(0)
     header = view.read(10)
-    lead = 10 + BitPaddedInt(header[6:10]) if header[:3] == b"ID3" and len(header) == 10 else 0
+    lead = leading_id3_size(header)
     try:
         ape = _APEv2Data(view)
     except Exception as error:

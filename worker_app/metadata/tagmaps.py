@@ -40,6 +40,7 @@ from mutagen.mp4 import AtomDataType, MP4FreeForm, MP4Tags
 
 from worker_app.metadata.cleaning import (
     MAX_FIELD_BYTES,
+    MAX_KEY_BYTES,
     MAX_TAG_VALUE_BYTES,
     clean_key,
     clean_text,
@@ -47,8 +48,9 @@ from worker_app.metadata.cleaning import (
     repair_latin1_mojibake,
     repair_utf16_byte_order,
 )
-from worker_app.metadata.covers import APE_PICTURE_TYPES, MIME_BY_EXTENSION, MP4_COVER_MIME, EmbeddedPicture
+from worker_app.metadata.covers import MP4_COVER_MIME, EmbeddedPicture, ape_cover_item
 from worker_app.metadata.fields import ASF_KEYS, FIELD_NAMES, ID3_KEYS, MP4_KEYS, SAME_FIELD, TOTAL_NAME, free_form_key
+from worker_app.metadata.lenient import decode_id3_value
 
 if TYPE_CHECKING:
     from worker_app.metadata.safefile import SafeFile
@@ -87,7 +89,6 @@ class RawTags:
             self.add(key, value)
 
 
-MAX_KEY_BYTES = 255
 _GOOD_KEYS: set[str] = set()  # keys already seen fit for a JSON key as they are (a cache: checking costs more)
 
 
@@ -146,12 +147,8 @@ def read_apev2(tags: APEv2, raw: RawTags) -> None:
         elif isinstance(value, APEExtValue):  # a link (URL or file)
             raw.add(free_form_key(lowered), payload)
         elif isinstance(value, APEBinaryValue) and lowered.startswith("cover art"):
-            # "<file name>\0<image bytes>" by convention (foobar2000, mp3tag, Picard)
-            file_name, separator, data = payload.partition(b"\x00")
-            if not separator:
-                file_name, data = b"", payload
-            suffix = file_name.decode("latin-1").rpartition(".")[2].lower()
-            raw.pictures.append(EmbeddedPicture(data, MIME_BY_EXTENSION.get(suffix), APE_PICTURE_TYPES.get(lowered, 0)))
+            image_start, mime, picture_type = ape_cover_item(lowered, payload)
+            raw.pictures.append(EmbeddedPicture(payload[image_start:], mime, picture_type))
         # other binary items are opaque application data, not tags people read
 
 
@@ -174,8 +171,6 @@ def read_riff_info(view: SafeFile, raw: RawTags) -> None:
 # ---------------------------------------------------------------- ID3v2 (MP3, AIFF, WAV, DSF) and ID3v1
 
 _ID3V1_COMMENT = "ID3v1 Comment"  # the description mutagen gives an ID3v1 comment
-
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 def read_id3(tags: ID3, raw: RawTags) -> None:
@@ -301,17 +296,13 @@ def _read_unknown_id3_frame(frame_data: bytes, version: int, raw: RawTags) -> No
     body = frame_data[header_length:]
     if not body or not (frame_id.startswith("T") or frame_id in ID3_KEYS) or body[0] > 3:
         return
-    encoding, text_bytes = body[0], body[1:]
-    if encoding == Encoding.UTF16BE:
-        text = text_bytes.decode("utf-16-be", "replace")
-    elif encoding == Encoding.UTF16:
-        text = text_bytes.decode("utf-16" if text_bytes[:2] in _UTF16_BOMS else "utf-16-le", "replace")
-    elif encoding == Encoding.UTF8:
-        text = decode_utf8_lenient(text_bytes)[0]
-    else:
-        text = text_bytes.decode("latin-1")
+    encoding, rest = body[0], body[1:]
+    values = []
+    while rest:
+        text, rest, _ = decode_id3_value(rest, encoding)
+        values.append(text)
     key = ID3_KEYS.get(frame_id, frame_id.lower())
-    raw.add_all(key, [value.lstrip("\ufeff") for value in text.split("\x00") if value.strip("\ufeff")])
+    raw.add_all(key, [value.lstrip("\ufeff") for value in values if value.strip("\ufeff")])
 
 
 # ---------------------------------------------------------------- MP4 / iTunes (M4A, M4B, ALAC)
