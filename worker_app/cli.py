@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from worker_app.db.statuses import COUNTS, ENDED, STARTED, ScanStatus
 from worker_app.settings import ConfigurationError
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ def scan(path: str, wait: bool, as_json: bool, timeout: float | None, no_worker_
         return
     summary = _watch(scan_id, timeout, no_worker_grace, quiet=as_json and not sys.stderr.isatty())
     _print_summary(summary, as_json)
-    if summary["status"] != "complete":
+    if summary["status"] != ScanStatus.COMPLETE:
         code = 4 if summary["status"] == "no worker" else 1
         _fail(summary.get("error") or f"scan {scan_id} ended as {summary['status']}", code)
 
@@ -166,7 +167,7 @@ def _watch(scan_id: int, timeout: float | None, no_worker_grace: float, quiet: b
     last_figures: tuple[Any, ...] = ()
     next_queue_check = started + min(5.0, no_worker_grace)
     with Progress(*columns, console=stderr, disable=quiet, transient=False) as bar:
-        task = bar.add_task("scan", total=None, scan_id=scan_id, status="queued", discovered=0, extracted=0,
+        task = bar.add_task("scan", total=None, scan_id=scan_id, status=ScanStatus.QUEUED, discovered=0, extracted=0,
                             inserted=0, failed=0, removed=0, rate=0.0)
         while True:
             now = time.monotonic()
@@ -186,19 +187,18 @@ def _watch(scan_id: int, timeout: float | None, no_worker_grace: float, quiet: b
                     bar.console.print(f"the catalogue database is back after {now - database_down_since:.0f} s",
                                       highlight=False)
                     database_down_since = None
-                figures = tuple(summary[k] for k in ("discovered", "unchanged", "extracted", "inserted", "failed",
-                                                     "removed"))
+                figures = tuple(summary[name] for name in COUNTS)
                 if figures != last_figures:
                     last_figures = figures
                     seen = {queue: now for queue in PIPELINE_QUEUES}
                 done = summary["unchanged"] + summary["extracted"] + summary["failed"]
                 walking = summary["pending_units"].get("chunk", 0) > 0
                 bar.update(
-                    task, total=None if walking and summary["status"] != "complete" else summary["discovered"],
+                    task, total=None if walking and summary["status"] != ScanStatus.COMPLETE else summary["discovered"],
                     completed=done, status=summary["status"], rate=summary["extracted"] / elapsed,
                     **{k: summary[k] for k in ("discovered", "extracted", "inserted", "failed", "removed")},
                 )
-                if summary["status"] in ("complete", "failed", "cancelled"):
+                if summary["status"] in ENDED:
                     return summary
             if now >= next_queue_check:
                 next_queue_check = now + 5
@@ -235,7 +235,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
         table.add_row("pending", ", ".join(f"{n} {k}" for k, n in summary["pending_units"].items()))
     for error, units in (summary.get("retrying") or {}).items():
         table.add_row("retrying", f"{units} unit(s) after {error}")
-    if summary.get("after_scan_id") and summary.get("status") == "queued":
+    if summary.get("after_scan_id") and summary.get("status") == ScanStatus.QUEUED:
         table.add_row("waits for", f"scan {summary['after_scan_id']} (same root) to end")
     stdout.print(table)
 
@@ -273,7 +273,7 @@ def cancel(scan_id: int | None, as_json: bool) -> None:
     with transaction() as session:
         if scan_id is None:
             scan_id = session.execute(
-                select(func.max(Scan.id)).where(Scan.status.in_(("running", "finalizing")))
+                select(func.max(Scan.id)).where(Scan.status.in_(STARTED))
             ).scalar()
             if scan_id is None:
                 _fail("no scan is running (give a SCAN_ID to cancel a queued one)", 1)

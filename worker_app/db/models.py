@@ -30,6 +30,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.types import UserDefinedType
 
+from worker_app.db.statuses import ScanStatus
+
 
 class Base(DeclarativeBase):
     pass
@@ -161,8 +163,8 @@ class Scan(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     root: Mapped[str] = mapped_column(Text)
-    # queued running finalizing complete failed cancelled (`soniquebay cancel`: its figures so far, never swept)
-    status: Mapped[str] = mapped_column(String(16), default="queued", server_default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=ScanStatus.QUEUED.value,
+                                        server_default=ScanStatus.QUEUED.value)
     requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     discovered: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

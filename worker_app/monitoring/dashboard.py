@@ -14,6 +14,8 @@ from typing import Any
 
 from prometheus_client.registry import CollectorRegistry
 
+from worker_app.db.statuses import COUNTS, ENDED, ScanStatus
+
 REFRESH_SECONDS = 5
 # The pipeline's stages, in order: its queues (worker_app.celery_app.QUEUES).
 STAGES = ("scan", "extract", "batch", "insert", "deferred")
@@ -191,13 +193,14 @@ class Dashboard:
         info = infos[0]
         scan = {"scan_id": info["scan_id"], "root": info["root"]}
         figures = {name: snapshot.value(f"soniquebay_scan_{name}", **scan) or 0
-                   for name in ("discovered", "unchanged", "extracted", "inserted", "failed", "removed")}
+                   for name in COUNTS}
         handled = figures["unchanged"] + figures["extracted"] + figures["failed"]
         status = info["status"]
         rows = "".join(f"<tr><td>{name}</td><td>{_number(value)}</td></tr>" for name, value in figures.items())
         return (
             f"<section class=big><h2>Scan {html.escape(info['scan_id'])} · {html.escape(info['root'])} · "
-            f'<span class="{"bad" if status in ("failed", "cancelled") else "ok"}">{html.escape(status)}</span></h2>'
+            f'<span class="{"bad" if status in ENDED and status != ScanStatus.COMPLETE else "ok"}">'
+            f'{html.escape(status)}</span></h2>'
             f"{_bar(handled, figures['discovered'])}"
             f"<p>{_number(handled)} of {_number(figures['discovered'])} files found handled "
             f"({_number(100 * handled / figures['discovered'] if figures['discovered'] else 0, 1)} %), "

@@ -29,18 +29,19 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import func, select
 
+from worker_app.db.statuses import COUNTS, STARTED, ScanStatus
 from worker_app.monitoring.dashboard import Dashboard, ScanHistory, StageThroughput
 
 log = logging.getLogger(__name__)
 
-SCAN_STATUSES = ("queued", "running", "finalizing", "complete", "failed", "cancelled")
-ACTIVE_STATUSES = ("running", "finalizing")
+SCAN_STATUSES = tuple(ScanStatus)
+ACTIVE_STATUSES = STARTED
 # A worker that has not answered the control broadcast within this many seconds counts as down.
 INSPECT_TIMEOUT = 1.0
 # The audio analysis backlog counts the whole catalogue (every track against its features): read at most this
 # often, not at every scrape. It moves by a batch of tracks at a time, so a minute-old figure says the same.
 ANALYSIS_REFRESH_SECONDS = 60.0
-FIGURES = ("discovered", "unchanged", "extracted", "inserted", "failed", "removed")
+FIGURES = COUNTS
 
 
 class FleetCollector(Collector):

@@ -27,6 +27,7 @@ from worker_app.db.models import (
     orphan_candidates,
 )
 from worker_app.db.session import rowcount, transaction
+from worker_app.db.statuses import ScanStatus
 from worker_app.limits import DEFERRED, DEFERRED_FINALIZE
 from worker_app.paths import PathRefused, check_task_path, is_within
 from worker_app.pipeline.ledger import PASSING, Failure, complete_unit, record_failures, send_after_commit, unit_totals
@@ -217,7 +218,7 @@ def cleanup_finish_scan(self: PipelineTask, scan_id: int) -> dict[str, Any]:
         scan = session.get(Scan, scan_id, with_for_update={"key_share": True})
         # Only a finalizing scan is swept: a cancelled one never is (its listing is incomplete: a sweep would
         # delete every track of the folders it did not reach).
-        if scan is None or scan.status != "finalizing":
+        if scan is None or scan.status != ScanStatus.FINALIZING:
             return {"scan_id": scan_id, "status": scan.status if scan else None}
         # The folders a scan listed are only known after its last chunk, so PostgreSQL's statistics never
         # describe them and it picks a nested loop over (tracks x folders): 1.1 s at 10,000 files, and growing
@@ -238,11 +239,11 @@ def cleanup_finish_scan(self: PipelineTask, scan_id: int) -> dict[str, Any]:
         totals["failed"] += len(kept_folders)
         for name, value in totals.items():
             setattr(scan, name, value)
-        scan.status = "complete"
+        scan.status = ScanStatus.COMPLETE
         scan.finished_at = func.now()
     log.info("scan %s complete: %s; orphans removed %s", scan_id, totals, orphans)
     start_queued_after(scan_id)
-    return {"scan_id": scan_id, "status": "complete", **totals}
+    return {"scan_id": scan_id, "status": ScanStatus.COMPLETE, **totals}
 
 
 # How many of an album's tracks choose its picture: the cost of a choice stays bounded however big the album

@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import insert
 from worker_app.celery_app import app
 from worker_app.db.models import BrokerEpoch, Scan, ScanUnit
 from worker_app.db.session import transaction
+from worker_app.db.statuses import ScanStatus
 from worker_app.limits import DEFERRED_FINALIZE
 from worker_app.pipeline.ledger import publish, reset_units, send_units, send_unsent
 from worker_app.pipeline.periodic import PeriodicSend
@@ -103,7 +104,7 @@ def resend_lost_with_broker(uptime: float) -> dict[str, int]:
     resets: dict[int, list[tuple[str, str]]] = {}
     with transaction() as session:
         started = session.execute(text("SELECT now() - make_interval(secs => :uptime)"), {"uptime": uptime}).scalar()
-        running = select(Scan.id).where(Scan.status == "running").scalar_subquery()
+        running = select(Scan.id).where(Scan.status == ScanStatus.RUNNING).scalar_subquery()
         last_send = session.execute(
             select(func.max(ScanUnit.sent_at)).where(ScanUnit.scan_id.in_(running), ScanUnit.state == "pending",
                                                      ScanUnit.sent_at < started)
@@ -120,9 +121,9 @@ def resend_lost_with_broker(uptime: float) -> dict[str, int]:
                 keys_by_scan.setdefault(scan_id, []).append(key)
             for scan_id, keys in keys_by_scan.items():
                 resets[scan_id] = reset_units(session, scan_id, keys)
-        queued = session.execute(select(Scan.id).where(Scan.status == "queued", Scan.after_scan_id.is_(None))
+        queued = session.execute(select(Scan.id).where(Scan.status == ScanStatus.QUEUED, Scan.after_scan_id.is_(None))
                                  ).scalars().all()
-        finalizing = session.execute(select(Scan.id).where(Scan.status == "finalizing")).scalars().all()
+        finalizing = session.execute(select(Scan.id).where(Scan.status == ScanStatus.FINALIZING)).scalars().all()
     for scan_id, stored in resets.items():
         send_units(scan_id, stored)
         figures["units"] += len(stored)

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from worker_app.celery_app import app
 from worker_app.db.models import FailedFile, Scan, ScanFolder, Track
 from worker_app.db.session import transaction
+from worker_app.db.statuses import ACTIVE, STARTED, ScanStatus
 from worker_app.limits import SCAN
 from worker_app.metadata.reader import find_folder_cover
 from worker_app.paths import PathRefused, db_path, display_path, is_audio_name, is_within, resolve_scan_path
@@ -303,13 +304,13 @@ def scan_directory_parallel(self: PipelineTask, scan_id: int) -> dict[str, Any]:
         if scan is None:
             raise LookupError(f"there is no scan {scan_id}")
         status = scan.status
-        if status == "queued" and scan.after_scan_id is None:
+        if status == ScanStatus.QUEUED and scan.after_scan_id is None:
             try:
                 real, _ = resolve_scan_path(scan.root, settings.library_roots)
             except PathRefused as refusal:
-                scan.status, scan.error, scan.finished_at = "failed", str(refusal), func.now()
-                return {"scan_id": scan_id, "status": "failed", "error": str(refusal)}
-            scan.status, scan.started_at = "running", func.now()
+                scan.status, scan.error, scan.finished_at = ScanStatus.FAILED, str(refusal), func.now()
+                return {"scan_id": scan_id, "status": ScanStatus.FAILED, "error": str(refusal)}
+            scan.status, scan.started_at = ScanStatus.RUNNING, func.now()
             if os.path.isfile(real):
                 first = Unit("c", "chunk", scan_single_file.name, [scan_id, "c", real])
             else:
@@ -317,8 +318,8 @@ def scan_directory_parallel(self: PipelineTask, scan_id: int) -> dict[str, Any]:
             register_units(session, scan_id, "", [first])
     if first is not None:
         send_after_commit(scan_id, [first], False)
-        return {"scan_id": scan_id, "status": "running"}
-    if status == "running":
+        return {"scan_id": scan_id, "status": ScanStatus.RUNNING}
+    if status == ScanStatus.RUNNING:
         # A redelivery: the scan is under way, but the first delivery may have died before sending its first unit.
         resend_unsent(scan_id, "")
     return {"scan_id": scan_id, "status": status}
@@ -528,7 +529,7 @@ def active_scans_of(session: Session, real: str) -> Sequence[Row[int, str, str, 
     session.execute(select(func.pg_advisory_xact_lock(func.hashtext(real))))
     return session.execute(
         select(Scan.id, Scan.root, Scan.status, Scan.after_scan_id)
-        .where(Scan.status.in_(("queued", "running", "finalizing"))).order_by(Scan.id)
+        .where(Scan.status.in_(ACTIVE)).order_by(Scan.id)
     ).all()
 
 
@@ -537,13 +538,13 @@ def record_scan(session: Session, real: str) -> ScanStart:
     the same root, queue behind a running one, or start. Nothing is sent: send_start, once committed."""
     active = active_scans_of(session, real)
     same = [row for row in active if row.root == real]
-    waiting = [row for row in same if row.status == "queued"]
+    waiting = [row for row in same if row.status == ScanStatus.QUEUED]
     if waiting:
         return ScanStart(waiting[-1].id, "joined", waiting[-1].after_scan_id)
-    running = [row for row in same if row.status in ("running", "finalizing")]
+    running = [row for row in same if row.status in STARTED]
     beside = tuple((row.id, row.root) for row in active
                    if row.root != real and (is_within(real, row.root) or is_within(row.root, real)))
-    scan = Scan(root=real, status="queued", after_scan_id=running[-1].id if running else None)
+    scan = Scan(root=real, status=ScanStatus.QUEUED, after_scan_id=running[-1].id if running else None)
     session.add(scan)
     session.flush()
     return ScanStart(scan.id, "queued" if running else "started", scan.after_scan_id, beside)
@@ -559,7 +560,7 @@ def send_start(start: ScanStart) -> None:
         reason = f"could not send the scan to the broker: {type(error).__name__}: {error}"
         with transaction() as session:
             session.execute(update(Scan).where(Scan.id == start.scan_id)
-                            .values(status="failed", error=reason, finished_at=func.now()))
+                            .values(status=ScanStatus.FAILED, error=reason, finished_at=func.now()))
         raise StartFailed(reason) from error
 
 
@@ -567,7 +568,7 @@ def start_queued_after(scan_id: int) -> list[int]:
     """A scan ended: the scans of the same root queued behind it start now. Returns their ids."""
     with transaction() as session:
         ids = session.execute(
-            update(Scan).where(Scan.after_scan_id == scan_id, Scan.status == "queued")
+            update(Scan).where(Scan.after_scan_id == scan_id, Scan.status == ScanStatus.QUEUED)
             .values(after_scan_id=None).returning(Scan.id)
         ).scalars().all()
     for queued in sorted(ids):

@@ -34,6 +34,7 @@ from sqlalchemy.exc import OperationalError
 
 from worker_app.db.models import Scan, ScanSchedule, ScanScheduleRun
 from worker_app.db.session import rowcount, transaction
+from worker_app.db.statuses import ScanStatus
 from worker_app.pipeline.ledger import publish
 from worker_app.pipeline.scan import StartFailed, active_scans_of, record_scan, scan_directory_parallel, send_start
 
@@ -134,7 +135,7 @@ def send_lost_starts() -> list[int]:
     with transaction() as session:
         ids = session.execute(
             select(Scan.id).join(ScanScheduleRun, ScanScheduleRun.scan_id == Scan.id)
-            .where(ScanScheduleRun.outcome == "started", Scan.status == "queued", Scan.after_scan_id.is_(None))
+            .where(ScanScheduleRun.outcome == "started", Scan.status == ScanStatus.QUEUED, Scan.after_scan_id.is_(None))
         ).scalars().all()
     for scan_id in ids:
         publish(scan_directory_parallel.name, [scan_id])

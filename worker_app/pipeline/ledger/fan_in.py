@@ -8,6 +8,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from worker_app.db.models import Scan, ScanUnit
+from worker_app.db.statuses import STARTED, ScanStatus
 from worker_app.pipeline.ledger.cancel import drop_pending
 from worker_app.pipeline.ledger.figures import store_totals
 from worker_app.pipeline.ledger.states import BACKGROUND_KINDS, CANCELLED, COUNTS
@@ -51,7 +52,7 @@ def complete_unit(session: Session, scan_id: int, key: str, **counts: int) -> bo
         drop_pending(session, scan_id)
         store_totals(session, scan_id)
         return False
-    if status not in ("running", "finalizing"):
+    if status not in STARTED:
         return False
     pending = session.execute(
         select(ScanUnit.key).where(ScanUnit.scan_id == scan_id, ScanUnit.state == "pending",
@@ -59,5 +60,5 @@ def complete_unit(session: Session, scan_id: int, key: str, **counts: int) -> bo
     ).first()
     if pending is not None:
         return False
-    session.execute(update(Scan).where(Scan.id == scan_id).values(status="finalizing"))
+    session.execute(update(Scan).where(Scan.id == scan_id).values(status=ScanStatus.FINALIZING))
     return True

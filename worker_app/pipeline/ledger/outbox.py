@@ -21,6 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from worker_app.celery_app import app
 from worker_app.db.models import Scan, ScanUnit
 from worker_app.db.session import transaction
+from worker_app.db.statuses import ScanStatus
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def resend_unsent(scan_id: int, parent: str) -> int:
     with transaction() as session:
         keys = send_unsent(session, ScanUnit.scan_id == scan_id, ScanUnit.parent == parent).get(scan_id, [])
         status = session.execute(select(Scan.status).where(Scan.id == scan_id)).scalar()
-    if status == "finalizing":
+    if status == ScanStatus.FINALIZING:
         publish("cleanup_finish_scan", [scan_id])
     if keys:
         log.warning("scan %s: sent %d unsent units of %r", scan_id, len(keys), parent or "the scan")

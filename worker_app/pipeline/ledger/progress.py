@@ -8,8 +8,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from worker_app.db.models import Scan, ScanFailure, ScanUnit
+from worker_app.db.statuses import ENDED
 from worker_app.pipeline.ledger.figures import unit_totals
-from worker_app.pipeline.ledger.states import CANCELLED, COUNTS
+from worker_app.pipeline.ledger.states import COUNTS
 
 
 def progress(session: Session, scan_id: int) -> dict[str, Any]:
@@ -17,7 +18,7 @@ def progress(session: Session, scan_id: int) -> dict[str, Any]:
     scan = session.get(Scan, scan_id)
     if scan is None:
         raise LookupError(f"there is no scan {scan_id}")
-    if scan.status in ("complete", "failed", CANCELLED):
+    if scan.status in ENDED:
         totals = {name: getattr(scan, name) for name in COUNTS}
     else:
         totals = unit_totals(session, scan_id)

@@ -8,6 +8,7 @@ from sqlalchemy import and_, func, or_, select
 
 from worker_app.db.models import Scan, ScanUnit
 from worker_app.db.session import transaction
+from worker_app.db.statuses import STARTED, ScanStatus
 from worker_app.pipeline.ledger.outbox import publish, reset_units, send_units
 
 log = logging.getLogger(__name__)
@@ -28,16 +29,16 @@ def resend_stalled(stall_timeout: int) -> dict[int, int]:
     with transaction() as session:
         stalled = session.execute(
             select(Scan.id, Scan.status).where(or_(
-                and_(Scan.status == "queued", Scan.after_scan_id.is_(None), Scan.requested_at < cutoff),
-                and_(Scan.status.in_(("running", "finalizing")),
+                and_(Scan.status == ScanStatus.QUEUED, Scan.after_scan_id.is_(None), Scan.requested_at < cutoff),
+                and_(Scan.status.in_(STARTED),
                      func.coalesce(last_move, Scan.requested_at) < cutoff),
             )).order_by(Scan.id).with_for_update(key_share=True, skip_locked=True)
         ).all()
         for scan_id, status in stalled:
-            if status == "queued":
+            if status == ScanStatus.QUEUED:
                 publish("scan_directory_parallel", [scan_id])
                 sent[scan_id] = 1
-            elif status == "finalizing":
+            elif status == ScanStatus.FINALIZING:
                 publish("cleanup_finish_scan", [scan_id])
                 sent[scan_id] = 1
             else:

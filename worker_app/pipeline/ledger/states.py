@@ -1,8 +1,10 @@
 """The names the ledger's modules share: a unit's figures, the kinds of units and a scan's statuses."""
 from __future__ import annotations
 
-# The figures each unit records when it is done; a scan's figures are their sums.
-COUNTS = ("discovered", "unchanged", "extracted", "inserted", "failed", "removed")
+from worker_app.db.statuses import ACTIVE, COUNTS, ENDED, STARTED, ScanStatus
+
+__all__ = ["ACTIVE", "BACKGROUND_KINDS", "CANCELLED", "COUNTS", "ENDED", "FOLLOW_UPS", "STARTED", "ScanStatus"]
+
 
 
 # Units a scan starts but does not wait for: audio analysis and what follows from it run after the catalogue is
@@ -10,11 +12,7 @@ COUNTS = ("discovered", "unchanged", "extracted", "inserted", "failed", "removed
 BACKGROUND_KINDS = ("analysis", "audio-vector", "audio-album")
 
 
-CANCELLED = "cancelled"
-
-
-# The statuses of a scan that has not ended: a scan in one of them can be cancelled.
-ACTIVE = ("queued", "running", "finalizing")
+CANCELLED = ScanStatus.CANCELLED
 
 
 # Units that finish tracks already catalogued (album covers, search vectors, audio analysis): they still run when
