@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from worker_app.limits import QUEUES
+
 RATE_ROWS = [
     ("limit_1proc", "mutagen.File loop, 1 process"),
     ("limit_all_cores", "mutagen.File loop, 1 process per core"),
@@ -13,7 +15,7 @@ RATE_ROWS = [
     ("rescan_1pct_changed", "rescan, 1% changed"),
     ("rescan_1pct_removed", "rescan, 1% removed"),
 ]
-WORKER_KINDS = ["scan", "extract", "batch", "insert", "deferred"]
+WORKER_KINDS = list(QUEUES)  # one supervisor program per queue
 
 # The marginal cost of a 1% change (rescan with 1% changed minus rescan with nothing changed, over the first
 # scan's time) passes as "about 1%" up to this.

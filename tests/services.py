@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from worker_app.limits import QUEUES
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -223,8 +225,6 @@ WITHOUT_FILE_OVERRIDE = (
     "setpriv --inh-caps=-dac_override,-dac_read_search --bounding-set=-dac_override,-dac_read_search "
     if os.geteuid() == 0 else ""
 )
-
-QUEUES = ["scan", "extract", "batch", "insert", "deferred"]
 
 # The test host, in the supervisor role's own variables: its facts (2 vCPUs, 2 GiB: one batch process) and the
 # role's concurrency caps lowered so that every queue but extract runs one process (CI has 2 cores, and several

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.audio_factory import make_library
 from tests.services import VENV_BIN, _port_open, free_port, wait_for
+from worker_app.limits import QUEUES
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -95,7 +96,7 @@ def test_the_metrics_move_as_a_scan_runs(stack, library_root, exporter, forget_a
     for source in ("broker", "workers", "postgresql"):
         assert value(before, "soniquebay_exporter_source_up", source=source) == 1, source
     assert value(before, "soniquebay_exporter_events_connected") == 1
-    for queue in ("scan", "extract", "batch", "insert", "deferred"):
+    for queue in QUEUES:
         assert value(before, "celery_active_worker_count", queue_name=queue) == 1, queue
         assert value(before, "celery_queue_length", queue_name=queue) is not None, queue
     complete_before = value(before, "soniquebay_scans", status="complete") or 0

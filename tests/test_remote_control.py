@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker_app.celery_app import QUEUES, app
+from worker_app.celery_app import app
+from worker_app.limits import QUEUES
 
 pytestmark = pytest.mark.timeout(300)
 

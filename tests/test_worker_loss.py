@@ -27,13 +27,14 @@ from sqlalchemy.orm import Session
 from tests.audio_factory import make_library
 from tests.services import VENV_BIN, Stack, wait_for
 from worker_app.db.models import Album, Artist, ScanUnit, Track
+from worker_app.limits import QUEUES
 from worker_app.paths import db_path
 
 pytestmark = pytest.mark.timeout(900)
 
 VISIBILITY_TIMEOUT = 45
 N_FILES = 1500
-PROGRAMS = ("scan", "extract", "batch", "insert", "deferred")
+PROGRAMS = QUEUES  # one supervisor program per queue
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,8 @@ from celery import Celery
 from celery.signals import celeryd_init
 from kombu.entity import Queue
 
-from worker_app.limits import TASK_LIMITS
+from worker_app.limits import QUEUES, TASK_LIMITS
 from worker_app.settings import ConfigurationError, get_settings
-
-QUEUES = ("scan", "extract", "batch", "insert", "deferred")
 
 # One module per stage of the pipeline.
 PIPELINE_MODULES = [

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from worker_app.db.statuses import COUNTS, ENDED, STARTED, ScanStatus
+from worker_app.limits import QUEUES
 from worker_app.settings import ConfigurationError
 
 if TYPE_CHECKING:
@@ -129,7 +130,6 @@ def _say_how_it_started(start: ScanStart) -> None:
                      f"the other adds", highlight=False)
 
 
-PIPELINE_QUEUES = ("scan", "extract", "batch", "insert", "deferred")
 
 
 def _consumed_queues() -> set[str] | None:
@@ -162,7 +162,7 @@ def _watch(scan_id: int, timeout: float | None, no_worker_grace: float, quiet: b
     database_down_since: float | None = None
     # When each queue was last seen consumed (or the scan last moved, which needs every queue): a worker that is
     # restarting, or too busy to answer within the inspect timeout, does not count as missing at once.
-    seen = {queue: started for queue in PIPELINE_QUEUES}
+    seen = {queue: started for queue in QUEUES}
     warned: set[str] = set()
     last_figures: tuple[Any, ...] = ()
     next_queue_check = started + min(5.0, no_worker_grace)
@@ -190,7 +190,7 @@ def _watch(scan_id: int, timeout: float | None, no_worker_grace: float, quiet: b
                 figures = tuple(summary[name] for name in COUNTS)
                 if figures != last_figures:
                     last_figures = figures
-                    seen = {queue: now for queue in PIPELINE_QUEUES}
+                    seen = {queue: now for queue in QUEUES}
                 done = summary["unchanged"] + summary["extracted"] + summary["failed"]
                 walking = summary["pending_units"].get("chunk", 0) > 0
                 bar.update(
@@ -204,13 +204,13 @@ def _watch(scan_id: int, timeout: float | None, no_worker_grace: float, quiet: b
                 next_queue_check = now + 5
                 consumed = _consumed_queues()
                 if consumed is not None:
-                    seen.update({queue: now for queue in PIPELINE_QUEUES if queue in consumed})
-                    idle = [queue for queue in PIPELINE_QUEUES if now - seen[queue] >= 5]
+                    seen.update({queue: now for queue in QUEUES if queue in consumed})
+                    idle = [queue for queue in QUEUES if now - seen[queue] >= 5]
                     if idle and set(idle) - warned:
                         warned |= set(idle)
                         bar.console.print(f"[yellow]no worker consumes the queue(s) {', '.join(idle)}: "
                                           f"the scan cannot finish until one does[/]", highlight=False)
-                    missing = [queue for queue in PIPELINE_QUEUES if now - seen[queue] >= no_worker_grace]
+                    missing = [queue for queue in QUEUES if now - seen[queue] >= no_worker_grace]
                     if missing:
                         return {**summary, "status": "no worker",
                                 "error": f"no worker consumed the queue(s) {', '.join(missing)} for "

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The pipeline's five queues, in the order a file goes through them; every task is routed to one of them.
+QUEUES = ("scan", "extract", "batch", "insert", "deferred")
+
 
 @dataclass(frozen=True)
 class TaskLimits:
@@ -17,6 +20,10 @@ class TaskLimits:
     soft_time_limit: int
     time_limit: int
     priority: int
+
+    def __post_init__(self) -> None:
+        if self.queue not in QUEUES:
+            raise ValueError(f"{self.queue!r} is not one of the queues {QUEUES}")
 
     @property
     def options(self) -> dict[str, float]:

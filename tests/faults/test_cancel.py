@@ -23,8 +23,8 @@ from tests.faults.stack import (
     start_scan,
 )
 from tests.services import wait_for
-from worker_app.celery_app import QUEUES
 from worker_app.db.models import Scan, ScanUnit, Track
+from worker_app.limits import QUEUES
 from worker_app.paths import db_path
 
 # Tasks the deferred workers send themselves every few seconds, whatever the scans do.

@@ -33,13 +33,14 @@ from tests.faults.stack import (
 )
 from tests.services import wait_for
 from worker_app.db.models import Album, Artist, ScanUnit
+from worker_app.limits import QUEUES
 
 pytestmark = pytest.mark.timeout(1500)
 
 N_FILES = 4000
 MAX_FAULTS = 12
 KINDS = ("worker child", "whole worker", "broker", "result redis", "postgresql")
-PROGRAMS = ("scan", "extract", "batch", "insert", "deferred")
+PROGRAMS = QUEUES  # one supervisor program per queue
 
 
 @pytest.fixture(scope="module")

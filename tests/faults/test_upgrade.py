@@ -35,6 +35,7 @@ from tests.services import REPO, VENV_BIN, Stack, Supervisor, wait_for
 from tests.supervisor_role import defaults as role_defaults
 from worker_app.db.migrate import MIGRATION_LOCK_KEY
 from worker_app.db.schema_check import EXIT_SCHEMA_BEHIND
+from worker_app.limits import QUEUES
 from worker_app.paths import db_path
 
 pytestmark = pytest.mark.timeout(900)
@@ -43,7 +44,7 @@ VERSIONS = REPO / "worker_app" / "migrations" / "versions"
 # Shrunk from 5 s, so that the long transaction below outlasts several lock timeouts within seconds.
 LOCK_TIMEOUT = 1
 N_FILES = 3000
-PROGRAMS = ("scan", "extract", "batch", "insert", "deferred")
+PROGRAMS = QUEUES  # one supervisor program per queue
 RETRY_LINE = re.compile(r"migration retry \d+ of \d+")
 
 # Written before the rule (worker_app/migrations/helpers.py) existed. Both build a partial index on scan_units, an

@@ -15,10 +15,11 @@ from typing import Any
 from prometheus_client.registry import CollectorRegistry
 
 from worker_app.db.statuses import COUNTS, ENDED, ScanStatus
+from worker_app.limits import QUEUES
 
 REFRESH_SECONDS = 5
-# The pipeline's stages, in order: its queues (worker_app.celery_app.QUEUES).
-STAGES = ("scan", "extract", "batch", "insert", "deferred")
+# The pipeline's stages, in order: its queues.
+STAGES = QUEUES
 # A stage's throughput: what it did over the last this many seconds.
 WINDOW_SECONDS = 60
 # The scan figure that measures each stage's files (the ledger's: worker_app.pipeline.ledger.progress).

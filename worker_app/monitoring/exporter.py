@@ -90,7 +90,7 @@ class FleetCollector(Collector):
         return self._broker
 
     def _queues(self) -> list[Metric]:
-        from worker_app.celery_app import QUEUES
+        from worker_app.limits import QUEUES
         from worker_app.pipeline.backpressure import FEEDS, bound_of, queue_depths
 
         family = GaugeMetricFamily("celery_queue_length",
@@ -110,7 +110,8 @@ class FleetCollector(Collector):
     # The workers, through Celery's control broadcast (over the broker).
 
     def _workers(self) -> list[Metric]:
-        from worker_app.celery_app import QUEUES, app
+        from worker_app.celery_app import app
+        from worker_app.limits import QUEUES
 
         replies = app.control.inspect(timeout=self.inspect_timeout).active_queues() or {}
         workers = GaugeMetricFamily("celery_workers", "Workers that answered the control broadcast")
