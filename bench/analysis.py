@@ -2,8 +2,8 @@
 
     python -m bench.analysis [--repeats 5] [--seconds 180] [--json bench/results/analysis.json]
 
-The track is generated (tests/analysis_factory.py: drums, bass and a chord progression, stereo, 44.1 kHz) and
-encoded as a 256 kb/s MP3, the issue's reference file. Each step is timed on its own with getrusage (this process
+The track is generated (tests/analysis_factory.py: drums, bass and a chord progression, stereo, 44.1 kHz) and encoded
+as a 256 kb/s MP3, the reference file of the 0.5 s target. Each step is timed on its own with getrusage (this process
 and its children: ffmpeg's decoding is a child), ``--repeats`` times; the median is reported, since CPU figures on
 a shared 2-core machine move by +-20%. ``whole`` is ``worker_app.analysis.track.analyse`` end to end, which is what
 the workers run; the steps add up to about it. ``warm_up`` is a fresh interpreter importing the analysis and
@@ -61,7 +61,7 @@ REFERENCE_SECONDS_THEN, TARGET_SECONDS_THEN = 0.26, 0.5
 
 
 def reference_decode_seconds(path: str) -> float:
-    """CPU of ffmpeg alone decoding ``path`` as the issue did (``time ffmpeg ...``): spawned without a fork of this
+    """CPU of ffmpeg alone decoding ``path``, as ``time ffmpeg ...`` measures it: spawned without a fork of this
     process (whose copy would be counted as the child's), its own rusage from wait4."""
     import os
     import shutil

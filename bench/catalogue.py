@@ -1,4 +1,4 @@
-"""The catalogue's read queries at 1,000,000 tracks (the issue's target: under 10 ms each, median of 100, warm).
+"""The catalogue's read queries at 1,000,000 tracks (the target: under 10 ms each, median of 100, warm).
 
     bench/run catalogue [--tracks 1000000] [--queries 100] [--section all|queries|pipeline]
 

@@ -47,7 +47,7 @@ class WorkerConfig:
 # with one process per core), files in batches of SONIQUEBAY_BATCH_SIZE (200 by default).
 PIPELINE = WorkerConfig("pipeline", {queue: {} for queue in QUEUES})
 
-# The seed's configuration that the design note calls slow: one task per file, prefetch 1, concurrency 2 and no
+# The configuration the project started from: one task per file, prefetch 1, concurrency 2 and no
 # queue separation (one program consumes all five queues).
 BEFORE = WorkerConfig("before", {"all": {"concurrency": 2, "prefetch_multiplier": 1}}, {"all": list(QUEUES)},
                       {"SONIQUEBAY_BATCH_SIZE": "1"})

@@ -1,4 +1,4 @@
-"""The benchmark's verdicts (the issue's targets, as ratios within one run), its table and its plot."""
+"""The benchmark's verdicts (its targets, as ratios within one run), its table and its plot."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""How long `soniquebay similar` takes on N stored vectors, and how much of the exact answer it finds (the issue's
+"""How long `soniquebay similar` takes on N stored vectors, and how much of the exact answer it finds (the
 target: 1,000,000 vectors, under 50 ms median, warm).
 
     bench/run similarity [--count 1000000] [--queries 50] [--candidates 200,500,1000,2000] [--exact]

@@ -30,7 +30,7 @@ class Settings:
     result_backend: str
     database_url: str
     library_roots: tuple[str, ...]
-    # Files per extract task: Celery costs ~1.2 ms per task, mutagen ~0.5 ms per file (bench/README.md),
+    # Files per extract task: Celery costs ~1.2 ms per task, mutagen ~0.6 ms per file (bench/README.md),
     # so a few hundred files per task keeps Celery's share small while a task still ends in seconds.
     batch_size: int
     # Entries one scan chunk task lists before it hands the rest of its subtree to new chunk tasks.

@@ -1,4 +1,4 @@
-"""A passing error is not a verdict (the issue's first promise). A file that cannot be read for one scan (a
+"""A passing error is not a verdict (nothing is lost). A file that cannot be read for one scan (a
 permission, an I/O error, a stale handle, the per-file time limit, the worker lost while reading it) keeps its track
 in the catalogue, is reported with kind "passing", is not remembered, and is read again by the next scan, which
 catalogues it as it now is. A verdict on the content (a corrupt file) is remembered while the file is unchanged."""

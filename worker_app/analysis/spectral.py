@@ -1,10 +1,10 @@
 """The short-time spectrum of the excerpt and the timbre statistics drawn from it: spectral centroid, roll-off,
 flatness, zero-crossing rate, and MFCC means and variances.
 
-Plain numpy (one batched real FFT) rather than librosa: librosa's features are the same textbook formulas, but
-its first call in a process compiles numba code for ~74 s on a 2-core host, far past the 5 s warm-up
-the workers may spend. The mel filterbank is the Slaney-style triangular one; MFCCs are the orthonormal DCT-II of
-the log mel energies in dB, as librosa computes them, so values are comparable in kind (not bit for bit).
+Plain numpy (one batched real FFT) rather than librosa: librosa's features are the same textbook formulas, but its
+first call in a process compiles numba code for ~74 s on a 2-core host (bench/README.md), far past the 5 s warm-up
+the workers may spend. The mel filterbank is the Slaney-style triangular one; MFCCs are the orthonormal DCT-II of the
+log mel energies in dB, as librosa computes them, so values are comparable in kind (not bit for bit).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The extractor: one audio file in, one ``TrackRecord`` out, or ``UnreadableFileError`` with a reason for people.
 
-mutagen's parsing is the pipeline's throughput limit (~0.5 ms of CPU per file, bench/README.md), so this module
+mutagen's parsing is the pipeline's throughput limit (~0.6 ms of CPU per file, bench/README.md), so this module
 asks mutagen for one parse per file: the class is chosen from the file's extension (``mutagen.File`` would read the
 header and score every format first), and content sniffing is only the fallback for a wrong or missing extension.
 
