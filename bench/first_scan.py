@@ -2,7 +2,7 @@
 
     bench/run first-scan [--tracks 400] [--seconds 20] [--rounds 2] [--json bench/results/first-scan.json]
 
-Issue 12's target: with analysis enabled, the catalogue of a first scan is complete within 10% of the time it takes
+The target: with analysis enabled, the catalogue of a first scan is complete within 10% of the time it takes
 without (analysis runs on the extract queue below tag reading, as background units of the scan, and goes on after
 the catalogue is complete). The library is real audio (tests/analysis_factory.py's kinds, a third MP3 and two
 thirds FLAC, ``--seconds`` long each), generated once and cached. The workers are the supervisor role's programs

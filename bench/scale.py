@@ -11,7 +11,7 @@ baseline libraries are rescanned unchanged and with 1% of their files changed (c
 given a new mtime, put back afterwards). For each step: wall seconds, files/s, CPU ms per file by process kind,
 the peak RSS of each worker program, the broker Redis's peak memory (sampled) and the database's size.
 
-The targets (issue 11) are ratios within this run: the big library's first-scan files/s within 10% of the
+The targets are ratios within this run: the big library's first-scan files/s within 10% of the
 baseline's, worker RSS within 20% of the baseline's, a no-change rescan under 60 s, the broker under 256 MB, and
 the flat folder catalogued in full. Results: bench/results/scale.json.
 """

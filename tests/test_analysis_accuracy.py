@@ -1,6 +1,6 @@
 """Accuracy of the audio analysis on generated audio whose truth is known (tests/analysis_factory.py).
 
-The targets are issue 12's: tempo within 2% on at least 90% of click and drum-like tracks from 60 to 180 BPM
+The targets: tempo within 2% on at least 90% of click and drum-like tracks from 60 to 180 BPM
 (an exact double or half is counted apart, and reported); key and scale right on at least 80% of chord
 progressions in every major and minor key; integrated loudness within 0.5 LU of ffmpeg's ``ebur128`` filter on
 every track, encoded as a user's files would be. Seeds differ from the ones the analysis was tuned on.

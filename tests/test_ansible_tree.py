@@ -32,7 +32,7 @@ def test_ansible_lint_production_profile_passes():
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
 
-# --- Secrets and the least privilege of the roles (issue 13) ---------------------------------------------------
+# --- Secrets and the least privilege of the roles -------------------------------------------------------------
 
 # Variables that hold a secret, by name: a task that reads one must not print it (--diff, -v, a failure).
 SECRET_NAME = re.compile(r"\b\w*(?:password|passwd|secret|token|basic_auth|_key)\w*\b")

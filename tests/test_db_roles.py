@@ -121,7 +121,7 @@ def test_each_duty_writes_exactly_what_the_map_gives_it(engines, duty):
 
 
 def test_an_extract_host_cannot_touch_the_catalogue(engines, stack, library_root):
-    """The threat of issue 13, with rows in the tables: the ledger role (scan, extract and batch hosts) cannot
+    """A compromised extract host, with rows in the tables: the ledger role (scan, extract and batch hosts) cannot
     delete, change or add a track, nor point a scan at another root, while it can do its own bookkeeping."""
     library = make_library(library_root / "db-roles", n_files=6, seed=1313)
     result = stack.soniquebay("scan", str(library.root), "--wait", "--json", "--timeout", "300", check=False)

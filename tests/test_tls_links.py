@@ -1,4 +1,4 @@
-"""Encrypted links and Redis users by duty (issue 13), on real servers: a broker and a cache Redis that speak TLS
+"""Encrypted links and Redis users by duty (least privilege), on real servers: a broker and a cache Redis that speak TLS
 only, and a PostgreSQL that takes TCP clients over TLS only (the postgresql role's pg_hba.conf template), with the
 certificates the tls role makes (run by ansible-playbook, as the deployment runs it) and the ACL rules of the redis
 role's defaults. A Celery worker, the command line and the exporter do their work through them as the workers and

@@ -1,7 +1,7 @@
 """Per-task time limits and priorities, in one table.
 
-Every task is short by design (a folder chunk, a batch of a few hundred files), so the limits are minutes, not the
-seed's hours. Redis's visibility timeout is derived from them; the supervisor role's per-queue ``time_limit`` (and so
+Every task is short by design (a folder chunk, a batch of a few hundred files), so the limits are minutes, not
+hours. Redis's visibility timeout is derived from them; the supervisor role's per-queue ``time_limit`` (and so
 its programs' ``stopwaitsecs``) must cover the longest task routed to the queue, which tests/test_configuration.py
 checks against this table.
 Priorities follow Redis's emulation: 0 is served first.

@@ -1,4 +1,4 @@
-"""A schema migration during a rolling upgrade (issue 10, item 8).
+"""A schema migration during a rolling upgrade.
 
 On a stack of its own (its schema is taken down and up, and migrated past this release's head):
 

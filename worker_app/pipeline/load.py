@@ -1,12 +1,12 @@
 """`soniquebay db load`: records read elsewhere put into the catalogue without a scan, through the insert queue's
-per-entity tasks (the seed's insert_covers_batch, insert_artists_batch, insert_albums_batch, insert_tracks_batch).
+per-entity tasks (insert_covers_batch, insert_artists_batch, insert_albums_batch, insert_tracks_batch).
 
 The records are what `soniquebay tags --json` prints for a file (``{"path": ..., "record": {...}}``; an answer with
 an "error" holds no record and is counted as unreadable), or bare ``TrackRecord.to_message()`` dicts. They are
 grouped exactly as a scan's batch stage groups them (``group_by_artist``, ``prepare_insertion_batch``), so a track
 loaded so is the row a scan of the same file would write, and a later scan of its folder finds it unchanged.
 
-Like a scan's, the load's messages carry no pictures and stay within MAX_ARGS_BYTES (issue 11: every message under
+Like a scan's, the load's messages carry no pictures and stay within MAX_ARGS_BYTES (every message under
 64 KB in the broker), with the claim check of pipeline/staging.py: the command stages each picture once by sha256
 in ``staged_covers`` (as the operator's role, the command line's writing duty), then sends, each waited for and in
 dependency order, the sha256s to move into ``covers``, the artists, the albums with their album artists, and the
