@@ -351,22 +351,43 @@ def test_analysis_does_not_open_a_planted_track_outside_the_roots(stack, outside
     ("{root}-other/01.flac", "outside the library roots"),  # a sibling whose name starts like the root's
     ("{root}/link/passwd", "leads outside the library roots"),
     ("{root}/inner/01.flac", None),  # a link that stays inside the roots
+    ("{root}/Artist/escape.flac", "leads outside the library roots"),  # the file itself a link out
+    ("{root}/Artist/chain.flac", "leads outside the library roots"),  # a link to a link out
+    ("{root}/inner/escape.flac", "leads outside the library roots"),  # ... through a linked folder
+    ("{root}/Artist/alias.flac", None),  # a file link that stays inside
+    ("{root}/Artist/dangling.flac", None),  # a link to nothing, inside: the name is checked, not the file
     (42, "not a file name"),
     (["{root}/Artist/01.flac"], "not a file name"),
 ])
-def test_the_name_check(tmp_path, name, refused_because):
+@pytest.mark.parametrize("folders_cached", [False, True], ids=["alone", "in-a-message"])
+def test_the_name_check(tmp_path, name, refused_because, folders_cached):
+    """Alone, and as a message's names are checked (each folder resolved once for all its files: the cache has
+    seen the folders of other names first)."""
     from worker_app.paths import PathRefused, check_task_path
 
     root = tmp_path / "library"
     (root / "Artist").mkdir(parents=True)
+    (root / "Artist" / "01.flac").write_bytes(b"fLaC")
     (root / "link").symlink_to("/etc", target_is_directory=True)
     (root / "inner").symlink_to(root / "Artist", target_is_directory=True)
+    (root / "Artist" / "escape.flac").symlink_to("/etc/passwd")
+    (root / "Artist" / "chain.flac").symlink_to(root / "Artist" / "escape.flac")
+    (root / "Artist" / "alias.flac").symlink_to(root / "Artist" / "01.flac")
+    (root / "Artist" / "dangling.flac").symlink_to(root / "Artist" / "gone.flac")
     if isinstance(name, str):
         name = name.format(root=root)
     elif isinstance(name, bytes):
         name = name.replace(b"{root}", os.fsencode(root))
+    folders: dict[str, str] | None = None
+    if folders_cached:
+        folders = {}
+        for other in ("Artist/01.flac", "inner/01.flac", "link/hosts", "Artist/alias.flac"):
+            try:
+                check_task_path(str(root / other), (str(root),), folders)
+            except PathRefused:
+                pass
     if refused_because is None:
-        assert check_task_path(name, (str(root),)) == str(root)
+        assert check_task_path(name, (str(root),), folders) == str(root)
     else:
         with pytest.raises(PathRefused, match=refused_because):
-            check_task_path(name, (str(root),))
+            check_task_path(name, (str(root),), folders)

@@ -51,7 +51,8 @@ def resolve_scan_path(path: str, library_roots: tuple[str, ...]) -> tuple[str, s
     )
 
 
-def check_task_path(path: object, library_roots: tuple[str, ...]) -> str:
+def check_task_path(path: object, library_roots: tuple[str, ...],
+                    resolved_folders: dict[str, str] | None = None) -> str:
     """The library root that holds ``path``, a file or folder name a task's message gives it; raises PathRefused.
 
     Any client of the broker can send a message, so a task checks what it is told before it opens anything. The
@@ -61,7 +62,8 @@ def check_task_path(path: object, library_roots: tuple[str, ...]) -> str:
     the raw bytes the catalogue keeps (``tracks.path_bytes``); text that no file name can produce is refused.
     The name must then lie under a root both as written and once every symbolic link in it is resolved: a link
     inside the library that points outside every root is refused (one into another root is not). The file need not
-    exist: a cleanup checks the names of files that are gone.
+    exist: a cleanup checks the names of files that are gone. ``resolved_folders`` (a dict the caller keeps for the
+    names of one message) saves resolving the same folder again for each of its files.
 
     Checked, then opened by name: a process that can swap a checked folder for a link between the two could still
     win the race; that needs write access to the library, which the workers' hosts do not give (roles/worker_app
@@ -84,10 +86,22 @@ def check_task_path(path: object, library_roots: tuple[str, ...]) -> str:
     root = next((root for root in library_roots if is_within(path, root)), None)
     if root is None:
         raise PathRefused(f"{shown} is outside the library roots ({', '.join(library_roots)})")
-    real = os.path.realpath(path)
+    real = _resolved(path, resolved_folders) if resolved_folders is not None else os.path.realpath(path)
     if not any(is_within(real, candidate) for candidate in library_roots):
         raise PathRefused(f"{shown} leads outside the library roots (it resolves to {display_path(real)})")
     return root
+
+
+def _resolved(path: str, resolved_folders: dict[str, str]) -> str:
+    """``os.path.realpath(path)`` for an absolute, normalised name, each folder resolved once: the folder's real
+    path, then the last component resolved only when it is a link itself (one lstat, where realpath takes one per
+    component of the name)."""
+    folder, name = os.path.split(path)
+    real_folder = resolved_folders.get(folder)
+    if real_folder is None:
+        real_folder = resolved_folders[folder] = os.path.realpath(folder)
+    real = os.path.join(real_folder, name)
+    return os.path.realpath(real) if os.path.islink(real) else real
 
 
 def printable_name(path: object) -> str:

@@ -121,9 +121,10 @@ def split_by_roots(paths: list[Any], stage: str, who: str) -> tuple[list[Any], l
     roots = get_settings().library_roots
     kept: list[Any] = []
     refused: list[Failure] = []
+    resolved_folders: dict[str, str] = {}  # for this message only: a folder moved later is resolved again
     for path in paths:
         try:
-            check_task_path(path, roots)
+            check_task_path(path, roots, resolved_folders)
         except PathRefused as refusal:
             log.warning("%s refused a name its message gave: %s", who, refusal)
             # Passing: nothing is remembered of a name that is no file of the library.
