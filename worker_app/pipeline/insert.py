@@ -18,6 +18,7 @@ transaction that closes the unit: the insert message carries the unit's key only
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import os
 from dataclasses import fields
@@ -76,6 +77,22 @@ TRACK_FIELDS = tuple(column.name for column in TRACKS.columns
                      if column.name in {field.name for field in fields(TrackRecord)} and column.name != "path")
 
 
+# The upserts, built once per process. An artist's MusicBrainz id is set once known, never changed; an album takes
+# the figures of its latest tracks.
+_artists = insert(ARTISTS)
+_ARTISTS_UPSERT = _artists.on_conflict_do_update(
+    index_elements=["name_key"],
+    set_={"mbid": _artists.excluded.mbid},
+    where=ARTISTS.c.mbid.is_(None) & _artists.excluded.mbid.is_not(None),
+).returning(ARTISTS.c.id)
+_albums = insert(ALBUMS)
+_ALBUMS_UPSERT = _albums.on_conflict_do_update(
+    constraint="uq_albums_artist_title",
+    set_={name: _albums.excluded[name]
+          for name in ("title", "year", "is_compilation", "mbid", "release_group_mbid", "disc_total")},
+).returning(ALBUMS.c.id, ALBUMS.c.album_artist_id, ALBUMS.c.title_key)
+
+
 def upsert_covers(session: Session, covers: list[dict[str, Any]]) -> dict[str, int]:
     if not covers:
         return {}
@@ -89,13 +106,8 @@ def upsert_covers(session: Session, covers: list[dict[str, Any]]) -> dict[str, i
 def upsert_artists(session: Session, artists: list[dict[str, Any]]) -> dict[str, int]:
     if not artists:
         return {}
-    statement = insert(ARTISTS)
     rows = [{"name": a["name"], "name_key": a["name_key"], "mbid": a["mbid"]} for a in artists]
-    _execute_many(session, statement.on_conflict_do_update(
-        index_elements=["name_key"],
-        set_={"mbid": statement.excluded.mbid},
-        where=ARTISTS.c.mbid.is_(None) & statement.excluded.mbid.is_not(None),
-    ).returning(ARTISTS.c.id), rows)
+    _execute_many(session, _ARTISTS_UPSERT, rows)
     found = session.execute(select(Artist.id, Artist.name_key).where(
         Artist.name_key.in_([a["name_key"] for a in artists])))
     return {key: artist_id for artist_id, key in found}
@@ -109,16 +121,20 @@ def upsert_albums(session: Session, albums: list[dict[str, Any]], artist_ids: di
         "year": a["year"], "is_compilation": a["is_compilation"], "mbid": a["mbid"],
         "release_group_mbid": a["release_group_mbid"], "disc_total": a["disc_total"],
     } for a in albums]
-    statement = insert(ALBUMS)
-    excluded = statement.excluded
-    result = _execute_many(session, statement.on_conflict_do_update(
-        constraint="uq_albums_artist_title",
-        set_={"title": excluded.title, "year": excluded.year, "is_compilation": excluded.is_compilation,
-              "mbid": excluded.mbid, "release_group_mbid": excluded.release_group_mbid,
-              "disc_total": excluded.disc_total},
-    ).returning(ALBUMS.c.id, ALBUMS.c.album_artist_id, ALBUMS.c.title_key), rows)
+    result = _execute_many(session, _ALBUMS_UPSERT, rows)
     ids = {(artist_id, title_key): album_id for album_id, artist_id, title_key in result}
     return {a["key"]: ids[(artist_ids[a["album_artist_key"]], a["title_key"])] for a in albums}
+
+
+@functools.cache
+def _tracks_upsert(columns: tuple[str, ...]) -> Executable:
+    """The tracks upsert for rows of these columns, built once per process (building it is a tenth of the cost of
+    sending 200 rows): every column but the path is the file's as read now."""
+    statement = insert(TRACKS)
+    updated = {column: statement.excluded[column] for column in columns if column != "path"}
+    return statement.on_conflict_do_update(
+        index_elements=["path"], set_={**updated, "updated_at": statement.excluded.updated_at},
+    ).returning(TRACKS.c.id, TRACKS.c.path)
 
 
 def upsert_tracks(session: Session, scan_id: int | None, tracks: list[dict[str, Any]], artist_ids: dict[str, int],
@@ -141,13 +157,9 @@ def upsert_tracks(session: Session, scan_id: int | None, tracks: list[dict[str, 
             "mbid": track["mb_track_id"],
             "scan_id": scan_id,
         })
-    statement = insert(TRACKS)
-    updated = {column: statement.excluded[column] for column in rows[0] if column != "path"}
-    result = _execute_many(session, statement.on_conflict_do_update(
-        index_elements=["path"], set_={**updated, "updated_at": statement.excluded.updated_at},
-    ).returning(TRACKS.c.id, TRACKS.c.path), rows)
+    result = _execute_many(session, _tracks_upsert(tuple(rows[0])), rows)
     track_ids = dict((path, track_id) for track_id, path in result)
-    session.execute(delete(TrackArtist).where(TrackArtist.track_id.in_(list(track_ids.values()))))
+    session.connection().execute(delete(TRACK_ARTISTS).where(TRACK_ARTISTS.c.track_id.in_(list(track_ids.values()))))
     credits = [
         {"track_id": track_ids[db_path(track["path"])[0]], "position": position, "artist_id": artist_ids[key]}
         for track in tracks for position, key in enumerate(dict.fromkeys(track["artist_keys"]))
