@@ -245,8 +245,9 @@ def run_in_snapshot(options, argv: list[str]) -> int:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     digest = hashlib.sha256(b"".join(patch.read_bytes() for patch in patches)).hexdigest()[:8] if patches else "none"
     tree = options.cache / "trees" / f"{stamp}-{digest}"
+    # roles/ goes too: the test stack renders the supervisor role's programs (tests/supervisor_role.py).
     shutil.copytree(REPO, tree, ignore=shutil.ignore_patterns(
-        ".git", ".venv", ".venv-*", "__pycache__", "results", ".pytest_cache", "molecule", "roles", ".run"))
+        ".git", ".venv", ".venv-*", "__pycache__", "results", ".pytest_cache", "molecule", ".run"))
     for patch in patches:
         log(f"applying {patch}")
         subprocess.run(["patch", "-p1", "--forward", "--quiet", "-i", str(patch)], cwd=tree, check=True)
@@ -260,7 +261,10 @@ def run_in_snapshot(options, argv: list[str]) -> int:
             rest.append(arg)
     output = options.output.resolve()
     code = {**_code_state(), "snapshot": str(tree), "patches": [str(patch) for patch in patches]}
-    env = {**os.environ, SNAPSHOT_ENV: json.dumps(code)}
+    # The venv's editable install points at the work tree: PYTHONPATH makes the copy's worker_app the one that this
+    # process, the command line and the workers (supervisord passes its environment on) import.
+    env = {**os.environ, SNAPSHOT_ENV: json.dumps(code),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))}
     try:
         return subprocess.run([sys.executable, "-m", "bench.main", *rest, "--output", str(output)], cwd=tree,
                               env=env).returncode
