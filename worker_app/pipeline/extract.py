@@ -28,7 +28,6 @@ from worker_app.pipeline.ledger import (
     hand_off,
     mark_current_path,
     publish,
-    take_poison,
 )
 from worker_app.pipeline.staging import stage_extracted
 from worker_app.pipeline.unit_task import UnitTask
@@ -59,7 +58,7 @@ def extract_metadata_batch(self: ExtractTask, scan_id: int, key: str, files: lis
     kept, refused = self.refuse_outside_roots([entry[0] for entry in files] + list(folder_covers.values()))
     files = [entry for entry in files if entry[0] in kept]
     folder_covers = {folder: cover for folder, cover in folder_covers.items() if cover in kept}
-    poison = take_poison(scan_id, key)
+    poison = self.unit_poison
     careful = self.unit_deaths > 0
     records: list[dict[str, Any]] = []
     failures = refused

@@ -48,7 +48,6 @@ from worker_app.pipeline.ledger import (
     register_units,
     resend_unsent,
     send_after_commit,
-    take_poison,
 )
 from worker_app.pipeline.unit_task import PipelineTask, UnitTask
 from worker_app.settings import get_settings
@@ -348,7 +347,7 @@ def scan_directory_chunk(self: ScanChunkTask, scan_id: int, key: str, folders: l
         listing.unreadable_files += [path for path in paths if path not in kept]
         return _commit_listing(scan_id, key, listing, settings.batch_size, listed_at, only_paths=list(paths))
     folders, refused = self.refuse_outside_roots(folders)
-    poison = take_poison(scan_id, key)
+    poison = self.unit_poison
     # Redelivered: an earlier delivery may have died on a folder. List carefully, committing each folder before
     # opening it, so that the next delivery can leave that one folder out.
     careful = self.unit_deaths > 0

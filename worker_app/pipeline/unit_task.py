@@ -142,6 +142,7 @@ class UnitTask(PipelineTask):
     unit_stage = 1
     unit_kind = "chunk"
     unit_deaths = 0
+    unit_poison: tuple[str, ...] = ()  # the paths that killed a worker handling this unit (ledger/delivery.py)
     # The queues this unit's task feeds, whose backlog holds it back (pipeline/backpressure.py); () for none.
     feeds: tuple[str, ...] = ()
 
@@ -163,6 +164,7 @@ class UnitTask(PipelineTask):
             return {"skipped": key, "why": "a later stage has it"}
         # Read by the task: after a death it works carefully (one file or folder at a time, each committed first).
         self.unit_deaths = deaths = delivery.deaths
+        self.unit_poison = delivery.poison
         max_deliveries = get_settings().max_deliveries
         if deaths >= max_deliveries:
             self.close_unit_as_failed(

@@ -26,7 +26,6 @@ from worker_app.pipeline.ledger.delivery import (
     hand_off,
     mark_current_path,
     note_passing_error,
-    take_poison,
 )
 from worker_app.pipeline.ledger.failures import PASSING, VERDICT, Failure, record_failures
 from worker_app.pipeline.ledger.fan_in import complete_unit, unit_is_done
@@ -56,5 +55,5 @@ __all__ = [
     "begin_delivery", "cancel_scan", "check_args_size", "complete_unit", "hand_off", "mark_current_path", "mark_sent",
     "note_passing_error", "progress", "publish", "record_failures", "register_units", "resend_stalled",
     "resend_unsent", "reset_units", "send_after_commit", "send_stored", "send_units", "send_unsent",
-    "take_poison", "unit_is_done", "unit_totals",
+    "unit_is_done", "unit_totals",
 ]

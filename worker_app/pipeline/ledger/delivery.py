@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, case, exists, func, or_, select, update
+from sqlalchemy import Row, and_, case, exists, func, or_, select, update
+from sqlalchemy.orm import Session
 
 from worker_app.db.models import Scan, ScanUnit
 from worker_app.db.session import transaction
@@ -20,11 +21,13 @@ from worker_app.pipeline.ledger.states import CANCELLED, FOLLOW_UPS
 @dataclass(frozen=True)
 class Delivery:
     """What a delivery of a unit's message found: ``action`` is "run", "done" (the unit is done: a duplicate),
-    "passed" (the unit is at a later stage: a duplicate of this stage's message) or "missing" (no such unit)."""
+    "passed" (the unit is at a later stage: a duplicate of this stage's message) or "missing" (no such unit).
+    ``poison``: the paths that killed a worker handling the unit, to be left out (see ``mark_current_path``)."""
 
     action: str
     deliveries: int = 0
     deaths: int = 0
+    poison: tuple[str, ...] = ()
 
 
 def begin_delivery(scan_id: int, key: str, stage: int, retries: int) -> Delivery:
@@ -47,10 +50,10 @@ def begin_delivery(scan_id: int, key: str, stage: int, retries: int) -> Delivery
                     redeliveries=case((came_back, ScanUnit.redeliveries + 1), else_=ScanUnit.redeliveries),
                     deliveries=case((same_stage, ScanUnit.deliveries + 1), else_=1),
                     last_retries=retries, stage=stage, updated_at=func.now())
-            .returning(ScanUnit.deliveries, ScanUnit.deaths)
+            .returning(ScanUnit.deliveries, ScanUnit.deaths, ScanUnit.poison_paths, ScanUnit.current_path)
         ).first()
         if row is not None:
-            return Delivery("run", row.deliveries, row.deaths)
+            return Delivery("run", row.deliveries, row.deaths, _take_poison(session, scan_id, key, row))
         found = session.execute(
             select(ScanUnit.state, Scan.status).join(Scan, Scan.id == ScanUnit.scan_id)
             .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
@@ -83,22 +86,18 @@ def note_passing_error(scan_id: int, key: str, error: str) -> None:
                         .values(last_error=error[:500]))
 
 
-def take_poison(scan_id: int, key: str) -> list[str]:
-    """The poison paths of a unit. A path still marked as being read when the unit comes back is the one
-    that killed the worker last time: it joins the unit's poison list, committed at once."""
-    with transaction() as session:
-        row = session.execute(
-            select(ScanUnit.current_path, ScanUnit.poison_paths)
-            .where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
-        ).one()
-        poison = list(row.poison_paths)
-        if row.current_path and row.current_path not in poison:
-            poison.append(row.current_path)
-            session.execute(
-                update(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
-                .values(poison_paths=poison, current_path=None)
-            )
-    return poison
+def _take_poison(session: Session, scan_id: int, key: str, row: Row[int, int, list[str], str | None]
+                 ) -> tuple[str, ...]:
+    """The poison paths of a unit being delivered. A path still marked as being read when the unit comes back is
+    the one that killed the worker last time: it joins the unit's poison list, committed with the delivery."""
+    poison = list(row.poison_paths)
+    if row.current_path and row.current_path not in poison:
+        poison.append(row.current_path)
+        session.execute(
+            update(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == key)
+            .values(poison_paths=poison, current_path=None)
+        )
+    return tuple(poison)
 
 
 def mark_current_path(scan_id: int, key: str, path: str | None) -> None:
