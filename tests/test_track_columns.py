@@ -26,9 +26,12 @@ def _written_columns(monkeypatch) -> set[str]:
         written.extend(rows)
         return []
 
-    class NoDatabase:
+    class NoDatabase:  # a session and its connection, for the statements other than the upsert
         def execute(self, *args, **kwargs):
             return []
+
+        def connection(self):
+            return self
 
     monkeypatch.setattr(insert, "_execute_many", capture)
     record = TrackRecord(path="/music/a.flac", size_bytes=1, mtime=0.0, format="flac").to_message()
