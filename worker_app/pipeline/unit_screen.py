@@ -41,20 +41,21 @@ def screen_unit(session: Session, unit: str, tracks: list[dict[str, Any]],
                 failures: list[Failure]) -> tuple[list[dict[str, Any]], list[Failure]]:
     """(the records to write, the failures to record): the staged ones this host believes, and a passing
     failure for each refused one."""
-    refusals: list[Failure] = []
+    verdicts = [failure for failure in failures if failure.kind == VERDICT]
+    # Every name of the unit in one call, so that each folder is resolved once (split_by_roots).
+    within, refusals = split_by_roots([track["path"] for track in tracks] + [failure.path for failure in verdicts],
+                                      "insert", f"insert {unit}")
+    within_roots = set(within)  # names that passed are str or bytes
+
+    def is_within_roots(path: Any) -> bool:
+        return isinstance(path, (str, bytes)) and path in within_roots  # a forged name need not be hashable
 
     def refuse(path: str, reason: str) -> None:
         log.warning("insert %s refused what its staged unit says of %s: %s", unit, printable_name(path), reason)
         refusals.append(Failure(printable_name(path), "insert", f"refused: {reason}", kind=PASSING))
 
-    def within_roots(path: Any) -> bool:
-        # One name at a time: a forged one need not even be hashable.
-        kept, refused = split_by_roots([path], "insert", f"insert {unit}")
-        refusals.extend(refused)
-        return bool(kept)
-
-    tracks = [track for track in tracks if within_roots(track["path"])]
-    verdicts = [failure for failure in failures if failure.kind == VERDICT and within_roots(failure.path)]
+    tracks = [track for track in tracks if is_within_roots(track["path"])]
+    verdicts = [failure for failure in verdicts if is_within_roots(failure.path)]
     named = {db_path(track["path"])[0] for track in tracks} | {db_path(failure.path)[0] for failure in verdicts}
     catalogued = {path: (size, mtime) for path, size, mtime in session.execute(
         select(Track.path, Track.size_bytes, Track.mtime).where(Track.path.in_(sorted(named))))}
