@@ -130,8 +130,6 @@ def _say_how_it_started(start: ScanStart) -> None:
                      f"the other adds", highlight=False)
 
 
-
-
 def _consumed_queues() -> set[str] | None:
     """The pipeline queues some running worker says it consumes; None when that cannot be known (broker down)."""
     from worker_app.celery_app import app

@@ -31,11 +31,12 @@ MP4_COVER_MIME = {MP4Cover.FORMAT_JPEG: "image/jpeg", MP4Cover.FORMAT_PNG: "imag
 def ape_cover_item(item_name: str, value_head: bytes) -> tuple[int, str | None, int]:
     """An APEv2 picture item, "<file name>\0<image bytes>" by convention, from its name and the start of its value:
     (where the image starts in the value, its MIME type by the file name's extension, its picture type)."""
+    picture_type = APE_PICTURE_TYPES.get(item_name.lower(), 0)
     file_name, separator, _ = value_head.partition(b"\x00")
     if not separator:
-        return 0, None, APE_PICTURE_TYPES.get(item_name.lower(), 0)
+        return 0, None, picture_type
     suffix = file_name.decode("latin-1").rpartition(".")[2].lower()
-    return len(file_name) + 1, MIME_BY_EXTENSION.get(suffix), APE_PICTURE_TYPES.get(item_name.lower(), 0)
+    return len(file_name) + 1, MIME_BY_EXTENSION.get(suffix), picture_type
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client.registry import CollectorRegistry
 
-from worker_app.db.statuses import COUNTS, ENDED, ScanStatus
+from worker_app.db.statuses import COUNTS, ScanStatus
 from worker_app.limits import QUEUES
 
 REFRESH_SECONDS = 5
@@ -200,7 +200,7 @@ class Dashboard:
         rows = "".join(f"<tr><td>{name}</td><td>{_number(value)}</td></tr>" for name, value in figures.items())
         return (
             f"<section class=big><h2>Scan {html.escape(info['scan_id'])} · {html.escape(info['root'])} · "
-            f'<span class="{"bad" if status in ENDED and status != ScanStatus.COMPLETE else "ok"}">'
+            f'<span class="{"bad" if status in (ScanStatus.FAILED, ScanStatus.CANCELLED) else "ok"}">'
             f'{html.escape(status)}</span></h2>'
             f"{_bar(handled, figures['discovered'])}"
             f"<p>{_number(handled)} of {_number(figures['discovered'])} files found handled "

@@ -34,14 +34,11 @@ from worker_app.monitoring.dashboard import Dashboard, ScanHistory, StageThrough
 
 log = logging.getLogger(__name__)
 
-SCAN_STATUSES = tuple(ScanStatus)
-ACTIVE_STATUSES = STARTED
 # A worker that has not answered the control broadcast within this many seconds counts as down.
 INSPECT_TIMEOUT = 1.0
 # The audio analysis backlog counts the whole catalogue (every track against its features): read at most this
 # often, not at every scrape. It moves by a batch of tracks at a time, so a minute-old figure says the same.
 ANALYSIS_REFRESH_SECONDS = 60.0
-FIGURES = COUNTS
 
 
 class FleetCollector(Collector):
@@ -136,7 +133,7 @@ class FleetCollector(Collector):
         from worker_app.db.session import transaction
         from worker_app.pipeline.ledger import progress
 
-        active_scan = Scan.status.in_(ACTIVE_STATUSES)
+        active_scan = Scan.status.in_(STARTED)
         with transaction() as session:
             by_status = dict(session.execute(select(Scan.status, func.count()).group_by(Scan.status)).all())
             # The current scan: the latest running one, else the latest of all (its final figures).
@@ -154,12 +151,12 @@ class FleetCollector(Collector):
                 .where(ScanUnit.state == "pending").group_by(ScanUnit.kind)
             ).all()
         scans = GaugeMetricFamily("soniquebay_scans", "Scans by status", labels=["status"])
-        for status in sorted(set(SCAN_STATUSES) | set(by_status)):
+        for status in sorted(set(ScanStatus) | set(by_status)):
             scans.add_metric([status], by_status.get(status, 0))
         families: list[Metric] = [scans]
         families += self._scan_figures(figures)
         if figures is not None and self.history is not None:
-            self.history.add(int(figures["scan_id"]), {name: int(figures[name]) for name in FIGURES})
+            self.history.add(int(figures["scan_id"]), {name: int(figures[name]) for name in COUNTS})
         units = GaugeMetricFamily("soniquebay_units_pending",
                                   "Pending units by kind (extract: the files still to read)",
                                   labels=["kind"])
@@ -204,7 +201,7 @@ class FleetCollector(Collector):
                                  "latest): 1, with its status", labels=["scan_id", "root", "status"])
         info.add_metric([*labels, figures["status"]], 1)
         families: list[Metric] = [info]
-        for name in FIGURES:
+        for name in COUNTS:
             # Gauges, not counters: a snapshot of the ledger, labelled by scan (each scan starts from zero).
             family = GaugeMetricFamily(f"soniquebay_scan_{name}", f"Files {name} by the current scan",
                                          labels=["scan_id", "root"])
