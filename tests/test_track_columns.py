@@ -33,7 +33,7 @@ def _written_columns(monkeypatch) -> set[str]:
         def connection(self):
             return self
 
-    monkeypatch.setattr(insert, "_execute_many", capture)
+    monkeypatch.setattr(insert, "_execute_rows", capture)
     record = TrackRecord(path="/music/a.flac", size_bytes=1, mtime=0.0, format="flac").to_message()
     track = {**record, "artist_keys": [], "album_key": None, "cover": None, "folder_cover": None}
     insert.upsert_tracks(NoDatabase(), 1, [track], {}, {}, {})

@@ -1,16 +1,15 @@
 """Insert stage (queue ``insert``, DB bound): one transaction per batch, every row an upsert on its natural key
 (``INSERT ... ON CONFLICT``), so a batch delivered twice leaves the catalogue as once.
 
-Rows go as an executemany of one statement per table, each with RETURNING: SQLAlchemy compiles the statement once
-per process (its compiled cache) and sends the rows as multi-row INSERTs of up to 1,000 rows ("insertmanyvalues"),
-so a batch costs a few round trips. Building one ``insert(...).values(rows)`` per batch instead made SQLAlchemy
-compile a new statement of rows x columns bound parameters for every batch, which cost the insert worker more CPU
-than reading the files cost the extract workers (bench/README.md); without RETURNING, an executemany upsert would
-go one statement per row (SQLAlchemy switches its batching off then). A row that PostgreSQL refuses does not sink
-its batch: the batch is written again track by track, each in a savepoint, and the refused track is recorded as
-failed. Only an error a single row causes (a data exception, a constraint) is handled so: one that would hit every
-row (a missing privilege or column, a read-only or full database) is a passing error of the whole unit, retried, and
-deletes nothing.
+Each table's rows go in one statement: ``INSERT ... SELECT`` from ``jsonb_to_recordset`` of one JSON array, so the
+client serialises a batch with one ``json.dumps`` and PostgreSQL parses it once; the statement is built once per
+process. Sending the rows as bound parameters instead (an executemany, which SQLAlchemy turns into multi-row VALUES)
+made psycopg2 quote every value of every row, which cost the insert worker half of its CPU (bench/README.md).
+
+A row that PostgreSQL refuses does not sink its batch: the batch is written again track by track, each in a
+savepoint, and the refused track is recorded as failed. Only an error a single row causes (a data exception, a
+constraint) is handled so: one that would hit every row (a missing privilege or column, a read-only or full
+database) is a passing error of the whole unit, retried, and deletes nothing.
 
 Within a scan the payload and its pictures come from the unit's staged row (pipeline/staging.py), which goes in the
 transaction that closes the unit: the insert message carries the unit's key only.
@@ -24,8 +23,8 @@ import os
 from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import Executable, Result, delete, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Executable, Result, Select, Table, bindparam, cast, column, delete, func, select
+from sqlalchemy.dialects.postgresql import JSONB, Insert, insert
 from sqlalchemy.orm import Session
 
 from worker_app.celery_app import app
@@ -63,9 +62,20 @@ log = logging.getLogger(__name__)
 INSERT_STAGE = 3
 
 
-def _execute_many(session: Session, statement: Executable, rows: list[dict[str, Any]]) -> Result[*tuple[Any, ...]]:
-    """One cached statement, many rows: Core executemany (no ORM bookkeeping), batched by insertmanyvalues."""
-    return session.connection().execute(statement, rows)
+def _rows_from_json(table: Table, columns: tuple[str, ...]) -> Select[Any]:
+    """The rows of the JSON array bound as ``rows``, typed as ``table``'s columns of these names."""
+    record = func.jsonb_to_recordset(cast(bindparam("rows", type_=JSONB), JSONB)).table_valued(
+        *(column(name, table.c[name].type) for name in columns)).render_derived(name="row", with_types=True)
+    return select(*(record.c[name] for name in columns))
+
+
+def _insert_rows(table: Table, columns: tuple[str, ...]) -> Insert:
+    """``INSERT INTO table (columns) SELECT ...`` of the rows bound as one JSON array (``_execute_rows``)."""
+    return insert(table).from_select(list(columns), _rows_from_json(table, columns))
+
+
+def _execute_rows(session: Session, statement: Executable, rows: list[dict[str, Any]]) -> Result[*tuple[Any, ...]]:
+    return session.connection().execute(statement, {"rows": rows})
 
 
 COVERS, ARTISTS, ALBUMS, TRACKS, TRACK_ARTISTS = (table_of(model) for model in (Cover, Artist, Album, Track,
@@ -79,26 +89,27 @@ TRACK_FIELDS = tuple(column.name for column in TRACKS.columns
 
 # The upserts, built once per process. An artist's MusicBrainz id is set once known, never changed; an album takes
 # the figures of its latest tracks.
-_artists = insert(ARTISTS)
+_artists = _insert_rows(ARTISTS, ("name", "name_key", "mbid"))
 _ARTISTS_UPSERT = _artists.on_conflict_do_update(
     index_elements=["name_key"],
     set_={"mbid": _artists.excluded.mbid},
     where=ARTISTS.c.mbid.is_(None) & _artists.excluded.mbid.is_not(None),
-).returning(ARTISTS.c.id)
-_albums = insert(ALBUMS)
+)
+_ALBUM_FIGURES = ("title", "year", "is_compilation", "mbid", "release_group_mbid", "disc_total")
+_albums = _insert_rows(ALBUMS, ("title_key", "album_artist_id", *_ALBUM_FIGURES))
 _ALBUMS_UPSERT = _albums.on_conflict_do_update(
     constraint="uq_albums_artist_title",
-    set_={name: _albums.excluded[name]
-          for name in ("title", "year", "is_compilation", "mbid", "release_group_mbid", "disc_total")},
+    set_={name: _albums.excluded[name] for name in _ALBUM_FIGURES},
 ).returning(ALBUMS.c.id, ALBUMS.c.album_artist_id, ALBUMS.c.title_key)
+_TRACK_ARTISTS_INSERT = _insert_rows(TRACK_ARTISTS, ("track_id", "position", "artist_id")).on_conflict_do_nothing()
 
 
 def upsert_covers(session: Session, covers: list[dict[str, Any]]) -> dict[str, int]:
     if not covers:
         return {}
+    # Bound as parameters, not JSON: a picture is bytes, up to 16 MiB. Only a batch sent outside a scan carries them.
     rows = [{**cover, "data": base64.b64decode(cover["data"])} for cover in covers]
-    _execute_many(session, insert(COVERS).on_conflict_do_nothing(index_elements=["sha256"])
-                  .returning(COVERS.c.id), rows)
+    session.connection().execute(insert(COVERS).on_conflict_do_nothing(index_elements=["sha256"]), rows)
     found = session.execute(select(Cover.id, Cover.sha256).where(Cover.sha256.in_([c["sha256"] for c in covers])))
     return {sha: cover_id for cover_id, sha in found}
 
@@ -107,7 +118,7 @@ def upsert_artists(session: Session, artists: list[dict[str, Any]]) -> dict[str,
     if not artists:
         return {}
     rows = [{"name": a["name"], "name_key": a["name_key"], "mbid": a["mbid"]} for a in artists]
-    _execute_many(session, _ARTISTS_UPSERT, rows)
+    _execute_rows(session, _ARTISTS_UPSERT, rows)
     found = session.execute(select(Artist.id, Artist.name_key).where(
         Artist.name_key.in_([a["name_key"] for a in artists])))
     return {key: artist_id for artist_id, key in found}
@@ -121,16 +132,16 @@ def upsert_albums(session: Session, albums: list[dict[str, Any]], artist_ids: di
         "year": a["year"], "is_compilation": a["is_compilation"], "mbid": a["mbid"],
         "release_group_mbid": a["release_group_mbid"], "disc_total": a["disc_total"],
     } for a in albums]
-    result = _execute_many(session, _ALBUMS_UPSERT, rows)
+    result = _execute_rows(session, _ALBUMS_UPSERT, rows)
     ids = {(artist_id, title_key): album_id for album_id, artist_id, title_key in result}
     return {a["key"]: ids[(artist_ids[a["album_artist_key"]], a["title_key"])] for a in albums}
 
 
 @functools.cache
 def _tracks_upsert(columns: tuple[str, ...]) -> Executable:
-    """The tracks upsert for rows of these columns, built once per process (building it is a tenth of the cost of
-    sending 200 rows): every column but the path is the file's as read now."""
-    statement = insert(TRACKS)
+    """The tracks upsert for rows of these columns, built once per process: every column but the path is the
+    file's as read now."""
+    statement = _insert_rows(TRACKS, columns)
     updated = {column: statement.excluded[column] for column in columns if column != "path"}
     return statement.on_conflict_do_update(
         index_elements=["path"], set_={**updated, "updated_at": statement.excluded.updated_at},
@@ -148,7 +159,9 @@ def upsert_tracks(session: Session, scan_id: int | None, tracks: list[dict[str, 
         cover_sha = track.get("cover") or track.get("folder_cover")
         rows.append({
             **{field: track[field] for field in TRACK_FIELDS},
-            "path": path, "path_bytes": path_bytes, "folder": folder,
+            "path": path, "folder": folder,
+            # bytea's input form, "\\x" and hex: JSON has no bytes
+            "path_bytes": "\\x" + path_bytes.hex() if path_bytes is not None else None,
             "artist_id": artist_ids[track["artist_keys"][0]] if track["artist_keys"] else None,
             "album_id": album_ids[track["album_key"]] if track.get("album_key") else None,
             "genre": track["genres"][0] if track["genres"] else None,
@@ -157,7 +170,7 @@ def upsert_tracks(session: Session, scan_id: int | None, tracks: list[dict[str, 
             "mbid": track["mb_track_id"],
             "scan_id": scan_id,
         })
-    result = _execute_many(session, _tracks_upsert(tuple(rows[0])), rows)
+    result = _execute_rows(session, _tracks_upsert(tuple(rows[0])), rows)
     track_ids = dict((path, track_id) for track_id, path in result)
     session.connection().execute(delete(TRACK_ARTISTS).where(TRACK_ARTISTS.c.track_id.in_(list(track_ids.values()))))
     credits = [
@@ -165,8 +178,7 @@ def upsert_tracks(session: Session, scan_id: int | None, tracks: list[dict[str, 
         for track in tracks for position, key in enumerate(dict.fromkeys(track["artist_keys"]))
     ]
     if credits:
-        _execute_many(session, insert(TRACK_ARTISTS).on_conflict_do_nothing()
-                      .returning(TRACK_ARTISTS.c.track_id), credits)
+        _execute_rows(session, _TRACK_ARTISTS_INSERT, credits)
     return track_ids
 
 
