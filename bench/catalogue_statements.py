@@ -224,7 +224,7 @@ def explain_pipeline(url: str, albums: int, per_folder: int, albums_per_artist: 
             ("extract: stage_extracted (200 records, 10 pictures)",
              lambda: stage_extracted(session, scan_id, key, records, [], covers)),
             ("batch: read_extracted + stage_payload",
-             lambda: stage_payload(session, scan_id, key, payload_of(*read_extracted(session, scan_id, key)))),
+             lambda: stage_payload(session, scan_id, key, payload_of(read_extracted(session, scan_id, key)))),
             ("insert: take_payload + _write_unit (claim_covers, write_payload of 200 tracks, ledger)",
              lambda: state.update(written=_write_unit(session, scan_id, key, take_payload(session, scan_id, key)[0],
                                                       ("enrich_album_covers", "vectorize_tracks",

@@ -72,11 +72,16 @@ def db_session_factory(stack):
     return lambda: Session(get_engine())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def running_scan(db_session_factory):
     """Make a scan that is under way with the given pending units ({key: kind}), as a test that hands tasks a unit
     of their own needs; returns its id."""
+    from sqlalchemy import func, update
+
     from worker_app.db.models import Scan, ScanUnit
+    from worker_app.db.statuses import ACTIVE, ScanStatus
+
+    made: list[int] = []
 
     def make(root: str, units: dict[str, str]) -> int:
         with db_session_factory() as session, session.begin():
@@ -84,9 +89,15 @@ def running_scan(db_session_factory):
             session.add(scan)
             session.flush()
             session.add_all([ScanUnit(scan_id=scan.id, key=key, kind=kind) for key, kind in units.items()])
+            made.append(scan.id)
             return scan.id
 
-    return make
+    yield make
+    # A scan left under way would be "the current scan" of the monitoring (the latest running one) for the rest of
+    # the session: the ones a test left open are cancelled, their tracks kept, as `soniquebay cancel` does.
+    with db_session_factory() as session, session.begin():
+        session.execute(update(Scan).where(Scan.id.in_(made), Scan.status.in_(ACTIVE))
+                        .values(status=ScanStatus.CANCELLED, finished_at=func.now()))
 
 
 # Every program the test session starts must be one ci/host-commands.tsv lists, with the package that provides

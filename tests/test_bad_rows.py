@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from tests.audio_factory import make_library
 from tests.catalogue import tracks_by_path
-from tests.test_idempotence import _payload, stage
+from tests.test_idempotence import _payload, _records, stage
 
 
 def test_a_row_postgresql_refuses_does_not_sink_its_batch(stack, db_session_factory, running_scan, library_root):
@@ -58,3 +58,32 @@ def test_a_file_that_vanishes_between_scan_and_extract_is_recorded(stack, librar
     assert catalogue[replaced.path]["title"] == files[2].title  # what the file holds now
     assert {files[2].path, files[3].path} <= set(catalogue)
     assert summary == ("done", 3, 1)
+
+
+def test_records_holding_what_postgresql_refuses_are_cleaned_by_the_batch_stage(stack, db_session_factory,
+                                                                                running_scan, library_root):
+    """Staged records are the extract host's word: a NUL or a lone surrogate in them (which the extractor never
+    writes, but a forged row can) is cleaned by the batch stage and told in the track's warnings, not refused."""
+    from worker_app.pipeline.batch import batch_entities
+    from worker_app.pipeline.staging import stage_extracted
+
+    album = f"{library_root}/bad-rows/unstorable"
+    records = _records(album)
+    for record in records:
+        record["cover"], record["folder_cover"] = None, None
+    records[0]["title"] = "Nul\x00here"
+    records[1]["tags"] = {"comment": ["lone \ud800 surrogate"]}
+    # A second unit keeps the scan open: its end would sweep away these tracks, whose files were never on disk.
+    scan_id = running_scan(f"{library_root}/bad-rows", {"c/u0": "extract", "c/u1": "extract"})
+    with db_session_factory() as session, session.begin():
+        stage_extracted(session, scan_id, "c/u0", records, [], {})
+    batch_entities.apply_async((scan_id, "c/u0"), ignore_result=False).get(timeout=60)
+    assert stack.wait_for_unit(scan_id, "c/u0") == ("done", 3, 0)
+
+    with db_session_factory() as session:
+        catalogue = tracks_by_path(session)
+    first, second = catalogue[f"{album}/01.flac"], catalogue[f"{album}/02.flac"]
+    assert first["title"] == "Nulhere"
+    assert "title: NUL removed or invalid characters replaced" in first["warnings"]
+    assert second["tags"] == {"comment": ["lone \ufffd surrogate"]}
+    assert "tags.comment: NUL removed or invalid characters replaced" in second["warnings"]

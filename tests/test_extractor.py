@@ -224,6 +224,28 @@ def test_one_storable_guard_for_the_extractor_and_the_batch_stage():
     assert cleaning.storable("fine") == "fine"
 
 
+# Any text, lone surrogates, NUL and characters beyond the BMP included, nested as records are.
+_CHARACTERS = st.sampled_from(["a", "\u00e9", "\x00", "\ud800", "\udce9", "\U0001f600", "\\", "u"]) | st.characters(
+    exclude_categories=())
+_VALUES = st.recursive(
+    st.text(_CHARACTERS) | st.integers() | st.none(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(_CHARACTERS), inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=400)
+@given(_VALUES)
+def test_the_json_scan_never_misses_a_value_storable_would_change(value):
+    """The batch stage skips ``storable``'s walk through a unit's records when the scan of their JSON says that
+    nothing needs it: a miss would send a NUL or a lone surrogate to PostgreSQL."""
+    import json
+
+    if cleaning.storable(value) != value:
+        assert cleaning.json_may_hold_unstorable(json.dumps(value))
+        assert cleaning.json_may_hold_unstorable(json.dumps(value, ensure_ascii=False))
+    assert not cleaning.json_may_hold_unstorable(json.dumps({"title": "Café 東京", "n": 1, "u": "\\u00e9"}))
+
+
 def test_numbers_are_parsed_and_absurd_ones_dropped(tmp_path, templates):
     record = read_track(flac_with(templates, tmp_path, TRACKNUMBER="0", TRACKTOTAL="12", DISCNUMBER="2 of 3",
                                   DATE="3001-01-01", REPLAYGAIN_TRACK_GAIN="-6,50 dB",

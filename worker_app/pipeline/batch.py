@@ -16,7 +16,7 @@ from worker_app.db.session import transaction
 from worker_app.limits import BATCH
 from worker_app.metadata.cleaning import storable
 from worker_app.pipeline.ledger import hand_off, publish
-from worker_app.pipeline.staging import read_extracted, restart_unit, stage_payload, staged_paths
+from worker_app.pipeline.staging import Extracted, read_extracted, restart_unit, stage_payload, staged_paths
 from worker_app.pipeline.unit_task import UnitTask
 
 VARIOUS_ARTISTS = "Various Artists"
@@ -51,6 +51,12 @@ def _album_artist_name(records: list[dict[str, Any]]) -> tuple[str, bool]:
           **BATCH.options)
 def group_by_artist(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Artists and albums of a batch, each once, and each track annotated with their natural keys."""
+    return group_records(records)
+
+
+def group_records(records: list[dict[str, Any]], storable_already: bool = False) -> dict[str, Any]:
+    """``group_by_artist``'s work. Every value is made storable (``cleaning.storable``) unless the caller knows
+    that none needs it (``storable_already``: ``staging.Extracted.storable``)."""
     artists: dict[str, dict[str, Any]] = {}
     albums: dict[str, dict[str, Any]] = {}
 
@@ -63,7 +69,7 @@ def group_by_artist(records: list[dict[str, Any]]) -> dict[str, Any]:
     by_album: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         record["warnings"] = list(record.get("warnings") or [])
-        for field in list(record):
+        for field in () if storable_already else list(record):
             if field not in ("path", "cover", "folder_cover"):  # the path keeps its raw bytes
                 record[field] = storable(record[field], record["warnings"], field)
         record["artists"] = [a for a in record["artists"] if a.strip()]
@@ -122,9 +128,10 @@ def prepare_insertion_batch(grouped: dict[str, Any], failures: list[Any],
     }
 
 
-def payload_of(records: list[dict[str, Any]], failures: list[Any]) -> dict[str, Any]:
+def payload_of(staged: Extracted) -> dict[str, Any]:
     """A batch unit's insert payload from its staged records."""
-    payload: dict[str, Any] = prepare_insertion_batch(group_by_artist(records), failures)
+    payload: dict[str, Any] = prepare_insertion_batch(group_records(staged.records, staged.storable),
+                                                      staged.failures)
     return payload
 
 
@@ -153,7 +160,7 @@ def batch_entities(self: BatchTask, scan_id: int, key: str, *previous_release: A
     if staged is None:
         restart_unit(scan_id, key, "the batch stage found no staged records")
         return {"skipped": key, "why": "no staged records"}
-    payload = payload_of(*staged)
+    payload = payload_of(staged)
     with transaction() as session:
         if not stage_payload(session, scan_id, key, payload):
             return {"skipped": key, "why": "its staged records went meanwhile (a duplicate inserted them)"}

@@ -233,7 +233,7 @@ def insert_batch_direct(self: InsertTask, scan_id: int, key: str, *previous_rele
         if found and payload is None:
             # Records staged again by a redelivered extract stage after its batch stage ran: made here instead.
             staged = read_extracted(session, scan_id, key)
-            payload = payload_of(*staged) if staged is not None else None
+            payload = payload_of(staged) if staged is not None else None
         if payload is None:
             done = unit_is_done(session, scan_id, key)
         else:

@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete, exists, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from worker_app.db.models import Cover, Scan, StagedCover, StagedUnit
 from worker_app.db.session import rowcount, transaction
+from worker_app.metadata.cleaning import json_may_hold_unstorable
 from worker_app.metadata.record import CoverImage
 from worker_app.pipeline.ledger import ACTIVE, reset_units, send_units
 
@@ -69,14 +70,22 @@ def stage_extracted(session: Session, scan_id: int, key: str, records: list[dict
     ))
 
 
-def read_extracted(session: Session, scan_id: int, key: str) -> tuple[list[dict[str, Any]], list[list[Any]]] | None:
-    """(records, failures) of a unit, or None when it has no row."""
+class Extracted(NamedTuple):
+    """A unit's staged records and failures; ``storable``: its JSON can hold no value that ``cleaning.storable``
+    would change (most units), so the batch stage need not walk through every value to clean it."""
+    records: list[dict[str, Any]]
+    failures: list[list[Any]]
+    storable: bool
+
+
+def read_extracted(session: Session, scan_id: int, key: str) -> Extracted | None:
+    """A unit's records and failures, or None when it has no row."""
     body = session.execute(select(StagedUnit.records).where(StagedUnit.scan_id == scan_id, StagedUnit.key == key)
                            ).scalar()
     if body is None:
         return None
     records, failures = json.loads(body)
-    return records, failures
+    return Extracted(records, failures, not json_may_hold_unstorable(body))
 
 
 def stage_payload(session: Session, scan_id: int, key: str, payload: dict[str, Any]) -> bool:
@@ -143,8 +152,7 @@ def staged_paths(scan_id: int, key: str) -> list[str]:
         found = read_extracted(session, scan_id, key)
     if found is None:
         return []
-    records, failures = found
-    return [record["path"] for record in records] + [failure[0] for failure in failures]
+    return [record["path"] for record in found.records] + [failure[0] for failure in found.failures]
 
 
 def restart_unit(scan_id: int, key: str, why: str) -> None:
