@@ -33,9 +33,10 @@ _YEAR = re.compile(r"(?<!\d)(\d{4})(?!\d)")
 _DECIBELS = re.compile(r"^\s*([+-]?\s*(?:\d+(?:[.,]\d*)?|[.,]\d+))\s*(?:db)?\s*$", re.IGNORECASE)
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-# The same characters as JSON escapes (json.dumps writes every non-ASCII character so), and any escaped surrogate:
-# a valid pair (an emoji) is a false alarm, never a miss.
-_UNSTORABLE_ESCAPED = re.compile(r"\\u(?:0000|d[89a-f])", re.IGNORECASE)
+# The same characters as JSON escapes (json.dumps writes every non-ASCII character so): NUL, a high surrogate not
+# followed by a low one, a low one not preceded by a high one (json.loads makes a pair one character, an emoji).
+_UNSTORABLE_ESCAPED = re.compile(r"\\u0000|\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f])|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f]",
+                                 re.IGNORECASE)
 _TRUE_WORDS = frozenset({"1", "true", "yes", "y", "on", "-1"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "n", "off", ""})
 _SHOWN_CHARACTERS = 60  # how much of a bad value a warning quotes
@@ -78,8 +79,8 @@ def storable(value: Any, warnings: list[str] | None = None, field: str = "value"
 
 
 def json_may_hold_unstorable(text: str) -> bool:
-    """False when the JSON document ``text`` cannot hold a value that ``storable`` would change: nothing to clean.
-    A scan of the text, much cheaper than ``storable``'s walk through every value it holds."""
+    """False when no value that ``json.loads`` reads from ``text`` is one that ``storable`` would change: nothing to
+    clean. A scan of the text, much cheaper than ``storable``'s walk through every value."""
     return bool(_UNSTORABLE.search(text) or _UNSTORABLE_ESCAPED.search(text))
 
 
