@@ -48,7 +48,7 @@ def test_installed_where_mutagen_looks_it_up():
     import mutagen._util
     import mutagen.id3._specs
 
-    import worker_app.metadata  # noqa: F401  (installs on import)
+    import worker_app.metadata.reader  # noqa: F401  (installs on import)
 
     assert mutagen.id3._specs.decode_terminated is fastpaths.decode_terminated
     assert mutagen._util.decode_terminated is fastpaths.decode_terminated

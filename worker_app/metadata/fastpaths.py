@@ -7,7 +7,8 @@ extract worker's profile (bench/README.md). The replacement finds the first NUL 
 offset) with ``bytes.find`` and decodes the text before it in one call: the same text, the same rest, the same
 exceptions (UnicodeError, a ValueError, for bad data or a missing byte order mark; ValueError when strict and no
 terminator). tests/test_mutagen_fastpaths.py checks it against mutagen's own on random bytes, so a mutagen release
-that changes the function fails there, not in a scan. Other encodings go to mutagen's own.
+that changes the function fails there, not in a scan; reader.py installs it under lenient.py's pin of the release.
+Other encodings go to mutagen's own.
 """
 from __future__ import annotations
 
