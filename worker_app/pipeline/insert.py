@@ -108,8 +108,10 @@ def upsert_covers(session: Session, covers: list[dict[str, Any]]) -> dict[str, i
     if not covers:
         return {}
     # Bound as parameters, not JSON: a picture is bytes, up to 16 MiB. Only a batch sent outside a scan carries them.
+    # RETURNING keeps SQLAlchemy's batching of the rows into multi-row INSERTs (without it, one statement a row).
     rows = [{**cover, "data": base64.b64decode(cover["data"])} for cover in covers]
-    session.connection().execute(insert(COVERS).on_conflict_do_nothing(index_elements=["sha256"]), rows)
+    session.connection().execute(insert(COVERS).on_conflict_do_nothing(index_elements=["sha256"])
+                                 .returning(COVERS.c.id), rows)
     found = session.execute(select(Cover.id, Cover.sha256).where(Cover.sha256.in_([c["sha256"] for c in covers])))
     return {sha: cover_id for cover_id, sha in found}
 
