@@ -69,9 +69,10 @@ def group_records(records: list[dict[str, Any]], storable_already: bool = False)
     by_album: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         record["warnings"] = list(record.get("warnings") or [])
-        for field in () if storable_already else list(record):
-            if field not in ("path", "cover", "folder_cover"):  # the path keeps its raw bytes
-                record[field] = storable(record[field], record["warnings"], field)
+        if not storable_already:
+            for field in list(record):
+                if field not in ("path", "cover", "folder_cover"):  # the path keeps its raw bytes
+                    record[field] = storable(record[field], record["warnings"], field)
         record["artists"] = [a for a in record["artists"] if a.strip()]
         if record.get("album") and record["album"].strip():
             by_album[(os.path.dirname(record["path"]), name_key(record["album"]))].append(record)
