@@ -35,7 +35,8 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # NUL or a lone surrogate as JSON escapes (json.dumps writes every non-ASCII character so): a high surrogate not
 # followed by a low one, a low one not preceded by a high one (json.loads makes a pair one character, an emoji).
-# It starts with the literal \u so that the scan is a fast search for it (30x faster than alternatives at the front).
+# It starts with the literal \u so that the scan is a fast search for it: 0.15 ms over a unit's records, where the
+# same alternatives each with its own \u took 6.
 _UNSTORABLE_ESCAPED = re.compile(r"\\u(?:0000|d[89ab][0-9a-f]{2}(?!\\ud[c-f])|(?<!\\ud[89ab][0-9a-f]{2}\\u)d[c-f])",
                                  re.IGNORECASE)
 _TRUE_WORDS = frozenset({"1", "true", "yes", "y", "on", "-1"})
@@ -81,7 +82,7 @@ def storable(value: Any, warnings: list[str] | None = None, field: str = "value"
 
 def json_may_hold_unstorable(text: str) -> bool:
     """False when no value that ``json.loads`` reads from ``text`` is one that ``storable`` would change: nothing to
-    clean. A scan of the text: 0.2 ms for a unit's records, where ``storable``'s walk through them takes 5."""
+    clean. A scan of the text: 0.4 ms for a unit's records, where ``storable``'s walk through them takes 5."""
     return ("\x00" in text
             # an escaped backslash can make the text after it look like an escape (or not): maybe, then
             or "\\\\" in text
