@@ -8,24 +8,32 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, select, text, update
 from sqlalchemy.orm import Session
 
 from tests.audio_factory import make_library
 from tests.catalogue import forget_library
 from tests.services import VENV_BIN, PostgresServer
+from worker_app.db.models import Track
+from worker_app.db.search_vector import names_credited_on, search_vector
+from worker_app.paths import db_path
 
 pytestmark = pytest.mark.timeout(900)
 
 SYNTHETIC_TRACKS = 100_000
 
 
-def _json(stack, *args: str) -> list:
-    result = stack.soniquebay(*args, "--json", check=False)
+def _answer(stack, *args: str) -> Any:
+    result = stack.soniquebay(*args, check=False)
     assert result.returncode == 0, result.stderr + result.stdout
     return json.loads(result.stdout)
+
+
+def _json(stack, *args: str) -> list:
+    return _answer(stack, *args, "--json")
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +87,47 @@ def test_search_finds_a_track_by_its_title_and_by_its_artist(stack, scanned):
     assert _json(stack, "search", "zzqx-nothing-is-called-this") == []
     # Query syntax in the words is searched as text, never parsed.
     assert _json(stack, "search", "it's", "&", "!(", "a:*") is not None
+
+
+def test_search_finds_a_track_by_its_album_and_its_second_artist(stack, scanned):
+    track = next(t for t in scanned.tracks if t.album and len(t.artists) >= 2)
+    by_album = _json(stack, "search", *track.album.split(), "-n", "1000")
+    assert track.path in [row["path"] for row in by_album]
+    by_second_artist = _json(stack, "search", *track.artists[1].split(), "-n", "1000")
+    assert track.path in [row["path"] for row in by_second_artist]
+
+
+def test_the_vector_a_scan_writes_is_the_one_the_catalogue_rows_give(scanned, db_session_factory):
+    """The insert stage makes each vector from the rows it writes (artist ids in credit order, album id);
+    vectorize_tracks from the catalogue's rows: the same definition must give the same vector."""
+    rebuilt = search_vector(Track.title, names_credited_on(Track.id), Track.album_id, Track.genres)
+    paths = [db_path(track.path)[0] for track in scanned.tracks]
+    with db_session_factory() as session:
+        rows = session.execute(select(Track.path, Track.search_vector, rebuilt).where(Track.path.in_(paths))).all()
+    assert len(rows) == len(paths)
+    assert any(len(track.artists) >= 2 for track in scanned.tracks)
+    assert [(path, written) for path, written, _ in rows] == [(path, again) for path, _, again in rows]
+
+
+def test_db_reindex_gives_tracks_without_a_vector_theirs_again(stack, scanned, db_session_factory):
+    """`soniquebay db reindex` (vectorize_tracks on the deferred workers): the tracks that lost their vector get the
+    one the scan wrote, and search finds them again; the others are left as they are."""
+    track = next(t for t in scanned.tracks if t.title and len(t.title.split()) >= 2)
+    paths = [db_path(t.path)[0] for t in scanned.tracks[:5]] + [db_path(track.path)[0]]
+    vectors = select(Track.path, Track.search_vector).where(Track.path.in_(paths)).order_by(Track.path)
+    with db_session_factory() as session, session.begin():
+        written = session.execute(vectors).all()
+        session.execute(update(Track).where(Track.path.in_(paths)).values(search_vector=None))
+    assert track.path not in [row["path"] for row in _json(stack, "search", *track.title.split(), "-n", "1000")]
+    assert _answer(stack, "db", "reindex") == {"tracks": len(set(paths))}
+    with db_session_factory() as session:
+        assert session.execute(vectors).all() == written
+    assert track.path in [row["path"] for row in _json(stack, "search", *track.title.split(), "-n", "1000")]
+    # --all: every track again, none of them changed.
+    everything = _answer(stack, "db", "reindex", "--all")["tracks"]
+    assert everything >= len(scanned.tracks)
+    with db_session_factory() as session:
+        assert session.execute(vectors).all() == written
 
 
 def test_a_changed_file_keeps_when_it_was_added(stack, scanned, db_session_factory):

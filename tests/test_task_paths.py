@@ -23,7 +23,8 @@ EXERCISED_BY = {
     "prepare_insertion_batch": FIRST_SCAN,  # likewise
     "insert_batch_direct": FIRST_SCAN,
     "enrich_album_covers": FIRST_SCAN,  # the album covers the test checks
-    "vectorize_tracks": "tests/test_catalogue_queries.py::test_search_finds_a_track_by_its_title_and_by_its_artist",
+    # soniquebay db reindex
+    "vectorize_tracks": "tests/test_catalogue_queries.py::test_db_reindex_gives_tracks_without_a_vector_theirs_again",
     "cleanup_finish_scan": FIRST_SCAN,
     "cleanup_removed_files": PIPE + "test_rescan_follows_changed_added_and_removed_files",
     "extract_audio_features_batch": ANALYSIS + "test_a_scan_analyses_every_track_and_similar_finds_its_kind",

@@ -13,8 +13,8 @@ from worker_app.pipeline import insert
 # albums with their MusicBrainz ids, the cover's hash.
 BECOME_OTHER_ROWS = {"artists", "album", "album_artists", "is_compilation", "mb_track_id", "mb_album_id",
                      "mb_release_group_id", "mb_artist_ids", "mb_album_artist_ids", "cover"}
-# Columns the database fills (id, added_at, updated_at) or a later task (search_vector: the deferred queue's
-# vectorize_tracks).
+# Columns the database fills (id, added_at, updated_at) or the upsert statement makes from the row (search_vector:
+# worker_app/db/search_vector.py).
 FILLED_ELSEWHERE = {"id", "added_at", "updated_at", "search_vector"}
 
 

@@ -495,6 +495,30 @@ def orphans(timeout: float) -> None:
 
 
 @db.command()
+@click.option("--all", "every_track", is_flag=True, help="Every track, not only those without a vector.")
+@click.option("--timeout", type=float, default=600.0, show_default=True,
+              help="Give up when the deferred workers have not answered one batch after this long.")
+def reindex(every_track: bool, timeout: float) -> None:
+    """Build full-text search vectors again on the deferred workers (`vectorize_tracks`): for the tracks without
+    one (written by a release whose `db load` left them out), or with --all for every track (after a change to
+    worker_app/db/search_vector.py). A scan writes each track's vector with the track. Prints the count."""
+    from worker_app.pipeline.deferred import tracks_to_vectorize, vectorize_tracks
+
+    in_flight: list[Any] = []
+    rebuilt = 0
+    try:
+        for ids in tracks_to_vectorize(every_track):
+            in_flight.append(vectorize_tracks.apply_async((None, None, ids), ignore_result=False))
+            if len(in_flight) >= 4:  # a few batches queued at a time, not the whole catalogue
+                rebuilt += in_flight.pop(0).get(timeout=timeout)["tracks"]
+        for pending in in_flight:
+            rebuilt += pending.get(timeout=timeout)["tracks"]
+    except Exception as error:  # no worker answered, or the broker cannot be reached: say which
+        _fail(f"no answer from the deferred workers: {type(error).__name__}: {error}", 3)
+    click.echo(json.dumps({"tracks": rebuilt}))
+
+
+@db.command()
 @click.argument("source", type=click.File("r", encoding="utf-8"))
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @click.option("--timeout", type=float, default=600.0, show_default=True,

@@ -99,8 +99,8 @@ def test_a_cancelled_scan_keeps_what_it_catalogued_and_deletes_nothing(faults):
         summary = json.loads(cancelled.stdout)
         assert summary["scan_id"] == scan_id and summary["status"] == "cancelled", cancelled
         assert f"scan {scan_id} cancelled" in cancelled.stderr, cancelled.stderr
-        # Only the follow-ups of tracks already written (covers, search vectors) are left to run.
-        assert pending_kinds(engine, scan_id) <= {"enrich", "vectorize"}
+        # Only the follow-ups of tracks already written (album covers) are left to run.
+        assert pending_kinds(engine, scan_id) <= {"enrich"}
         # `scan --wait` sees the end, and says the scan did not complete.
         out, err = watcher.communicate(timeout=120)
         assert watcher.returncode == 1 and json.loads(out)["status"] == "cancelled", (out, err)
@@ -121,7 +121,8 @@ def test_a_cancelled_scan_keeps_what_it_catalogued_and_deletes_nothing(faults):
     assert 0 < len(added) < len(new_paths), "the scan was not cancelled mid-way"
     assert db_path(held)[0] not in added, "the held batch went on after the cancel"
     wait_for(lambda: not pending_kinds(engine, scan_id), 120, "the follow-ups of the cancelled scan")
-    # Every track it wrote has its search vector: the next scan, which finds those files unchanged, would not.
+    # Every track it wrote has its search vector (written with the track): the next scan, which finds those files
+    # unchanged, would not write it.
     with Session(engine) as session:
         unvectorized = session.execute(select(func.count()).select_from(Track).where(
             Track.path.in_(sorted(added)), Track.search_vector.is_(None))).scalar()

@@ -23,7 +23,7 @@ from tests.faults.stack import (
 from worker_app.db.models import FailedFile, ScanFailure, ScanUnit
 
 # stage -> the ledger kind of its units
-STAGES = ["chunk", "extract", "batch", "insert", "cleanup", "enrich", "vectorize", "cleanup-after", "insert-after"]
+STAGES = ["chunk", "extract", "batch", "insert", "cleanup", "enrich", "cleanup-after", "insert-after"]
 
 
 @pytest.mark.parametrize("step", STAGES)

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Select, func, literal, select
 from sqlalchemy.orm import Session
 
+from worker_app.db import search_vector
 from worker_app.db.models import Album, Artist, Track
 from worker_app.paths import display_path
 
@@ -89,7 +90,7 @@ def search(session: Session, words: str, limit: int = 50) -> list[TrackRow]:
     if not terms:
         return []
     query = " & ".join(terms)
-    tsquery = func.to_tsquery(literal("simple"), query)
+    tsquery = func.to_tsquery(literal(search_vector.CONFIG), query)
     matches = (select(Track.id, func.ts_rank(Track.search_vector, tsquery).label("rank"))
                .where(Track.search_vector.op("@@")(tsquery)).limit(limit * CANDIDATES).subquery())
     best = select(matches).order_by(matches.c.rank.desc(), matches.c.id).limit(limit).subquery()

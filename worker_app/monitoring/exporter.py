@@ -163,7 +163,7 @@ class FleetCollector(Collector):
         retrying = GaugeMetricFamily("soniquebay_units_retrying",
                                      "Pending units retried after a passing error (database or broker unreachable)",
                                      labels=["kind"])
-        for kind in sorted({"chunk", "extract", "cleanup", "enrich", "vectorize", "analysis"}
+        for kind in sorted({"chunk", "extract", "cleanup", "enrich", "analysis"}
                            | {row[0] for row in pending}):
             row = next((row for row in pending if row[0] == kind), None)
             units.add_metric([kind], row[1] if row else 0)

@@ -49,11 +49,6 @@ class AnalysisTask(UnitTask):
     stage = "analysis"
     unit_kind = "analysis"
 
-    def run_delivery(self, scan_id: int | None, key: str | None, *args: Any, **kwargs: Any) -> Any:
-        if scan_id is None or key is None:  # outside a scan (both None): no unit to count
-            return self.run(scan_id, key, *args, **kwargs)
-        return super().run_delivery(scan_id, key, *args, **kwargs)
-
 
 class AudioVectorTask(AnalysisTask):
     unit_kind = "audio-vector"

@@ -5,7 +5,7 @@ would, to prove that the scan survives it.
 - On a chosen file or folder: a path whose name holds ``MARKER-exit`` kills the worker process; one holding
   ``MARKER-nomem`` runs out of memory.
 - The crash plan (the file SONIQUEBAY_TEST_CRASH_PLAN names) holds lines:
-  ``STAGE COUNT``: a delivery of that stage's task (chunk, extract, batch, insert, cleanup, enrich, vectorize) kills
+  ``STAGE COUNT``: a delivery of that stage's task (chunk, extract, batch, insert, cleanup, enrich) kills
   its worker process before its work while COUNT is above zero, and takes one off it; ``STAGE-after COUNT`` the
   same, after its work committed and its messages went (before the broker hears it is done);
   ``hold PATH``: the extractor waits before reading PATH for as long as the line is there (at most a minute), so

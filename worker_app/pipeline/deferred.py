@@ -1,11 +1,12 @@
 """Deferred work (queue ``deferred``): ``cleanup_*`` removes what left the disk and finishes scans, ``enrich_*``
-chooses album covers, ``vectorize_*`` builds the full-text search vectors. All of it can run late without the
-catalogue being wrong in the meantime."""
+chooses album covers, ``vectorize_tracks`` builds full-text search vectors again (the insert stage writes them with
+the tracks). All of it can run late without the catalogue being wrong in the meantime."""
 from __future__ import annotations
 
 import logging
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,7 @@ from worker_app.db.models import (
     TrackArtist,
     orphan_candidates,
 )
+from worker_app.db.search_vector import names_credited_on, search_vector
 from worker_app.db.session import rowcount, transaction
 from worker_app.db.statuses import ScanStatus
 from worker_app.limits import DEFERRED, DEFERRED_FINALIZE
@@ -283,20 +285,32 @@ def album_cover_statement(album_ids: list[int], track_ids: list[int] | None) -> 
     return statement
 
 
-SEARCH_VECTOR = text("""
-    setweight(to_tsvector('simple', coalesce(tracks.title, '')), 'A')
-    || setweight(to_tsvector('simple', coalesce((
-           SELECT string_agg(artists.name, ' ') FROM track_artists JOIN artists ON artists.id = track_artists.artist_id
-           WHERE track_artists.track_id = tracks.id), '')), 'B')
-    || setweight(to_tsvector('simple', coalesce((SELECT albums.title FROM albums WHERE albums.id = tracks.album_id),
-           '')), 'C')
-    || setweight(to_tsvector('simple', array_to_string(tracks.genres, ' ')), 'D')
-""")
-
-
 @app.task(name="vectorize_tracks", base=VectorizeTask, bind=True, acks_late=True,
           **DEFERRED.options)
 def vectorize_tracks(self: VectorizeTask, scan_id: int | None, key: str | None, track_ids: list[int]) -> dict[str, Any]:
-    """Build each track's full-text search vector (title, artists, album, genres: tracks.search_vector)."""
-    statement = update(Track).where(Track.id.in_(track_ids)).values(search_vector=SEARCH_VECTOR)
+    """Build these tracks' full-text search vectors again from the catalogue (db/search_vector.py). The insert
+    stage writes each track's vector with the track, so a scan sends none of these: a unit of the previous release,
+    which did, still completes, and a repair can send one."""
+    statement = update(Track).where(Track.id.in_(track_ids)).values(search_vector=search_vector(
+        Track.title, names_credited_on(Track.id), Track.album_id, Track.genres))
     return {"tracks": _update_and_close(statement, scan_id, key)}
+
+
+# Track ids per vectorize_tracks message: about 16 KB of JSON, within publish's 48 KB.
+VECTORIZE_IDS = 2000
+
+
+def tracks_to_vectorize(every_track: bool) -> Iterator[list[int]]:
+    """The ids of the tracks without a search vector (every track with ``every_track``), in batches of
+    VECTORIZE_IDS, read a batch at a time in id order (each batch one short transaction)."""
+    after = 0
+    while True:
+        query = select(Track.id).where(Track.id > after).order_by(Track.id).limit(VECTORIZE_IDS)
+        if not every_track:
+            query = query.where(Track.search_vector.is_(None))
+        with transaction() as session:
+            ids = list(session.scalars(query))
+        if not ids:
+            return
+        yield ids
+        after = ids[-1]

@@ -23,12 +23,15 @@ import os
 from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import Executable, Result, Select, Table, bindparam, cast, column, delete, func, select
-from sqlalchemy.dialects.postgresql import JSONB, Insert, insert
+from sqlalchemy import Executable, Integer, Result, Select, Table, bindparam, cast, column, delete, func, select
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, Insert, insert
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnClause
+from sqlalchemy.sql.selectable import TableValuedAlias
 
 from worker_app.celery_app import app
 from worker_app.db.models import Album, Artist, Cover, FailedFile, Track, TrackArtist, table_of
+from worker_app.db.search_vector import names_of_artists, search_vector
 from worker_app.db.session import transaction
 from worker_app.limits import INSERT
 from worker_app.metadata.record import TrackRecord
@@ -62,10 +65,16 @@ log = logging.getLogger(__name__)
 INSERT_STAGE = 3
 
 
+def _json_rows(table: Table, columns: tuple[str, ...], *others: ColumnClause[Any]) -> TableValuedAlias:
+    """The rows of the JSON array bound as ``rows``, typed as ``table``'s columns of these names, and ``others``
+    (fields that are not columns)."""
+    return func.jsonb_to_recordset(cast(bindparam("rows", type_=JSONB), JSONB)).table_valued(
+        *(column(name, table.c[name].type) for name in columns), *others).render_derived(name="row", with_types=True)
+
+
 def _rows_from_json(table: Table, columns: tuple[str, ...]) -> Select[Any]:
     """The rows of the JSON array bound as ``rows``, typed as ``table``'s columns of these names."""
-    record = func.jsonb_to_recordset(cast(bindparam("rows", type_=JSONB), JSONB)).table_valued(
-        *(column(name, table.c[name].type) for name in columns)).render_derived(name="row", with_types=True)
+    record = _json_rows(table, columns)
     return select(*(record.c[name] for name in columns))
 
 
@@ -141,10 +150,14 @@ def upsert_albums(session: Session, albums: list[dict[str, Any]], artist_ids: di
 
 @functools.cache
 def _tracks_upsert(columns: tuple[str, ...]) -> Executable:
-    """The tracks upsert for rows of these columns, built once per process: every column but the path is the
-    file's as read now."""
-    statement = _insert_rows(TRACKS, columns)
-    updated = {column: statement.excluded[column] for column in columns if column != "path"}
+    """The tracks upsert for rows of these columns and their ``credited`` artist ids, built once per process: every
+    column but the path is the file's as read now, and the search vector is made from it in the same statement, so
+    that no later statement writes each row again."""
+    record = _json_rows(TRACKS, columns, column("credited", ARRAY(Integer)))
+    vector = search_vector(record.c.title, names_of_artists(record.c.credited), record.c.album_id, record.c.genres)
+    statement = insert(TRACKS).from_select([*columns, "search_vector"],
+                                           select(*(record.c[name] for name in columns), vector))
+    updated = {column: statement.excluded[column] for column in (*columns, "search_vector") if column != "path"}
     return statement.on_conflict_do_update(
         index_elements=["path"], set_={**updated, "updated_at": statement.excluded.updated_at},
     ).returning(TRACKS.c.id, TRACKS.c.path)
@@ -171,8 +184,9 @@ def upsert_tracks(session: Session, scan_id: int | None, tracks: list[dict[str, 
             "folder_cover_id": cover_ids.get(track["folder_cover"]) if track.get("folder_cover") else None,
             "mbid": track["mb_track_id"],
             "scan_id": scan_id,
+            "credited": [artist_ids[key] for key in dict.fromkeys(track["artist_keys"])],
         })
-    result = _execute_rows(session, _tracks_upsert(tuple(rows[0])), rows)
+    result = _execute_rows(session, _tracks_upsert(tuple(name for name in rows[0] if name != "credited")), rows)
     track_ids = dict((path, track_id) for track_id, path in result)
     session.connection().execute(delete(TRACK_ARTISTS).where(TRACK_ARTISTS.c.track_id.in_(list(track_ids.values()))))
     credits = [
@@ -228,7 +242,7 @@ def insert_batch_direct(self: InsertTask, scan_id: int, key: str, *previous_rele
     transaction. (A message of the previous release carried the payload after the key: its unit has no staged row
     and starts again.)"""
     from worker_app.pipeline.analysis import extract_audio_features_batch
-    from worker_app.pipeline.deferred import enrich_album_covers, vectorize_tracks
+    from worker_app.pipeline.deferred import enrich_album_covers
 
     with transaction() as session:
         payload, found = take_payload(session, scan_id, key)
@@ -241,7 +255,7 @@ def insert_batch_direct(self: InsertTask, scan_id: int, key: str, *previous_rele
         else:
             follow_ups, finished, figures = _write_unit(
                 session, scan_id, key, payload,
-                (enrich_album_covers.name, vectorize_tracks.name, extract_audio_features_batch.name))
+                (enrich_album_covers.name, extract_audio_features_batch.name))
     if payload is None:
         if done:  # a duplicate delivery that waited for the row lock of the one that did it
             return {"skipped": key, "why": "done"}
@@ -252,10 +266,10 @@ def insert_batch_direct(self: InsertTask, scan_id: int, key: str, *previous_rele
 
 
 def _write_unit(session: Session, scan_id: int, key: str, payload: dict[str, Any],
-                follow_up_tasks: tuple[str, str, str]) -> tuple[list[Unit], bool, dict[str, Any]]:
+                follow_up_tasks: tuple[str, str]) -> tuple[list[Unit], bool, dict[str, Any]]:
     """The catalogue rows of a unit's payload, its failure records and follow-up units, the unit closed and its
     staged row dropped: (follow-ups to send after the commit, whether the scan is finished, figures)."""
-    enrich_task, vectorize_task, analysis_task = follow_up_tasks
+    enrich_task, analysis_task = follow_up_tasks
     extracted = len(payload["tracks"])
     believed, failures = screen_unit(session, f"{scan_id}/{key}", payload["tracks"],
                                      [Failure(*failure) for failure in payload["failures"]])
@@ -295,9 +309,6 @@ def _write_unit(session: Session, scan_id: int, key: str, payload: dict[str, Any
     if album_ids:
         follow_ups.append(Unit(f"{key}/enrich", "enrich", enrich_task,
                                [scan_id, f"{key}/enrich", album_ids, sorted(track_ids.values())]))
-    if track_ids:
-        follow_ups.append(Unit(f"{key}/vectorize", "vectorize", vectorize_task,
-                               [scan_id, f"{key}/vectorize", sorted(track_ids.values())]))
     if track_ids and get_settings().audio_analysis:
         # Audio analysis of the new and changed tracks (extract queue, after every waiting tag read).
         follow_ups.append(Unit(f"{key}/analyse", "analysis", analysis_task,

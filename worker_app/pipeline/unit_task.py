@@ -150,7 +150,9 @@ class UnitTask(PipelineTask):
         """The files this unit's message is about, to be recorded as failed if the unit cannot be done."""
         return []
 
-    def run_delivery(self, scan_id: int, key: str, *args: Any, **kwargs: Any) -> Any:
+    def run_delivery(self, scan_id: int | None, key: str | None, *args: Any, **kwargs: Any) -> Any:
+        if scan_id is None or key is None:  # work sent outside any scan (a command's): no unit to count
+            return self.run(scan_id, key, *args, **kwargs)
         delivery = begin_delivery(scan_id, key, self.unit_stage, self.request.retries or 0)
         if delivery.action == "missing":
             log.warning("scan %s has no unit %s: dropping the message", scan_id, key)
