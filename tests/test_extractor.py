@@ -324,6 +324,31 @@ def test_a_picture_that_is_not_an_image_is_kept_without_size(tmp_path, templates
     assert record.warnings == ["embedded cover is not a readable image"]
 
 
+def test_a_picture_measured_before_is_described_as_the_first_time(monkeypatch):
+    """Pillow measures each picture once per process (an album's tracks carry the same one): the next tracks get
+    the same size and type, their own source and MIME fallback, and the same warning for bytes that are no image."""
+    import random
+
+    from worker_app.metadata import covers
+
+    measured = []
+    real_measure = covers._measure
+    monkeypatch.setattr(covers, "_measure", lambda data: measured.append(data) or real_measure(data))
+    monkeypatch.setattr(covers, "_MEASURED", {})
+    art = make_cover_art(random.Random(3), 48, 32, "image/png")
+    for source in ("embedded", "folder", "embedded"):
+        warnings: list[str] = []
+        cover = covers.cover_from_bytes(art.data, "image/jpeg", source, warnings)
+        assert (cover.sha256, cover.width, cover.height, cover.mime, cover.source, warnings) == (
+            art.sha256, 48, 32, "image/png", source, [])
+    for declared, source in (("image/gif", "embedded"), (None, "folder")):
+        warnings = []
+        junk = covers.cover_from_bytes(NOT_AN_IMAGE.data, declared, source, warnings)
+        assert (junk.width, junk.height, junk.mime) == (None, None, declared or "application/octet-stream")
+        assert warnings == [f"{source} cover is not a readable image"]
+    assert measured == [art.data, NOT_AN_IMAGE.data]
+
+
 @pytest.mark.parametrize("names, chosen", [
     (["01 Song.mp3", "Cover.JPG", "back.jpg"], "Cover.JPG"),
     (["front.png", "folder.jpg"], "folder.jpg"),

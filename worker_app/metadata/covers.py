@@ -60,33 +60,57 @@ def choose_cover(pictures: list[EmbeddedPicture]) -> EmbeddedPicture | None:
     return pictures[0] if pictures else None
 
 
+@dataclass(frozen=True)
+class _Measured:
+    width: int | None
+    height: int | None
+    mime: str | None  # the format Pillow found, None when it found none
+    problem: str | None  # what to warn about the picture, after its source
+
+
+# Pictures measured by this process, by sha256: an album's tracks carry the same picture, and Pillow's reading of
+# its header costs more than hashing it. Bounded: emptied when full.
+_MEASURED: dict[str, _Measured] = {}
+_MEASURED_MAX = 1024
+
+
 def cover_from_bytes(data: bytes, declared_mime: str | None, source: str, warnings: list[str]) -> CoverImage:
     """Describe an image without decoding it: Pillow's ``open`` reads only the header.
 
     Bytes that are not an image still make a CoverImage (the file does carry them) without dimensions.
     """
-    width = height = None
-    mime = storable(declared_mime or "")[:_MAX_MIME_CHARACTERS].strip() or "application/octet-stream"
+    sha256 = hashlib.sha256(data).hexdigest()
+    measured = _MEASURED.get(sha256)
+    if measured is None:
+        if len(_MEASURED) >= _MEASURED_MAX:
+            _MEASURED.clear()
+        measured = _MEASURED[sha256] = _measure(data)
+    if measured.problem is not None:
+        warnings.append(f"{source} cover {measured.problem}")
+    declared = storable(declared_mime or "")[:_MAX_MIME_CHARACTERS].strip() or "application/octet-stream"
+    return CoverImage(
+        sha256=sha256,
+        mime=measured.mime or declared,
+        width=measured.width,
+        height=measured.height,
+        size_bytes=len(data),
+        source=source,
+        data=data,
+    )
+
+
+def _measure(data: bytes) -> _Measured:
     # The header is at the start (JPEG: its size comes after the APPn segments, a few kB to a few hundred); Pillow
     # walks junk byte by byte (4 s for 20 MB of zeros after a JPEG marker), so it gets the first MiB only.
     head = data if len(data) <= _IMAGE_HEADER_BYTES else memoryview(data)[:_IMAGE_HEADER_BYTES]
     try:
         with Image.open(io.BytesIO(head)) as image:
             width, height = image.size
-            mime = Image.MIME.get(image.format or "", mime)
+            return _Measured(width, height, Image.MIME.get(image.format or ""), None)
     except Image.DecompressionBombError:
-        warnings.append(f"{source} cover is too large to measure")
+        return _Measured(None, None, None, "is too large to measure")
     except Exception:  # Pillow raises many types for junk (UnidentifiedImageError, SyntaxError, ...)
-        warnings.append(f"{source} cover is not a readable image")
-    return CoverImage(
-        sha256=hashlib.sha256(data).hexdigest(),
-        mime=mime,
-        width=width,
-        height=height,
-        size_bytes=len(data),
-        source=source,
-        data=data,
-    )
+        return _Measured(None, None, None, "is not a readable image")
 
 
 def find_folder_cover(names: list[str]) -> str | None:
