@@ -166,3 +166,22 @@ def test_two_units_closing_at_once_do_not_deadlock(stack, db_session_factory, ru
     with db_session_factory() as session:
         states = dict(session.execute(select(ScanUnit.key, ScanUnit.state).where(ScanUnit.scan_id == scan_id)).all())
     assert states == {"c.0": "done", "c.1": "done", "c.0/b0": "pending", "c.1/b0": "pending"}
+
+
+def test_a_message_the_broker_gives_again_is_a_redelivery_not_a_death(db_session_factory, running_scan, library_root):
+    """kombu marks the messages it restores from a lost consumer ``redelivered``, those the lost worker held without
+    starting them too. Each counts in the unit's redeliveries (what `soniquebay status` and the fleet scenario read),
+    never as a death (deaths park a unit): only a delivery that had begun and comes back is one."""
+    from worker_app.db.models import ScanUnit
+    from worker_app.pipeline.ledger.delivery import begin_delivery
+
+    scan_id = running_scan(f"{library_root}/redelivered", {"c/held": "extract", "c/started": "extract"})
+    held = begin_delivery(scan_id, "c/held", 1, 0, redelivered=True)  # prefetched by a worker that died
+    assert (held.action, held.deliveries, held.deaths) == ("run", 1, 0)
+    begin_delivery(scan_id, "c/started", 1, 0)
+    started = begin_delivery(scan_id, "c/started", 1, 0, redelivered=True)  # its worker died running it
+    assert (started.action, started.deliveries, started.deaths) == ("run", 2, 1)
+    with db_session_factory() as session:
+        counted = dict(session.execute(select(ScanUnit.key, ScanUnit.redeliveries).where(
+            ScanUnit.scan_id == scan_id)).all())
+    assert counted == {"c/held": 1, "c/started": 1}

@@ -6,8 +6,8 @@ started 0.03 to 0.15 s ago (FRESH): late enough that the task's delivery is comm
 that it is still running. This process then sends SIGKILL to the container's init from the host: the kernel kills
 every process of the container's PID namespace with it, within a millisecond (`podman kill` takes a few tenths of a
 second to start, and a task of 50 small files can end in that time; a finished task is never delivered again).
-A task that ran when the host died is counted in the ledger, so the scan's redeliveries show it come back;
-prefetched ones come back uncounted.
+The messages the host ran or held come back from the broker marked redelivered, and the ledger counts each in its
+unit's redeliveries, which the scenario's verify reads.
 """
 
 import os

@@ -204,7 +204,8 @@ class ScanUnit(Base):
     # had it died. A retry after a passing error carries the next retry count: not a death.
     deaths: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     last_retries: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
-    # Every death over the unit's whole chain (deaths starts again at each stage).
+    # Every message of the unit's whole chain delivered again: each death (deaths starts again at each stage), and
+    # each message the broker gave out again that no worker had started (held by a lost worker, or handed back).
     redeliveries: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     # When its latest message went to the broker; NULL: registered and not sent yet (the relay sends it).
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

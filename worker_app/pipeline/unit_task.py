@@ -153,7 +153,8 @@ class UnitTask(PipelineTask):
     def run_delivery(self, scan_id: int | None, key: str | None, *args: Any, **kwargs: Any) -> Any:
         if scan_id is None or key is None:  # work sent outside any scan (a command's): no unit to count
             return self.run(scan_id, key, *args, **kwargs)
-        delivery = begin_delivery(scan_id, key, self.unit_stage, self.request.retries or 0)
+        redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+        delivery = begin_delivery(scan_id, key, self.unit_stage, self.request.retries or 0, redelivered)
         if delivery.action == "missing":
             log.warning("scan %s has no unit %s: dropping the message", scan_id, key)
             return {"skipped": key, "why": "no such unit"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Row, and_, bindparam, case, exists, func, or_, select, update
+from sqlalchemy import Boolean, Row, and_, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from worker_app.db.models import Scan, ScanUnit, table_of
@@ -34,7 +34,7 @@ UNITS, SCANS = table_of(ScanUnit), table_of(Scan)
 
 # The statements every delivery runs, built once per process (building them cost more CPU than running them) as
 # Core statements (the ORM's bulk UPDATE path adds as much again). Parameters: b_scan, b_key, b_stage,
-# b_retries (the b_: SQLAlchemy keeps a column's own name for its SET clause).
+# b_retries, b_redelivered (the b_: SQLAlchemy keeps a column's own name for its SET clause).
 _this_unit = and_(UNITS.c.scan_id == bindparam("b_scan"), UNITS.c.key == bindparam("b_key"), UNITS.c.state == "pending")
 _same_stage = UNITS.c.stage == bindparam("b_stage")
 _came_back = and_(_same_stage, UNITS.c.deliveries > 0, UNITS.c.last_retries == bindparam("b_retries"))
@@ -47,7 +47,8 @@ _COUNT_DELIVERY = (
     update(UNITS)
     .where(_this_unit, UNITS.c.stage <= bindparam("b_stage"), _not_cancelled)
     .values(deaths=case((_came_back, UNITS.c.deaths + 1), (_same_stage, UNITS.c.deaths), else_=0),
-            redeliveries=case((_came_back, UNITS.c.redeliveries + 1), else_=UNITS.c.redeliveries),
+            redeliveries=case((or_(_came_back, bindparam("b_redelivered", type_=Boolean)), UNITS.c.redeliveries + 1),
+                              else_=UNITS.c.redeliveries),
             deliveries=case((_same_stage, UNITS.c.deliveries + 1), else_=1),
             last_retries=bindparam("b_retries"), stage=bindparam("b_stage"), updated_at=func.now())
     .returning(UNITS.c.deliveries, UNITS.c.deaths, UNITS.c.poison_paths, UNITS.c.current_path)
@@ -59,13 +60,15 @@ _HAND_OFF = (
 )
 
 
-def begin_delivery(scan_id: int, key: str, stage: int, retries: int) -> Delivery:
+def begin_delivery(scan_id: int, key: str, stage: int, retries: int, redelivered: bool = False) -> Delivery:
     """Count one more delivery of a unit's message at ``stage``, committed at once so that it survives the worker
     dying. The first delivery at a stage counts 1; a message of an earlier stage than the unit's is not run. The
-    same message delivered again (same ``retries``, Celery's retry count) means the worker that had it died."""
+    same message delivered again (same ``retries``, Celery's retry count) means the worker that had it died.
+    ``redelivered``: the broker says it gave this message out before (kombu marks the messages it restores from a
+    lost consumer, including those it held without starting them): counted as a redelivery, not as a death."""
     with transaction() as session:
-        row = session.execute(_COUNT_DELIVERY, {"b_scan": scan_id, "b_key": key, "b_stage": stage, "b_retries": retries}
-                              ).first()
+        row = session.execute(_COUNT_DELIVERY, {"b_scan": scan_id, "b_key": key, "b_stage": stage,
+                                                "b_retries": retries, "b_redelivered": redelivered}).first()
         if row is not None:
             return Delivery("run", row.deliveries, row.deaths, _take_poison(session, scan_id, key, row))
         found = session.execute(
