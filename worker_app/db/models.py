@@ -192,9 +192,10 @@ class ScanUnit(Base):
 
     scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(Text, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # chunk extract cleanup enrich vectorize
-    # pending done cancelled (its scan was, before it ran; a unit running then still closes as done, and enrich and
-    # vectorize units, which finish tracks already written, still run)
+    # chunk extract cleanup enrich analysis audio-vector audio-album (vectorize: a previous release's scans)
+    kind: Mapped[str] = mapped_column(String(16))
+    # pending done cancelled (its scan was, before it ran; a unit running then still closes as done, and the units
+    # that finish tracks already written, ledger/states.py FOLLOW_UPS, still run)
     state: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
     # The stage of the unit's chain its message is at (0: not delivered yet; extract 1 -> batch 2 -> insert 3), and
     # how many times the message of that stage was delivered.

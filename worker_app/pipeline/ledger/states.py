@@ -15,6 +15,7 @@ BACKGROUND_KINDS = ("analysis", "audio-vector", "audio-album")
 CANCELLED = ScanStatus.CANCELLED
 
 
-# Units that finish tracks already catalogued (album covers, search vectors, audio analysis): they still run when
-# their scan is cancelled, since the next scan finds those files unchanged and would never do them.
+# Units that finish tracks already catalogued (album covers, audio analysis; search vectors, which only a previous
+# release's scans sent as units): they still run when their scan is cancelled, since the next scan finds those
+# files unchanged and would never do them.
 FOLLOW_UPS = ("enrich", "vectorize", *BACKGROUND_KINDS)
