@@ -18,7 +18,7 @@ from tests.audio_factory import make_library
 from tests.catalogue import forget_library
 from tests.services import VENV_BIN, PostgresServer
 from worker_app.db.models import Track
-from worker_app.db.search_vector import names_credited_on, search_vector
+from worker_app.db.search_vector import album_title_of, names_credited_on, search_vector
 from worker_app.paths import db_path
 
 pytestmark = pytest.mark.timeout(900)
@@ -100,7 +100,7 @@ def test_search_finds_a_track_by_its_album_and_its_second_artist(stack, scanned)
 def test_the_vector_a_scan_writes_is_the_one_the_catalogue_rows_give(scanned, db_session_factory):
     """The insert stage makes each vector from the rows it writes (artist ids in credit order, album id);
     vectorize_tracks from the catalogue's rows: the same definition must give the same vector."""
-    rebuilt = search_vector(Track.title, names_credited_on(Track.id), Track.album_id, Track.genres)
+    rebuilt = search_vector(Track.title, names_credited_on(Track.id), album_title_of(Track.album_id), Track.genres)
     paths = [db_path(track.path)[0] for track in scanned.tracks]
     with db_session_factory() as session:
         rows = session.execute(select(Track.path, Track.search_vector, rebuilt).where(Track.path.in_(paths))).all()

@@ -1,6 +1,7 @@
 """A track's full-text search vector (``tracks.search_vector``, read by ``catalogue_queries.search``): its title,
 artists, album title and genres, each with its weight. Declared once here for both statements that write it: the
-insert stage's upsert, from the rows it writes, and ``vectorize_tracks``, from the catalogue's rows."""
+insert stage's upsert, from the names and titles it has just written (as the catalogue stores them), and
+``vectorize_tracks``, from the catalogue's rows."""
 from __future__ import annotations
 
 from typing import Any
@@ -24,21 +25,13 @@ def _weighted(words: SQLColumnExpression[Any], weight: str) -> ColumnElement[Any
 
 
 def search_vector(title: SQLColumnExpression[Any], artist_names: SQLColumnExpression[Any],
-                  album_id: SQLColumnExpression[Any], genres: SQLColumnExpression[Any]) -> ColumnElement[Any]:
-    """The vector of a track whose title, credited artists' names (one text, in credit order), album id and genres
-    are these expressions; the album's title is the catalogue's."""
-    album_title = select(ALBUMS.c.title).where(ALBUMS.c.id == album_id).scalar_subquery()
+                  album_title: SQLColumnExpression[Any], genres: SQLColumnExpression[Any]) -> ColumnElement[Any]:
+    """The vector of a track whose title, credited artists' names (one text, in credit order), album title and
+    genres are these expressions."""
     return (_weighted(func.coalesce(title, _EMPTY), "A")
             .op("||", return_type=TSVECTOR)(_weighted(func.coalesce(artist_names, _EMPTY), "B"))
             .op("||", return_type=TSVECTOR)(_weighted(func.coalesce(album_title, _EMPTY), "C"))
             .op("||", return_type=TSVECTOR)(_weighted(func.array_to_string(genres, _SPACE), "D")))
-
-
-def names_of_artists(artist_ids: ColumnElement[Any]) -> ColumnElement[Any]:
-    """The names of the artists of this id array, in its order, as one text."""
-    credited = func.unnest(artist_ids).table_valued("artist_id", with_ordinality="position").render_derived()
-    return (select(func.string_agg(ARTISTS.c.name, aggregate_order_by(_SPACE, credited.c.position)))
-            .select_from(credited.join(ARTISTS, ARTISTS.c.id == credited.c.artist_id)).scalar_subquery())
 
 
 def names_credited_on(track_id: SQLColumnExpression[Any]) -> ColumnElement[Any]:
@@ -46,3 +39,13 @@ def names_credited_on(track_id: SQLColumnExpression[Any]) -> ColumnElement[Any]:
     return (select(func.string_agg(ARTISTS.c.name, aggregate_order_by(_SPACE, TRACK_ARTISTS.c.position)))
             .select_from(TRACK_ARTISTS.join(ARTISTS, ARTISTS.c.id == TRACK_ARTISTS.c.artist_id))
             .where(TRACK_ARTISTS.c.track_id == track_id).scalar_subquery())
+
+
+def album_title_of(album_id: SQLColumnExpression[Any]) -> ColumnElement[Any]:
+    """The title of the catalogue's album of this id."""
+    return select(ALBUMS.c.title).where(ALBUMS.c.id == album_id).scalar_subquery()
+
+
+def names_text(names: list[str]) -> str:
+    """Artists' names as ``names_credited_on`` joins them, for a writer that has them at hand."""
+    return " ".join(names)

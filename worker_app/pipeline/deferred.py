@@ -27,7 +27,7 @@ from worker_app.db.models import (
     TrackArtist,
     orphan_candidates,
 )
-from worker_app.db.search_vector import names_credited_on, search_vector
+from worker_app.db.search_vector import album_title_of, names_credited_on, search_vector
 from worker_app.db.session import rowcount, transaction
 from worker_app.db.statuses import ScanStatus
 from worker_app.limits import DEFERRED, DEFERRED_FINALIZE
@@ -292,7 +292,7 @@ def vectorize_tracks(self: VectorizeTask, scan_id: int | None, key: str | None, 
     stage writes each track's vector with the track, so a scan sends none of these: a unit of the previous release,
     which did, still completes, and a repair can send one."""
     statement = update(Track).where(Track.id.in_(track_ids)).values(search_vector=search_vector(
-        Track.title, names_credited_on(Track.id), Track.album_id, Track.genres))
+        Track.title, names_credited_on(Track.id), album_title_of(Track.album_id), Track.genres))
     return {"tracks": _update_and_close(statement, scan_id, key)}
 
 

@@ -23,15 +23,15 @@ import os
 from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import Executable, Integer, Result, Select, Table, bindparam, cast, column, delete, func, select
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, Insert, insert
+from sqlalchemy import Executable, Result, Select, Table, Text, bindparam, cast, column, delete, func, select
+from sqlalchemy.dialects.postgresql import JSONB, Insert, insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnClause
 from sqlalchemy.sql.selectable import TableValuedAlias
 
 from worker_app.celery_app import app
 from worker_app.db.models import Album, Artist, Cover, FailedFile, Track, TrackArtist, table_of
-from worker_app.db.search_vector import names_of_artists, search_vector
+from worker_app.db.search_vector import names_text, search_vector
 from worker_app.db.session import transaction
 from worker_app.limits import INSERT
 from worker_app.metadata.record import TrackRecord
@@ -126,13 +126,19 @@ def upsert_covers(session: Session, covers: list[dict[str, Any]]) -> dict[str, i
 
 
 def upsert_artists(session: Session, artists: list[dict[str, Any]]) -> dict[str, int]:
+    """Ids by natural key."""
+    return {key: artist_id for key, (artist_id, _) in _upsert_artists(session, artists).items()}
+
+
+def _upsert_artists(session: Session, artists: list[dict[str, Any]]) -> dict[str, tuple[int, str]]:
+    """(id, name as the catalogue stores it: an artist keeps the first spelling of its name) by natural key."""
     if not artists:
         return {}
     rows = [{"name": a["name"], "name_key": a["name_key"], "mbid": a["mbid"]} for a in artists]
     _execute_rows(session, _ARTISTS_UPSERT, rows)
-    found = session.execute(select(Artist.id, Artist.name_key).where(
+    found = session.execute(select(Artist.id, Artist.name_key, Artist.name).where(
         Artist.name_key.in_([a["name_key"] for a in artists])))
-    return {key: artist_id for artist_id, key in found}
+    return {key: (artist_id, name) for artist_id, key, name in found}
 
 
 def upsert_albums(session: Session, albums: list[dict[str, Any]], artist_ids: dict[str, int]) -> dict[str, int]:
@@ -148,13 +154,17 @@ def upsert_albums(session: Session, albums: list[dict[str, Any]], artist_ids: di
     return {a["key"]: ids[(artist_ids[a["album_artist_key"]], a["title_key"])] for a in albums}
 
 
+# Fields of a track's row that are no column: the texts its search vector is made of.
+_SEARCH_TEXTS = ("artist_names", "album_title")
+
+
 @functools.cache
 def _tracks_upsert(columns: tuple[str, ...]) -> Executable:
-    """The tracks upsert for rows of these columns and their ``credited`` artist ids, built once per process: every
-    column but the path is the file's as read now, and the search vector is made from it in the same statement, so
-    that no later statement writes each row again."""
-    record = _json_rows(TRACKS, columns, column("credited", ARRAY(Integer)))
-    vector = search_vector(record.c.title, names_of_artists(record.c.credited), record.c.album_id, record.c.genres)
+    """The tracks upsert for rows of these columns, built once per process: every column but the path is the
+    file's as read now. The search vector is made in the same statement (so that no later one writes each row
+    again) from the row and its ``artist_names`` and ``album_title``, as the catalogue stores them."""
+    record = _json_rows(TRACKS, columns, *(column(name, Text) for name in _SEARCH_TEXTS))
+    vector = search_vector(record.c.title, record.c.artist_names, record.c.album_title, record.c.genres)
     statement = insert(TRACKS).from_select([*columns, "search_vector"],
                                            select(*(record.c[name] for name in columns), vector))
     updated = {column: statement.excluded[column] for column in (*columns, "search_vector") if column != "path"}
@@ -163,10 +173,13 @@ def _tracks_upsert(columns: tuple[str, ...]) -> Executable:
     ).returning(TRACKS.c.id, TRACKS.c.path)
 
 
-def upsert_tracks(session: Session, scan_id: int | None, tracks: list[dict[str, Any]], artist_ids: dict[str, int],
-                  album_ids: dict[str, int], cover_ids: dict[str, int]) -> dict[str, int]:
+def upsert_tracks(session: Session, scan_id: int | None, tracks: list[dict[str, Any]],
+                  artists: dict[str, tuple[int, str]], albums: dict[str, tuple[int, str]],
+                  cover_ids: dict[str, int]) -> dict[str, int]:
+    """``artists`` and ``albums``: (id, name or title as stored) by natural key."""
     if not tracks:
         return {}
+    artist_ids = {key: artist_id for key, (artist_id, _) in artists.items()}
     rows = []
     for track in tracks:
         path, path_bytes = db_path(track["path"])
@@ -178,15 +191,16 @@ def upsert_tracks(session: Session, scan_id: int | None, tracks: list[dict[str, 
             # bytea's input form, "\\x" and hex: JSON has no bytes
             "path_bytes": "\\x" + path_bytes.hex() if path_bytes is not None else None,
             "artist_id": artist_ids[track["artist_keys"][0]] if track["artist_keys"] else None,
-            "album_id": album_ids[track["album_key"]] if track.get("album_key") else None,
+            "album_id": albums[track["album_key"]][0] if track.get("album_key") else None,
             "genre": track["genres"][0] if track["genres"] else None,
             "cover_id": cover_ids.get(cover_sha) if cover_sha else None,
             "folder_cover_id": cover_ids.get(track["folder_cover"]) if track.get("folder_cover") else None,
             "mbid": track["mb_track_id"],
             "scan_id": scan_id,
-            "credited": [artist_ids[key] for key in dict.fromkeys(track["artist_keys"])],
+            "artist_names": names_text([artists[key][1] for key in dict.fromkeys(track["artist_keys"])]),
+            "album_title": albums[track["album_key"]][1] if track.get("album_key") else None,
         })
-    result = _execute_rows(session, _tracks_upsert(tuple(name for name in rows[0] if name != "credited")), rows)
+    result = _execute_rows(session, _tracks_upsert(tuple(name for name in rows[0] if name not in _SEARCH_TEXTS)), rows)
     track_ids = dict((path, track_id) for track_id, path in result)
     session.connection().execute(delete(TRACK_ARTISTS).where(TRACK_ARTISTS.c.track_id.in_(list(track_ids.values()))))
     credits = [
@@ -205,9 +219,11 @@ def write_payload(session: Session, scan_id: int | None, payload: dict[str, Any]
     pictures, upserted here."""
     if cover_ids is None:
         cover_ids = upsert_covers(session, payload["covers"])
-    artist_ids = upsert_artists(session, payload["artists"])
-    album_ids = upsert_albums(session, payload["albums"], artist_ids)
-    return upsert_tracks(session, scan_id, payload["tracks"], artist_ids, album_ids, cover_ids)
+    artists = _upsert_artists(session, payload["artists"])
+    album_ids = upsert_albums(session, payload["albums"], {key: artist_id for key, (artist_id, _) in artists.items()})
+    # An album takes the title of its latest tracks (_ALBUMS_UPSERT): the payload's is the one stored now.
+    albums = {a["key"]: (album_ids[a["key"]], a["title"]) for a in payload["albums"]}
+    return upsert_tracks(session, scan_id, payload["tracks"], artists, albums, cover_ids)
 
 
 def _payload_for(payload: dict[str, Any], tracks: list[dict[str, Any]]) -> dict[str, Any]:
