@@ -5,7 +5,7 @@ import json
 import os
 import shutil
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from tests.audio_factory import make_library
 from tests.catalogue import tracks_by_path
@@ -87,3 +87,28 @@ def test_records_holding_what_postgresql_refuses_are_cleaned_by_the_batch_stage(
     assert "title: NUL removed or invalid characters replaced" in first["warnings"]
     assert second["tags"] == {"comment": ["lone \ufffd surrogate"]}
     assert "tags.comment: NUL removed or invalid characters replaced" in second["warnings"]
+
+
+def test_words_beyond_what_a_search_vector_holds_do_not_cost_the_track(stack, db_session_factory, running_scan,
+                                                                        library_root):
+    """PostgreSQL refuses a tsvector above 1 MB. The vector is made in the same statement as the track: a title of
+    that many distinct words must still catalogue the track, searchable by its first words."""
+    from worker_app.db.models import ScanFailure
+    from worker_app.pipeline.insert import insert_batch_direct
+
+    album = f"{library_root}/wordy/album"
+    payload = _payload(album)
+    payload["tracks"][0]["title"] = " ".join(f"w{number:06d}x" for number in range(150_000))  # 1.5 MB
+    scan_id = running_scan(f"{library_root}/wordy", {"c/b0": "extract"})
+    stage(db_session_factory, scan_id, "c/b0", payload)
+    insert_batch_direct.apply_async((scan_id, "c/b0"), ignore_result=False).get(timeout=120)
+
+    with db_session_factory() as session:
+        catalogued = {p for p in tracks_by_path(session) if p.startswith(f"{album}/")}
+        failures = session.execute(select(ScanFailure.path).where(ScanFailure.scan_id == scan_id)).all()
+    assert failures == []
+    assert catalogued == {f"{album}/01.flac", f"{album}/02.flac", f"{album}/03.flac"}
+    with db_session_factory() as session:
+        words = session.execute(text("SELECT length(search_vector), search_vector @@ to_tsquery('simple', 'w000000x') "
+                                     "FROM tracks WHERE path = :path"), {"path": f"{album}/01.flac"}).one()
+    assert words[1], words

@@ -13,6 +13,10 @@ from worker_app.db.models import Album, Artist, TrackArtist, table_of
 
 # No stemming and no stop words: names and titles come in every language.
 CONFIG = "simple"
+# Characters of each part that go into the vector. PostgreSQL refuses a tsvector above 1 MB, and the vector is made
+# in the statement that writes the track: a file with a megabyte of title must not lose its track for it. Four
+# parts of this many characters stay well below the limit; the track's columns keep the whole text.
+PART_CHARACTERS = 32 * 1024
 
 ALBUMS, ARTISTS, TRACK_ARTISTS = (table_of(model) for model in (Album, Artist, TrackArtist))
 _SPACE: ColumnElement[str] = literal_column("' '")
@@ -20,8 +24,8 @@ _EMPTY: ColumnElement[str] = literal_column("''")
 
 
 def _weighted(words: SQLColumnExpression[Any], weight: str) -> ColumnElement[Any]:
-    return func.setweight(func.to_tsvector(literal_column(f"'{CONFIG}'"), words), literal_column(f"'{weight}'"),
-                          type_=TSVECTOR)
+    return func.setweight(func.to_tsvector(literal_column(f"'{CONFIG}'"), func.left(words, PART_CHARACTERS)),
+                          literal_column(f"'{weight}'"), type_=TSVECTOR)
 
 
 def search_vector(title: SQLColumnExpression[Any], artist_names: SQLColumnExpression[Any],
