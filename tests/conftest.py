@@ -85,7 +85,9 @@ def running_scan(db_session_factory):
 
     def make(root: str, units: dict[str, str]) -> int:
         with db_session_factory() as session, session.begin():
-            scan = Scan(root=root, status="running")
+            # Started now, as a real scan's start marks it: its end-of-scan sweep then spares the tracks the test
+            # writes (tracks older than the scan, in folders it did not list, are what a sweep removes).
+            scan = Scan(root=root, status="running", started_at=func.now())
             session.add(scan)
             session.flush()
             session.add_all([ScanUnit(scan_id=scan.id, key=key, kind=kind) for key, kind in units.items()])

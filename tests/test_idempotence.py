@@ -86,8 +86,11 @@ def test_a_redelivered_scan_batch_is_counted_once(stack, db_session_factory, run
     scan_id = running_scan(f"{library_root}/idempotence", {"c/b0": "extract"})
     stage(db_session_factory, scan_id, "c/b0", payload)
     insert_batch_direct.apply_async((scan_id, "c/b0"), ignore_result=False).get(timeout=60)
+    # Its only unit done, the scan ends: its sweep must not take the tracks it has just written.
+    stack.wait_for_scan(scan_id)
     with db_session_factory() as session:
         once = catalogue_counts(session, folder)
+        assert once["tracks"] == 3
         # Dropped in the transaction that closed the unit; the picture moved into the catalogue.
         assert session.execute(select(StagedUnit).where(StagedUnit.scan_id == scan_id)).first() is None
         assert session.execute(select(StagedCover).where(

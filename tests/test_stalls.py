@@ -7,7 +7,7 @@ own periodic check, is in test_worker_loss.py."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from tests.audio_factory import make_library
 from tests.catalogue import forget_library
@@ -57,7 +57,8 @@ def test_a_stalled_scan_gets_its_lost_message_again(stack, db_session_factory, s
     with db_session_factory() as session, session.begin():
         # Queued: as `soniquebay scan` makes it, before its message. Running: as scan_directory_parallel leaves
         # it, before its send.
-        scan = Scan(root=root, status="queued" if lost == "the scan's start" else "running")
+        scan = (Scan(root=root, status="queued") if lost == "the scan's start"
+                else Scan(root=root, status="running", started_at=func.now()))
         session.add(scan)
         session.flush()
         if scan.status == "running":
