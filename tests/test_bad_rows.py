@@ -13,25 +13,37 @@ from tests.test_idempotence import _payload, _records, stage
 
 
 def test_a_row_postgresql_refuses_does_not_sink_its_batch(stack, db_session_factory, running_scan, library_root):
-    from worker_app.db.models import ScanFailure, ScanUnit
-    from worker_app.pipeline.insert import insert_batch_direct
+    """One track of a batch holds what PostgreSQL refuses: the others are written, the refused one is recorded as a
+    passing failure, and the row an earlier scan catalogued for it stays as it was."""
+    from worker_app.db.models import ScanFailure, ScanFolder, ScanUnit
+    from worker_app.pipeline.insert import insert_batch_direct, insert_tracks_batch
 
     album = f"{library_root}/bad-rows/album"  # the insert stage takes only names under the library roots
+    insert_tracks_batch.apply_async((_payload(album),), ignore_result=False).get(timeout=60)  # an earlier scan's
     payload = _payload(album)
+    os.makedirs(album)
+    for track in payload["tracks"]:  # the files as they are now: changed since, so the insert stage believes it
+        with open(track["path"], "wb") as changed:
+            changed.write(b"retagged")
+        track["title"] += " (retagged)"
     payload["tracks"][1]["track_number"] = 10**9  # beyond the smallint column: PostgreSQL refuses the row
     scan_id = running_scan(f"{library_root}/bad-rows", {"c/b0": "extract"})
+    with db_session_factory() as session, session.begin():
+        session.add(ScanFolder(scan_id=scan_id, folder=album))  # as its scan stage listed it
     stage(db_session_factory, scan_id, "c/b0", payload)
     insert_batch_direct.apply_async((scan_id, "c/b0"), ignore_result=False).get(timeout=60)
+    stack.wait_for_scan(scan_id)
 
     with db_session_factory() as session:
-        catalogued = {p for p in tracks_by_path(session) if p.startswith(f"{album}/")}
-        failures = session.execute(select(ScanFailure.path, ScanFailure.stage, ScanFailure.reason)
-                                   .where(ScanFailure.scan_id == scan_id)).all()
+        titles = {p: track["title"] for p, track in tracks_by_path(session).items() if p.startswith(f"{album}/")}
+        failures = session.execute(select(ScanFailure.path, ScanFailure.stage, ScanFailure.kind, ScanFailure.reason)
+                                   .where(ScanFailure.scan_id == scan_id, ScanFailure.stage == "insert")).all()
         unit = session.execute(select(ScanUnit).where(ScanUnit.scan_id == scan_id, ScanUnit.key == "c/b0")
                                ).scalar_one()
-    assert catalogued == {f"{album}/01.flac", f"{album}/03.flac"}
-    assert [(p, s) for p, s, _ in failures] == [(f"{album}/02.flac", "insert")]
-    assert "out of range" in failures[0][2]
+    assert titles == {f"{album}/01.flac": "Song 1 (retagged)", f"{album}/02.flac": "Song 2",
+                      f"{album}/03.flac": "Song 3 (retagged)"}
+    assert [(p, s, k) for p, s, k, _ in failures] == [(f"{album}/02.flac", "insert", "passing")]
+    assert "out of range" in failures[0][3]
     assert (unit.state, unit.inserted, unit.failed) == ("done", 2, 1)
 
 

@@ -7,9 +7,10 @@ process. Sending the rows as bound parameters instead (an executemany, which SQL
 made psycopg2 quote every value of every row, which cost the insert worker half of its CPU (bench/README.md).
 
 A row that PostgreSQL refuses does not sink its batch: the batch is written again track by track, each in a
-savepoint, and the refused track is recorded as failed. Only an error a single row causes (a data exception, a
-constraint) is handled so: one that would hit every row (a missing privilege or column, a read-only or full
-database) is a passing error of the whole unit, retried, and deletes nothing.
+savepoint, and the refused track is recorded as a passing failure (the catalogue keeps the row it had). Only an
+error a single row causes (a data exception, a constraint) is handled so: one that would hit every row (a missing
+privilege or column, a read-only or full database) is a passing error of the whole unit, retried, and deletes
+nothing.
 
 Within a scan the payload and its pictures come from the unit's staged row (pipeline/staging.py), which goes in the
 transaction that closes the unit: the insert message carries the unit's key only.
@@ -38,6 +39,7 @@ from worker_app.metadata.record import TrackRecord
 from worker_app.paths import db_path
 from worker_app.pipeline.batch import payload_of
 from worker_app.pipeline.ledger import (
+    PASSING,
     VERDICT,
     Failure,
     Unit,
@@ -308,8 +310,11 @@ def _write_unit(session: Session, scan_id: int, key: str, payload: dict[str, Any
             except Exception as row_error:
                 if not is_row_error(row_error):
                     raise
+                # Passing, not a verdict: the file may be sound and the record a fault of the extractor's (it
+                # bounds what it writes), so the track the catalogue holds stays, and the next scan tries again.
                 failures.append(Failure(track["path"], "insert",
-                                        f"refused by PostgreSQL: {getattr(row_error, 'orig', row_error)}"))
+                                        f"refused by PostgreSQL: {getattr(row_error, 'orig', row_error)}",
+                                        kind=PASSING))
     # A file whose content is no longer audio leaves the catalogue with its stale row; a passing error (a
     # permission, an I/O error, a time limit) leaves the row as it is. One that reads again is no longer a
     # known failure.
