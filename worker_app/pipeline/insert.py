@@ -129,7 +129,12 @@ def upsert_covers(session: Session, covers: list[dict[str, Any]]) -> dict[str, i
 
 def upsert_artists(session: Session, artists: list[dict[str, Any]]) -> dict[str, int]:
     """Ids by natural key."""
-    return {key: artist_id for key, (artist_id, _) in _upsert_artists(session, artists).items()}
+    return _ids(_upsert_artists(session, artists))
+
+
+def _ids(stored: dict[str, tuple[int, str]]) -> dict[str, int]:
+    """The ids of (id, name as stored) by natural key."""
+    return {key: row_id for key, (row_id, _) in stored.items()}
 
 
 def _upsert_artists(session: Session, artists: list[dict[str, Any]]) -> dict[str, tuple[int, str]]:
@@ -181,7 +186,7 @@ def upsert_tracks(session: Session, scan_id: int | None, tracks: list[dict[str, 
     """``artists`` and ``albums``: (id, name or title as stored) by natural key."""
     if not tracks:
         return {}
-    artist_ids = {key: artist_id for key, (artist_id, _) in artists.items()}
+    artist_ids = _ids(artists)
     rows = []
     for track in tracks:
         path, path_bytes = db_path(track["path"])
@@ -222,7 +227,7 @@ def write_payload(session: Session, scan_id: int | None, payload: dict[str, Any]
     if cover_ids is None:
         cover_ids = upsert_covers(session, payload["covers"])
     artists = _upsert_artists(session, payload["artists"])
-    album_ids = upsert_albums(session, payload["albums"], {key: artist_id for key, (artist_id, _) in artists.items()})
+    album_ids = upsert_albums(session, payload["albums"], _ids(artists))
     # An album takes the title of its latest tracks (_ALBUMS_UPSERT): the payload's is the one stored now.
     albums = {a["key"]: (album_ids[a["key"]], a["title"]) for a in payload["albums"]}
     return upsert_tracks(session, scan_id, payload["tracks"], artists, albums, cover_ids)
