@@ -307,3 +307,35 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{row.get('rows_examined', 0):>9} rows  [{row['location']}]\n      {scans}{flags}"
               + (f"\n      triggers: {'; '.join(row['triggers'])}" if row.get("triggers") else "")
               + (f"\n      ERROR {row['error']}" if row.get("error") else ""))
+
+
+def _short_scan(scan: str) -> str:
+    """A scan node as the bench README's table spells it: "Index on tracks using ix (200)"."""
+    return re.sub(r"^(Index Only|Index|Bitmap Heap|Bitmap Index) Scan", r"\1", scan).replace(
+        "Bitmap Index on ", "Bitmap Index using ")
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The statements as bench/README.md's table: one line each, its function named once per group."""
+    lines = ["| function | statement | where (worker_app/) | plan (scan nodes, rows each) | rows | ms |",
+             "|---|---|---|---|---|---|"]
+    function = None
+    for row in rows:
+        named = row["function"] if row["function"] != function else "″"
+        function = row["function"]
+        words = " ".join(row["statement"].split()[:5])
+        where = row["location"].split(" ")[0].removeprefix("worker_app/")
+        plan = "; ".join(_short_scan(scan) for scan in row.get("scans", [])) or row.get("top", "")
+        if row.get("flags"):
+            plan += f" **{', '.join(row['flags'])}**"
+        ms = f"{row['ms']:.2f}" if "ms" in row else "-"
+        lines.append(f"| {named} | `{words}` | {where} | {plan} | {row.get('rows_examined', 0)} | {ms} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    # python -m bench.catalogue_statements RESULT.json: the table of a `bench/run catalogue --section pipeline` run.
+    import json
+    import sys
+
+    print(markdown_table(json.loads(Path(sys.argv[1]).read_text())["pipeline_statements"]))
