@@ -58,9 +58,13 @@ def test_a_frozen_client_holding_the_scan_row_does_not_stall_the_others(stack, d
         with db_session_factory() as session:
             states = dict(session.execute(
                 select(ScanUnit.key, ScanUnit.state).where(ScanUnit.scan_id == scan_id)).all())
-            backends = session.execute(text("SELECT pid FROM pg_stat_activity")).scalars().all()
         assert states == {"c.0": "pending", "c.1": "done"}
-        assert backend_pid not in backends
+
+        def backend_gone() -> bool:  # its locks go at its abort, its process a moment later: a fresh look each time
+            with db_session_factory() as session:
+                return backend_pid not in session.execute(text("SELECT pid FROM pg_stat_activity")).scalars().all()
+
+        wait_for(backend_gone, 10, f"backend {backend_pid} to exit", interval=0.1)
 
         # Woken up, the client learns its transaction is gone: its commit fails, it does not believe it succeeded.
         client.send_signal(signal.SIGCONT)
