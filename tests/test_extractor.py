@@ -241,7 +241,9 @@ def test_the_json_scan_never_misses_a_value_storable_would_change(value):
     nothing needs it: a miss would send a NUL or a lone surrogate to PostgreSQL."""
     import json
 
-    for text in (json.dumps(value), json.dumps(value, ensure_ascii=False)):
+    from worker_app.db import json_text
+
+    for text in (json.dumps(value), json.dumps(value, ensure_ascii=False), json_text.dumps(value)):
         staged = json.loads(text)  # what the batch stage cleans (an escaped surrogate pair is one character then)
         if cleaning.storable(staged) != staged:
             assert cleaning.json_may_hold_unstorable(text)

@@ -12,6 +12,7 @@ from sqlalchemy import CursorResult, Engine, Result, create_engine, event, exc
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from worker_app.db import json_text
 from worker_app.db.duty import database_url
 from worker_app.settings import get_settings
 
@@ -32,6 +33,7 @@ def get_engine() -> Engine:
         _engine_url = url
         _engine = create_engine(
             url, pool_size=2, max_overflow=2, future=True,
+            json_serializer=json_text.dumps, json_deserializer=json_text.loads,
             connect_args=_connect_args(settings.db_idle_transaction_timeout),
         )
         _ping_after_idle(_engine)

@@ -2,7 +2,7 @@
 (``INSERT ... ON CONFLICT``), so a batch delivered twice leaves the catalogue as once.
 
 Each table's rows go in one statement: ``INSERT ... SELECT`` from ``jsonb_to_recordset`` of one JSON array, so the
-client serialises a batch with one ``json.dumps`` and PostgreSQL parses it once; the statement is built once per
+client serialises a batch once (``db/json_text.py``) and PostgreSQL parses it once; the statement is built once per
 process. Sending the rows as bound parameters instead (an executemany, which SQLAlchemy turns into multi-row VALUES)
 made psycopg2 quote every value of every row, which cost the insert worker half of its CPU (bench/README.md).
 

@@ -15,7 +15,6 @@ that ended without inserting them, and pictures no unit uses any more (``prune_s
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
@@ -25,6 +24,7 @@ from sqlalchemy import delete, exists, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from worker_app.db import json_text
 from worker_app.db.models import Cover, Scan, StagedCover, StagedUnit
 from worker_app.db.session import rowcount, transaction
 from worker_app.metadata.cleaning import json_may_hold_unstorable
@@ -61,7 +61,7 @@ def stage_extracted(session: Session, scan_id: int, key: str, records: list[dict
     by a redelivery of the extract stage (the batch stage's payload, if any, goes with the old records)."""
     shas = sorted(covers)
     stage_covers(session, covers)
-    statement = insert(StagedUnit).values(scan_id=scan_id, key=key, records=json.dumps([records, failures]),
+    statement = insert(StagedUnit).values(scan_id=scan_id, key=key, records=json_text.dumps([records, failures]),
                                           payload=None, cover_shas=shas)
     session.execute(statement.on_conflict_do_update(
         index_elements=["scan_id", "key"],
@@ -84,7 +84,7 @@ def read_extracted(session: Session, scan_id: int, key: str) -> Extracted | None
                            ).scalar()
     if body is None:
         return None
-    records, failures = json.loads(body)
+    records, failures = json_text.loads(body)
     return Extracted(records, failures, not json_may_hold_unstorable(body))
 
 
@@ -92,7 +92,7 @@ def stage_payload(session: Session, scan_id: int, key: str, payload: dict[str, A
     """Keep the insert stage's payload beside the records; False when the unit's row is gone."""
     return session.execute(
         update(StagedUnit).where(StagedUnit.scan_id == scan_id, StagedUnit.key == key)
-        .values(payload=json.dumps(payload)).returning(StagedUnit.key)
+        .values(payload=json_text.dumps(payload)).returning(StagedUnit.key)
     ).first() is not None
 
 
@@ -105,7 +105,7 @@ def take_payload(session: Session, scan_id: int, key: str) -> tuple[dict[str, An
     ).first()
     if row is None:
         return None, False
-    return (json.loads(row.payload) if row.payload is not None else None), True
+    return (json_text.loads(row.payload) if row.payload is not None else None), True
 
 
 def claim_covers(session: Session, shas: list[str], keep_staged: bool = False) -> dict[str, int]:
