@@ -40,8 +40,9 @@ def _closure(names: list[str]) -> set[str]:
 
 
 def test_every_runtime_dependency_is_pinned_and_in_the_licence_table():
-    pinned = {_canonical(name) for name in _pinned()}
-    unpinned = sorted(_closure(_pinned()) - pinned)
+    names = _pinned()
+    pinned = {_canonical(name) for name in names}
+    unpinned = sorted(_closure(names) - pinned)
     assert not unpinned, f"installed for the workers, not pinned in requirements.txt: {unpinned}"
     table = _canonical(_licence_table())
     missing = sorted(name for name in pinned if name not in table)

@@ -34,8 +34,8 @@ _DECIBELS = re.compile(r"^\s*([+-]?\s*(?:\d+(?:[.,]\d*)?|[.,]\d+))\s*(?:db)?\s*$
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # NUL or a lone surrogate as JSON escapes (json.dumps writes every non-ASCII character so; db/json_text.py falls
-# back to it for a lone surrogate, and writes NUL as \u0000 too): a high surrogate not
-# followed by a low one, a low one not preceded by a high one (json.loads makes a pair one character, an emoji).
+# back to it for a lone surrogate, and writes NUL as \u0000 too): a high surrogate not followed by a low one, a low
+# one not preceded by a high one (json.loads makes a pair one character, an emoji).
 # It starts with the literal \u so that the scan is a fast search for it: 0.15 ms over a unit's records, where the
 # same alternatives each with its own \u took 6.
 _UNSTORABLE_ESCAPED = re.compile(r"\\u(?:0000|d[89ab][0-9a-f]{2}(?!\\ud[c-f])|(?<!\\ud[89ab][0-9a-f]{2}\\u)d[c-f])",
@@ -120,14 +120,11 @@ def clean_text(value: str, key: str, warnings: list[str], max_bytes: int | None 
     if "\x00" in value:
         value = value.replace("\x00", "")
         warnings.append(f"NUL removed from {key}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
+    if not _encodes(value):
         value = _SURROGATES.sub("\ufffd", value)
         warnings.append(f"invalid UTF-8 replaced in {key}")
-    else:
-        if "\ufffd" in value:
-            warnings.append(f"invalid UTF-8 replaced in {key}")
+    elif "\ufffd" in value:
+        warnings.append(f"invalid UTF-8 replaced in {key}")
     stripped = value.strip()
     if not stripped:
         return None
