@@ -37,7 +37,9 @@ from worker_app.limits import QUEUES
 
 pytestmark = pytest.mark.timeout(1500)
 
-N_FILES = 4000
+# Sized so that the scan outlasts the first round (every kind once) by a wide margin: at 4,000 files the scan ended
+# about 3 s after the first round's last fault, and a slower draw left a kind out.
+N_FILES = 10000
 MAX_FAULTS = 12
 KINDS = ("worker child", "whole worker", "broker", "result redis", "postgresql")
 PROGRAMS = QUEUES  # one supervisor program per queue
@@ -65,19 +67,27 @@ class Chaos:
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.started = time.monotonic()
+        self.first_round_seconds: float | None = None
 
     def run(self) -> None:
-        # Every kind once, in a drawn order, then drawn kinds (worker children twice as likely).
-        plan = self.rng.sample(KINDS, len(KINDS)) + [
-            self.rng.choice(KINDS + ("worker child",)) for _ in range(MAX_FAULTS - len(KINDS))]
+        # Every kind once, in a drawn order and close together, so that each one lands while the scan is under way;
+        # then drawn kinds (worker children twice as likely) at a slower pace until the scan ends.
+        first_round = self.rng.sample(KINDS, len(KINDS))
+        rest = [self.rng.choice(KINDS + ("worker child",)) for _ in range(MAX_FAULTS - len(KINDS))]
         try:
-            for kind in plan:
-                if self.stop.wait(self.rng.uniform(1.0, 3.0)):
+            for index, kind in enumerate(first_round + rest):
+                pause = self.rng.uniform(0.3, 1.0) if index < len(first_round) else self.rng.uniform(1.0, 3.0)
+                if self.stop.wait(pause):
                     return
-                self.events.append((round(time.monotonic() - self.started, 1), self.apply(kind)))
+                self.events.append((self.elapsed(), self.apply(kind)))
                 self.kinds.append(kind)
+                if index == len(first_round) - 1:
+                    self.first_round_seconds = self.elapsed()
         except BaseException as error:  # noqa: BLE001 - reported by the test
             self.error = error
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self.started, 1)
 
     def apply(self, kind: str) -> str:
         stack, rng = self.stack, self.rng
@@ -130,10 +140,11 @@ def test_a_long_scan_under_seeded_chaos(chaos, request):
         thread.start()
         try:
             summary = finish(stack, process, 1300)
+            scan_seconds = chaos_run.elapsed()
         finally:
             chaos_run.stop.set()
             thread.join(120)
-    report = f"seed {seed}: faults {chaos_run.events}"
+    report = f"seed {seed}: scan ended {scan_seconds} s into the chaos, faults {chaos_run.events}"
     assert chaos_run.error is None, f"{report}: the chaos thread failed: {chaos_run.error!r}"
     assert set(chaos_run.kinds) == set(KINDS), f"{report}: the scan ended before every kind of fault"
     engine.dispose()
@@ -154,4 +165,5 @@ def test_a_long_scan_under_seeded_chaos(chaos, request):
     kinds = {kind: chaos_run.kinds.count(kind) for kind in KINDS}
     record(f"chaos, seed {seed}", injected=len(chaos_run.events), kinds=kinds, completed=1, lost_tracks=0,
            duplicates=0, unit_failures=0, seconds=round(took.seconds, 1), files=N_FILES,
+           first_round_seconds=chaos_run.first_round_seconds, scan_seconds_under_chaos=scan_seconds,
            events=chaos_run.events)
