@@ -165,7 +165,7 @@ def cleanup_orphans() -> dict[str, int]:
         return delete_orphans(session, everywhere=True)
 
 
-def sweep_vanished_folders(session: Session, scan_id: int, root: str, started_at: datetime | None,
+def sweep_vanished_folders(session: Session, scan_id: int, root: str, started_at: datetime,
                            model: type[Track] | type[FailedFile] = Track) -> tuple[int, list[Failure]]:
     """Delete the rows of ``model`` (tracks, or known failures) under the scanned root whose folder the scan did
     not find, unless the folder sits under one the scan could not read (its files may well still be there), or the
@@ -177,7 +177,7 @@ def sweep_vanished_folders(session: Session, scan_id: int, root: str, started_at
     unreadable = aliased(ScanFolder)
     prefix = root.rstrip("/") + "/"
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    newer = [model.updated_at < started_at] if model is Track and started_at is not None else []
+    newer = [model.updated_at < started_at] if model is Track else []
     vanished = [
         *newer,
         or_(model.folder == root, model.path.like(escaped + "%", escape="\\")),
@@ -228,8 +228,11 @@ def cleanup_finish_scan(self: PipelineTask, scan_id: int) -> dict[str, Any]:
         # disabling nested loops adds would otherwise make PostgreSQL spend 0.2 s compiling this statement.)
         session.execute(text("SET LOCAL enable_nestloop = off"))
         session.execute(text("SET LOCAL jit = off"))
-        swept, kept_folders = sweep_vanished_folders(session, scan_id, scan.root, scan.started_at)
-        sweep_vanished_folders(session, scan_id, scan.root, scan.started_at, FailedFile)
+        # A scan leaves the queue with its start time set; were one finalizing without it, the time it was asked
+        # for is the safe bound: earlier still, so the sweep could only keep more tracks, never take a newer one.
+        began = scan.started_at or scan.requested_at
+        swept, kept_folders = sweep_vanished_folders(session, scan_id, scan.root, began)
+        sweep_vanished_folders(session, scan_id, scan.root, began, FailedFile)
         record_failures(session, scan_id, kept_folders)
         session.execute(text("RESET enable_nestloop"))
         session.execute(text("RESET jit"))
