@@ -676,19 +676,43 @@ def _is_file(path: str) -> bool:
               help="First give the similarity sketch to stored vectors that lack it (written by a worker of a "
                    "release before it), so that `similar` finds their tracks. Writes as the catalogue's "
                    "database role: run it on an insert or deferred host.")
-def analysis(scan_id: int | None, as_json: bool, fill_sketches: bool) -> None:
+@click.option("--queue-backlog", "queue_limit", type=click.IntRange(min=1), metavar="N",
+              help="First queue the analysis of up to N tracks of the backlog, oldest first, on the extract "
+                   "workers (after every waiting tag read). A scan analyses only the files it finds new or "
+                   "changed: this is how tracks catalogued while analysis was off, analysed by an older version, "
+                   "or stopped by a passing error get their features. Queue about what the extract workers do in "
+                   "a few hours, and again once `backlog` has come down: tracks still queued are counted in it.")
+@click.option("--under", "folder", type=click.Path(), metavar="FOLDER",
+              help="With --queue-backlog: only tracks under FOLDER (a library root, or a folder inside one).")
+def analysis(scan_id: int | None, as_json: bool, fill_sketches: bool, queue_limit: int | None,
+             folder: str | None) -> None:
     """The audio analysis backlog (tracks not yet analysed for their current file), the tracks analysed and
     failed at the current analysis version, the rate over the last 10 minutes, the vectors without a sketch
     (`similar` cannot find those tracks: --fill-sketches), and for SCAN_ID (the latest scan by default) how many of
     its tracks were analysed and how many failed."""
+    import os
+
     from worker_app.db.session import transaction
     from worker_app.pipeline.analysis import (
         analysis_status,
+        backlog_batches,
+        extract_audio_features_batch,
         fill_missing_sketches,
         scan_analysis,
         vectors_without_sketch,
     )
+    from worker_app.settings import get_settings
 
+    queued = None
+    if queue_limit is not None:
+        queued = 0
+        try:
+            under = os.path.abspath(folder) if folder is not None else None
+            for ids in backlog_batches(queue_limit, get_settings().batch_size, under):
+                extract_audio_features_batch.delay(None, None, ids)
+                queued += len(ids)
+        except Exception as error:  # the broker cannot be reached: say so, with what was queued before
+            _fail(f"queued {queued} tracks, then could not reach the broker: {type(error).__name__}: {error}", 3)
     filled = None
     if fill_sketches:
         _connect_as("catalogue")  # it writes track_vectors, which only the catalogue's role may (an insert host's)
@@ -699,6 +723,8 @@ def analysis(scan_id: int | None, as_json: bool, fill_sketches: bool) -> None:
         figures["vectors_without_sketch"] = vectors_without_sketch(session)
     if filled is not None:
         figures["sketches_filled"] = filled
+    if queued is not None:
+        figures["queued"] = queued
     scan_id = scan_id or _latest_scan_id()
     with transaction() as session:
         figures["scan"] = scan_analysis(session, scan_id)
@@ -706,8 +732,8 @@ def analysis(scan_id: int | None, as_json: bool, fill_sketches: bool) -> None:
         click.echo(json.dumps(figures))
         return
     table = Table(show_header=False, box=None)
-    for key in ("tracks", "backlog", "analysed", "failed", "vectors", "vectors_without_sketch", "sketches_filled",
-                "rate_per_minute", "analysis_version"):
+    for key in ("tracks", "backlog", "queued", "analysed", "failed", "vectors", "vectors_without_sketch",
+                "sketches_filled", "rate_per_minute", "analysis_version"):
         if key in figures:
             table.add_row(key.replace("_", " "), str(figures[key]))
     scan = figures["scan"]

@@ -44,11 +44,13 @@ CHUNK_SECONDS = 1.0  # a multiple of the 100 ms loudness block, so blocks never 
 
 
 class DecodeError(Exception):
-    """The file cannot be decoded; ``reason`` says why, for the failure record."""
+    """The file cannot be decoded; ``reason`` says why, for the failure record. ``passing``: the cause is the
+    moment or the host (a time limit, no ffmpeg), not the file, so it must not be remembered as the file's verdict."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, passing: bool = False):
         super().__init__(reason)
         self.reason = reason
+        self.passing = passing
 
 
 @dataclass
@@ -61,7 +63,7 @@ class DecodeStats:
 def ffmpeg_binary() -> str:
     found = shutil.which("ffmpeg")
     if found is None:
-        raise DecodeError("ffmpeg is not installed (apt install ffmpeg)")
+        raise DecodeError("ffmpeg is not installed (apt install ffmpeg)", passing=True)
     return found
 
 
@@ -113,7 +115,7 @@ def _stream_soundfile(handle: Any, *, time_limit: float, max_seconds: float,
     try:
         while frames_total < limit_frames:
             if time.monotonic() > deadline:
-                raise DecodeError(f"decoding took longer than {time_limit:g} s")
+                raise DecodeError(f"decoding took longer than {time_limit:g} s", passing=True)
             chunk = numpy.empty((min(chunk_frames, limit_frames - frames_total), handle.channels), dtype=numpy.float32)
             try:
                 frames = len(handle.read(out=chunk))
@@ -197,7 +199,7 @@ def _stream_ffmpeg(path: str | bytes, channels: int | None, *, time_limit: float
     stats.seconds = frames_total / DECODE_RATE
     stats.truncated = stats.seconds >= max_seconds - 0.01
     if timed_out.is_set():
-        raise DecodeError(f"decoding took longer than {time_limit:g} s")
+        raise DecodeError(f"decoding took longer than {time_limit:g} s", passing=True)
     if returncode != 0:
         message = b"".join(errors).decode("utf-8", "replace").strip().splitlines()
         raise DecodeError(f"ffmpeg could not decode it: {message[-1] if message else f'exit code {returncode}'}")

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy import text as text_sql
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
@@ -31,8 +33,18 @@ from worker_app.celery_app import app
 from worker_app.db.models import AudioFeatures, Track, TrackVector, table_of
 from worker_app.db.session import rowcount, transaction
 from worker_app.limits import ANALYSE, DEFERRED
-from worker_app.paths import PathRefused, check_task_path
-from worker_app.pipeline.ledger import Failure, Unit, complete_unit, record_failures, register_units, send_after_commit
+from worker_app.paths import PathRefused, check_task_path, display_path
+from worker_app.pipeline.crash_hook import install_read_faults
+from worker_app.pipeline.ledger import (
+    PASSING,
+    VERDICT,
+    Failure,
+    Unit,
+    complete_unit,
+    record_failures,
+    register_units,
+    send_after_commit,
+)
 from worker_app.pipeline.unit_task import UnitTask
 from worker_app.settings import get_settings
 
@@ -99,27 +111,37 @@ def store_features(session: Session, rows: list[dict[str, Any]]) -> None:
     ))
 
 
-def analyse_track(track: Track) -> tuple[dict[str, Any] | None, str | None]:
-    """(features, None) or (None, reason). A track whose file is not under the library roots is not opened: its row
-    may come from a forged insert message (the insert stage opens no file, so it checks no name)."""
+def analyse_track(track: Track) -> tuple[dict[str, Any] | None, str | None, str]:
+    """(features, None, VERDICT), or (None, reason, kind): a verdict on the file (it does not decode) is stored as
+    its analysis; a passing error (a permission, an I/O error, a time limit) is not, so the track stays in the
+    backlog and is analysed again (`soniquebay analysis --queue-backlog`, or the next scan that finds it changed).
+    A track whose file is not under the library roots is not opened: its row may come from a forged insert message
+    (the insert stage opens no file, so it checks no name)."""
+    name = file_path(track.path, track.path_bytes)
     try:
-        check_task_path(file_path(track.path, track.path_bytes), get_settings().library_roots)
+        check_task_path(name, get_settings().library_roots)
     except PathRefused as refusal:
         log.warning("analysis refused to open track %s: %s", track.id, refusal)
-        return None, f"refused: {refusal}"
+        return None, f"refused: {refusal}", VERDICT
     try:
-        return analyse(file_path(track.path, track.path_bytes), channels=track.channels,
-                       duration=track.duration_seconds, time_limit=per_file_time_limit()), None
+        # ffmpeg reports a file it cannot open as one it cannot decode: opening it here first tells them apart.
+        with open(name, "rb") as handle:
+            handle.read(1)
+        return analyse(name, channels=track.channels, duration=track.duration_seconds,
+                       time_limit=per_file_time_limit()), None, VERDICT
     except DecodeError as error:
-        return None, error.reason
-    except (OSError, ValueError, MemoryError) as error:
-        return None, f"analysis failed: {type(error).__name__}: {error}"
+        return None, error.reason, PASSING if error.passing else VERDICT
+    except (OSError, MemoryError) as error:
+        return None, f"analysis failed: {type(error).__name__}: {error}", PASSING
+    except ValueError as error:
+        return None, f"analysis failed: {type(error).__name__}: {error}", VERDICT
 
 
 @app.task(name="extract_audio_features_batch", base=AnalysisTask, bind=True, acks_late=True, **ANALYSE.options)
 def extract_audio_features_batch(self: AnalysisTask, scan_id: int | None, key: str | None, track_ids: list[int],
                                  force: bool = False) -> dict[str, Any]:
     """Measure the tracks ``track_ids`` that need it and store their features; then have them vectorised."""
+    install_read_faults(sys.modules[__name__])
     started = time.monotonic()
     budget = (self.soft_time_limit or ANALYSE.options["soft_time_limit"]) * BATCH_TIME_SHARE
     with transaction() as session:
@@ -129,10 +151,11 @@ def extract_audio_features_batch(self: AnalysisTask, scan_id: int | None, key: s
         if index and time.monotonic() - started > budget:  # at least one file per delivery: always progress
             left = [t.id for t in todo[index:]]
             break
-        features, error = analyse_track(track)
-        rows.append(features_row(track, features, error))
+        features, error, kind = analyse_track(track)
+        if kind == VERDICT:
+            rows.append(features_row(track, features, error))
         if error:
-            failures.append(Failure(track.path, "analysis", error))
+            failures.append(Failure(track.path, "analysis", error, kind=kind))
     analysed = [row["track_id"] for row in rows if row["error"] is None]
     follow_ups = []
     with transaction() as session:
@@ -360,6 +383,27 @@ def vectors_without_sketch(session: Session) -> int:
 
 def _cube(values: list[float]) -> str:
     return "(" + ", ".join(repr(float(v)) for v in values) + ")"
+
+
+def backlog_batches(limit: int, batch_size: int, folder: str | None = None) -> Iterator[list[int]]:
+    """The ids of up to ``limit`` tracks of the backlog (no features at this version for their current file: never
+    analysed, analysed by an older version, changed since, or last tried when a passing error stopped it), those
+    under ``folder`` only if given, in id order, ``batch_size`` at a time, each batch read in a short transaction
+    of its own."""
+    where = [or_(AudioFeatures.track_id.is_(None), AudioFeatures.analysis_version != ANALYSIS_VERSION,
+                 AudioFeatures.size_bytes != Track.size_bytes, AudioFeatures.mtime != Track.mtime)]
+    if folder is not None:
+        where.append(func.starts_with(Track.path, display_path(folder).rstrip("/") + "/"))
+    after, left = 0, limit
+    while left > 0:
+        with transaction() as session:
+            ids = list(session.scalars(
+                select(Track.id).outerjoin(AudioFeatures, AudioFeatures.track_id == Track.id)
+                .where(Track.id > after, *where).order_by(Track.id).limit(min(batch_size, left))))
+        if not ids:
+            return
+        yield ids
+        after, left = ids[-1], left - len(ids)
 
 
 def analysis_status(session: Session, window_minutes: int = 10) -> dict[str, Any]:

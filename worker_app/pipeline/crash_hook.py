@@ -10,9 +10,9 @@ would, to prove that the scan survives it.
   same, after its work committed and its messages went (before the broker hears it is done);
   ``hold PATH``: the extractor waits before reading PATH for as long as the line is there (at most a minute), so
   that a test can keep a scan open;
-  ``read FAULT PATH``: opening PATH to read its tags fails with EIO or ESTALE, takes longer than the per-file time
-  limit (slow), or kills the worker (exit), for as long as the line is there. The extractor's own ``open`` is
-  replaced (``install_read_faults``), so its own error handling is what the tests see.
+  ``read FAULT PATH``: opening PATH to read its tags or its audio fails with EIO or ESTALE, takes longer than the
+  per-file time limit (slow), or kills the worker (exit), for as long as the line is there. The extractor's and the
+  analysis's own ``open`` is replaced (``install_read_faults``), so their own error handling is what the tests see.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import errno
 import fcntl
 import os
 import time
+from types import ModuleType
 from typing import Any
 
 from worker_app.settings import get_settings
@@ -67,13 +68,9 @@ def crash_if_planned(step: str) -> None:
     os._exit(70)
 
 
-def install_read_faults() -> None:
-    """Make the extractor's file opening fail as planned (see above)."""
-    if not get_settings().test_crash_plan:
-        return
-    from worker_app.metadata import reader
-
-    if getattr(reader, "open", None) is not None:
+def install_read_faults(module: ModuleType) -> None:
+    """Make the file opening of ``module`` (the tag reader's, the analysis's) fail as planned (see above)."""
+    if not get_settings().test_crash_plan or getattr(module, "open", None) is not None:
         return
     real_open = open
 
@@ -91,8 +88,8 @@ def install_read_faults() -> None:
                     os._exit(70)
         return real_open(path, *args, **kwargs)
 
-    # A module global named open shadows the builtin inside the reader: mypy knows no such attribute.
-    reader.open = planned_open  # type: ignore[attr-defined]
+    # A module global named open shadows the builtin inside the module.
+    module.open = planned_open  # type: ignore[attr-defined]
 
 
 def hold_if_planned(path: str) -> None:

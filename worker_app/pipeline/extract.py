@@ -52,9 +52,10 @@ class ExtractTask(UnitTask):
           **EXTRACT.options)
 def extract_metadata_batch(self: ExtractTask, scan_id: int, key: str, files: list[Any],
                            folder_covers: dict[str, str]) -> dict[str, Any]:
+    from worker_app.metadata import reader
     from worker_app.pipeline.batch import BATCH_STAGE, batch_entities
 
-    install_read_faults()
+    install_read_faults(reader)
     kept, refused = self.refuse_outside_roots([entry[0] for entry in files] + list(folder_covers.values()))
     files = [entry for entry in files if entry[0] in kept]
     folder_covers = {folder: cover for folder, cover in folder_covers.items() if cover in kept}
