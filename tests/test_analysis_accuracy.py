@@ -134,6 +134,33 @@ def test_a_file_ffmpeg_cannot_decode_fails_with_a_reason(tmp_path):
     assert raised.value.reason
 
 
+def test_a_read_that_fails_is_a_passing_error_even_mid_file(tmp_path):
+    """A disk or a share failing a read says nothing of the file: the error is passing (not stored as the file's
+    analysis). Mid-file, ffmpeg ends with status 0 after writing the audio it read before the failure: features of
+    that part must not pass for the file's. The failing read is real: ffmpeg's concat protocol reads half a FLAC,
+    then /proc/self/mem at offset 0, where no page is mapped (EIO)."""
+    whole = write(drum_track(120, 20, seed=3251), tmp_path / "whole.flac")
+    half = tmp_path / "half.flac"
+    half.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    unreadable = tmp_path / "unreadable.flac"
+    unreadable.symlink_to("/proc/self/mem")
+    with pytest.raises(OSError):
+        unreadable.read_bytes()
+    # The half alone is a truncated file: it decodes, shorter (a verdict on the content, not an error).
+    decoded = sum(len(chunk) for chunk in stream_pcm(str(half), 2, time_limit=60, max_seconds=1e6))
+    assert 0 < decoded < 20 * RATE
+    for name in (f"concat:{half}|{unreadable}", str(unreadable)):
+        with pytest.raises(DecodeError) as raised:
+            list(stream_pcm(name, 2, time_limit=60, max_seconds=1e6))
+        assert raised.value.passing, raised.value.reason
+        assert "Input/output error" in raised.value.reason
+    not_audio = tmp_path / "not-audio.flac"
+    not_audio.write_bytes(b"x" * 4096)
+    with pytest.raises(DecodeError) as raised:
+        list(stream_pcm(str(not_audio), 2, time_limit=60, max_seconds=1e6))
+    assert not raised.value.passing, raised.value.reason
+
+
 def test_decoding_is_bounded_by_its_time_limit(tmp_path):
     path = write(drum_track(120, 30, seed=3201), tmp_path / "long.flac")
     with pytest.raises(DecodeError, match="longer than"):

@@ -23,6 +23,7 @@ one ffmpeg thread.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import io
 import os
@@ -41,6 +42,15 @@ DECODE_RATE = 44_100
 ANALYSIS_RATE = 22_050
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 CHUNK_SECONDS = 1.0  # a multiple of the 100 ms loudness block, so blocks never straddle two chunks
+# Errors of the moment or the host, not of the file (a disk or a network share failing a read, a permission, memory):
+# a decoder that meets one says so in the C library's words (ffmpeg's av_strerror, libsndfile's "System error").
+# ffmpeg words some of its own verdicts with errno names too (EINVAL, ENOSYS, EDOM), so the list names the passing
+# ones rather than taking every errno but EINVAL as the tag reader does.
+PASSING_ERRNOS = (errno.EIO, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ESTALE, errno.ENOMEM, errno.ETIMEDOUT,
+                  errno.ENOTCONN, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENXIO, errno.EBUSY, errno.EAGAIN,
+                  errno.ENFILE, errno.EMFILE, errno.ECONNRESET, errno.ECONNABORTED)
+PASSING_MESSAGES = tuple(os.strerror(code) for code in PASSING_ERRNOS)
+SF_ERR_SYSTEM = 2  # libsndfile's public code for a failed system call (sndfile.h)
 
 
 class DecodeError(Exception):
@@ -120,7 +130,8 @@ def _stream_soundfile(handle: Any, *, time_limit: float, max_seconds: float,
             try:
                 frames = len(handle.read(out=chunk))
             except (soundfile.LibsndfileError, RuntimeError) as error:
-                raise DecodeError(f"libsndfile could not decode it: {error}") from error
+                raise DecodeError(f"libsndfile could not decode it: {error}",
+                                  passing=getattr(error, "code", None) == SF_ERR_SYSTEM) from error
             if frames:
                 frames_total += frames
                 yield chunk[:frames]
@@ -200,8 +211,13 @@ def _stream_ffmpeg(path: str | bytes, channels: int | None, *, time_limit: float
     stats.truncated = stats.seconds >= max_seconds - 0.01
     if timed_out.is_set():
         raise DecodeError(f"decoding took longer than {time_limit:g} s", passing=True)
+    message = b"".join(errors).decode("utf-8", "replace").strip().splitlines()
+    # ffmpeg ends with status 0 after a read that fails mid-file, having written the audio before it: features of
+    # that part would be stored as the file's, so a passing error fails the file whatever the status.
+    passing = [line for line in message if line.rstrip(". ").endswith(PASSING_MESSAGES)]
+    if passing:
+        raise DecodeError(f"ffmpeg could not read it: {passing[-1]}", passing=True)
     if returncode != 0:
-        message = b"".join(errors).decode("utf-8", "replace").strip().splitlines()
         raise DecodeError(f"ffmpeg could not decode it: {message[-1] if message else f'exit code {returncode}'}")
     if frames_total == 0:
         raise DecodeError("ffmpeg decoded no audio from it")
