@@ -18,9 +18,10 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import ColumnElement, delete, func, or_, outerjoin, select
 from sqlalchemy import text as text_sql
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
@@ -80,17 +81,23 @@ def per_file_time_limit() -> float:
     return 2 * get_settings().file_time_limit
 
 
+def needs_analysis() -> ColumnElement[bool]:
+    """The backlog's rule, over tracks outer-joined to their features: no features at this version for the file as
+    it is now (never analysed, analysed by an older version, changed since, or last stopped by a passing error,
+    which stores nothing). IS DISTINCT FROM: a track without a features row has NULLs there, and needs it."""
+    return or_(AudioFeatures.analysis_version.is_distinct_from(ANALYSIS_VERSION),
+               AudioFeatures.size_bytes.is_distinct_from(Track.size_bytes),
+               AudioFeatures.mtime.is_distinct_from(Track.mtime))
+
+
 def tracks_to_analyse(session: Session, track_ids: list[int], force: bool = False) -> list[Any]:
-    """The tracks among ``track_ids`` not yet analysed at this version for their current (size, mtime)."""
-    rows = session.execute(
+    """The tracks among ``track_ids`` that need analysis (all of them if ``force``)."""
+    return list(session.execute(
         select(Track.id, Track.path, Track.path_bytes, Track.size_bytes, Track.mtime, Track.channels,
-               Track.duration_seconds, AudioFeatures.analysis_version, AudioFeatures.size_bytes.label("done_size"),
-               AudioFeatures.mtime.label("done_mtime"))
+               Track.duration_seconds)
         .outerjoin(AudioFeatures, AudioFeatures.track_id == Track.id)
-        .where(Track.id.in_(track_ids)).order_by(Track.id)
-    ).all()
-    return [row for row in rows if force or row.analysis_version != ANALYSIS_VERSION
-            or row.done_size != row.size_bytes or row.done_mtime != row.mtime]
+        .where(Track.id.in_(track_ids), *([] if force else [needs_analysis()])).order_by(Track.id)
+    ).all())
 
 
 def features_row(track: Track, features: dict[str, Any] | None, error: str | None) -> dict[str, Any]:
@@ -386,12 +393,9 @@ def _cube(values: list[float]) -> str:
 
 
 def backlog_batches(limit: int, batch_size: int, folder: str | None = None) -> Iterator[list[int]]:
-    """The ids of up to ``limit`` tracks of the backlog (no features at this version for their current file: never
-    analysed, analysed by an older version, changed since, or last tried when a passing error stopped it), those
-    under ``folder`` only if given, in id order, ``batch_size`` at a time, each batch read in a short transaction
-    of its own."""
-    where = [or_(AudioFeatures.track_id.is_(None), AudioFeatures.analysis_version != ANALYSIS_VERSION,
-                 AudioFeatures.size_bytes != Track.size_bytes, AudioFeatures.mtime != Track.mtime)]
+    """The ids of up to ``limit`` tracks of the backlog (``needs_analysis``), those under ``folder`` only if given,
+    in id order, ``batch_size`` at a time, each batch read in a short transaction of its own."""
+    where = [needs_analysis()]
     if folder is not None:
         where.append(func.starts_with(Track.path, display_path(folder).rstrip("/") + "/"))
     after, left = 0, limit
@@ -407,20 +411,21 @@ def backlog_batches(limit: int, batch_size: int, folder: str | None = None) -> I
 
 
 def analysis_status(session: Session, window_minutes: int = 10) -> dict[str, Any]:
-    """The backlog (tracks without features at this version for their current file) and the recent rate."""
-    from sqlalchemy import text
+    """The backlog (``needs_analysis``), the tracks analysed and failed at this version, and the recent rate."""
+    def count(model: Any, *where: Any) -> Any:
+        return select(func.count()).select_from(model).where(*where).scalar_subquery()
 
-    row = session.execute(text("""
-        SELECT
-          (SELECT count(*) FROM tracks) AS tracks,
-          (SELECT count(*) FROM tracks t LEFT JOIN audio_features f ON f.track_id = t.id
-           WHERE f.track_id IS NULL OR f.analysis_version <> :version OR f.size_bytes <> t.size_bytes
-                 OR f.mtime <> t.mtime) AS backlog,
-          (SELECT count(*) FROM audio_features WHERE analysis_version = :version AND error IS NULL) AS analysed,
-          (SELECT count(*) FROM audio_features WHERE analysis_version = :version AND error IS NOT NULL) AS failed,
-          (SELECT count(*) FROM audio_features WHERE analysed_at > now() - make_interval(mins => :window)) AS recent,
-          (SELECT count(*) FROM track_vectors) AS vectors
-    """), {"version": ANALYSIS_VERSION, "window": window_minutes}).mappings().one()
+    this_version = AudioFeatures.analysis_version == ANALYSIS_VERSION
+    with_features = outerjoin(Track, AudioFeatures, AudioFeatures.track_id == Track.id)
+    row = session.execute(select(
+        count(Track).label("tracks"),
+        count(with_features, needs_analysis()).label("backlog"),
+        count(AudioFeatures, this_version, AudioFeatures.error.is_(None)).label("analysed"),
+        count(AudioFeatures, this_version, AudioFeatures.error.is_not(None)).label("failed"),
+        count(AudioFeatures, AudioFeatures.analysed_at > func.now() - timedelta(minutes=window_minutes))
+        .label("recent"),
+        count(TrackVector).label("vectors"),
+    )).mappings().one()
     return {**row, "analysis_version": ANALYSIS_VERSION,
             "rate_per_minute": round(row["recent"] / window_minutes, 1), "window_minutes": window_minutes}
 
