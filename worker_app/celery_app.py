@@ -23,6 +23,7 @@ PIPELINE_MODULES = [
     "worker_app.pipeline.relay",
     "worker_app.pipeline.retention",
     "worker_app.pipeline.analysis",
+    "worker_app.pipeline.analysis_backlog",
 ]
 
 # The public task names, where each runs and at which priority. Globs cover the deferred

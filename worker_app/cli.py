@@ -678,17 +678,18 @@ def _is_file(path: str) -> bool:
                    "database role: run it on an insert or deferred host.")
 @click.option("--queue-backlog", "queue_limit", type=click.IntRange(min=1), metavar="N",
               help="First queue the analysis of up to N tracks of the backlog, oldest first, on the extract "
-                   "workers (after every waiting tag read). A scan analyses only the files it finds new or "
-                   "changed: this is how tracks catalogued while analysis was off, analysed by an older version, "
-                   "or stopped by a passing error get their features. Queue about what the extract workers do in "
-                   "a few hours, and again once `backlog` has come down: tracks still queued are counted in it.")
+                   "workers (after every waiting tag read). While analysis is on the deferred workers drain the "
+                   "backlog by themselves (SONIQUEBAY_ANALYSIS_BACKLOG_INTERVAL); this queues at once, e.g. a "
+                   "folder with --under, or with the drain turned off. Tracks still queued are counted in "
+                   "`backlog`.")
 @click.option("--under", "folder", type=click.Path(), metavar="FOLDER",
               help="With --queue-backlog: only tracks under FOLDER (a library root, or a folder inside one).")
 def analysis(scan_id: int | None, as_json: bool, fill_sketches: bool, queue_limit: int | None,
              folder: str | None) -> None:
     """The audio analysis backlog (tracks not yet analysed for their current file), the tracks analysed and
     failed at the current analysis version, the rate over the last 10 minutes, the vectors without a sketch
-    (`similar` cannot find those tracks: --fill-sketches), and for SCAN_ID (the latest scan by default) how many of
+    (`similar` cannot find those tracks: --fill-sketches), where the deferred workers' periodic drain of the backlog
+    has got to, and for SCAN_ID (the latest scan by default) how many of
     its tracks were analysed and how many failed."""
     import os
 
@@ -696,6 +697,7 @@ def analysis(scan_id: int | None, as_json: bool, fill_sketches: bool, queue_limi
     from worker_app.pipeline.analysis import (
         analysis_status,
         backlog_batches,
+        drain_position,
         extract_audio_features_batch,
         fill_missing_sketches,
         scan_analysis,
@@ -721,6 +723,7 @@ def analysis(scan_id: int | None, as_json: bool, fill_sketches: bool, queue_limi
     with transaction() as session:
         figures = analysis_status(session)
         figures["vectors_without_sketch"] = vectors_without_sketch(session)
+        figures["drain"] = drain_position(session)
     if filled is not None:
         figures["sketches_filled"] = filled
     if queued is not None:
@@ -736,6 +739,9 @@ def analysis(scan_id: int | None, as_json: bool, fill_sketches: bool, queue_limi
                 "sketches_filled", "rate_per_minute", "analysis_version"):
         if key in figures:
             table.add_row(key.replace("_", " "), str(figures[key]))
+    drain = figures["drain"]
+    table.add_row("drain", "not started" if drain is None else
+                  f"after track {drain['after_id']}, last round ended {drain['round_ended_at'] or 'never'}")
     scan = figures["scan"]
     table.add_row(f"scan {scan_id}", f"{scan['analysed']} analysed, {scan['failed']} failed "
                                      f"(soniquebay failures {scan_id}), {scan['pending_batches']} batches pending")

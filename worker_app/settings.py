@@ -57,6 +57,9 @@ class Settings:
     audio_analysis: bool = True
     # How often the relay looks for units that were registered but not sent, and for a restarted broker.
     relay_interval: int = 5
+    # How often the deferred workers top the extract queue up with the analysis backlog (pipeline/analysis_backlog.py);
+    # 0: never (only `soniquebay analysis --queue-backlog`).
+    analysis_backlog_interval: int = 120
     # The units and failure records of a scan are deleted this many days after it ended (pipeline/retention.py).
     scan_retention_days: int = 30
     # Back-pressure (pipeline/backpressure.py): scan chunks wait while the extract queue holds this many messages,
@@ -143,6 +146,10 @@ def _read_environment() -> dict[str, str]:
 
 
 def _positive_int(values: dict[str, str], name: str, default: int) -> int:
+    return _whole_number(values, name, default, minimum=1)
+
+
+def _whole_number(values: dict[str, str], name: str, default: int, minimum: int) -> int:
     raw = values.get(name)
     if raw is None or raw == "":
         return default
@@ -150,8 +157,8 @@ def _positive_int(values: dict[str, str], name: str, default: int) -> int:
         number = int(raw)
     except ValueError:
         raise ConfigurationError(f"{name} must be a whole number, not {raw!r}") from None
-    if number <= 0:
-        raise ConfigurationError(f"{name} must be above zero, not {number}")
+    if number < minimum:
+        raise ConfigurationError(f"{name} must be {minimum} or more, not {number}")
     return number
 
 
@@ -234,6 +241,7 @@ def load_settings() -> Settings:
         extract_backlog=_positive_int(values, "SONIQUEBAY_EXTRACT_BACKLOG", 64),
         insert_backlog=_positive_int(values, "SONIQUEBAY_INSERT_BACKLOG", 16),
         audio_analysis=_switch(values, "SONIQUEBAY_AUDIO_ANALYSIS", True),
+        analysis_backlog_interval=_whole_number(values, "SONIQUEBAY_ANALYSIS_BACKLOG_INTERVAL", 120, minimum=0),
         control_commands=tuple(name.strip() for name in values.get("SONIQUEBAY_CONTROL_COMMANDS", "").split(",")
                                if name.strip()),
         scan_schedules=_scan_schedules(values, roots),

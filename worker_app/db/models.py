@@ -426,6 +426,18 @@ class AlbumAudio(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class BacklogCursor(Base):
+    """Where a periodic drain of a backlog has got to (``pipeline/analysis_backlog.py``): the last track id it
+    queued, and when its last round through the catalogue ended. One row per drain, locked by the drain that runs."""
+
+    __tablename__ = "backlog_cursors"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    after_id: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    round_ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class ScanSchedule(Base):
     """A library root's scheduled rescans (worker_app/scheduling/): the cron expression, the next run due, and the
     last one. ``next_run_at`` is what a scheduler claims (UPDATE ... WHERE next_run_at = the value it read), so a

@@ -10,7 +10,8 @@ else: it may DROP, ALTER and TRUNCATE. Every other process connects as the login
   pictures staged for the insert). They cannot write a track, an album, an artist or a cover, and cannot delete
   any row but a failure record of a file that came back and a unit's claim check.
 - ``catalogue``: the insert and deferred workers. The ledger's rights, plus writing and deleting the catalogue's
-  rows (upserts, removals, orphans, covers, search and similarity vectors) and pruning old scans' records.
+  rows (upserts, removals, orphans, covers, search and similarity vectors), pruning old scans' records and
+  moving the analysis backlog's drain on.
 - ``operator``: starting and cancelling scans (``soniquebay scan``, ``cancel``), the scheduler of rescans, and
   staging the pictures of ``soniquebay db load`` (whose insert workers write the rows).
 - ``reader``: the command line's read commands and the Prometheus exporter: SELECT only.
@@ -93,6 +94,8 @@ _WRITES: dict[str, dict[str, tuple[str, ...]]] = {
     "staged_covers": {"ledger": ("INSERT", _update(("staged_at",))),
                       "catalogue": ("INSERT", _update(("staged_at",)), "DELETE"),
                       "operator": ("INSERT", _update(("staged_at",)), "DELETE")},
+    # The analysis backlog's drain (deferred) moves its cursor on.
+    "backlog_cursors": {"catalogue": WRITE},
     "scan_schedules": {"operator": WRITE},
     "scan_schedule_runs": {"operator": WRITE},
     "alembic_version": {},

@@ -31,7 +31,7 @@ from worker_app.analysis import vector as vectors
 from worker_app.analysis.decode import DecodeError
 from worker_app.analysis.track import analyse
 from worker_app.celery_app import app
-from worker_app.db.models import AudioFeatures, Track, TrackVector, table_of
+from worker_app.db.models import AudioFeatures, BacklogCursor, Track, TrackVector, table_of
 from worker_app.db.session import rowcount, transaction
 from worker_app.limits import ANALYSE, DEFERRED
 from worker_app.paths import PathRefused, check_task_path, display_path
@@ -56,6 +56,8 @@ COLUMNS = ("duration_seconds", "loudness_lufs", "sample_peak", "track_gain_db", 
            "spectral_rolloff_hz", "spectral_flatness", "zero_crossing_rate", "mfcc_mean", "mfcc_var", "chroma")
 # A batch stops starting new files after this share of its soft time limit and hands the rest to a new unit.
 BATCH_TIME_SHARE = 1 / 3
+# The row of backlog_cursors that the periodic drain of the backlog moves on (pipeline/analysis_backlog.py).
+DRAIN_CURSOR = "analysis"
 
 
 class AnalysisTask(UnitTask):
@@ -392,13 +394,13 @@ def _cube(values: list[float]) -> str:
     return "(" + ", ".join(repr(float(v)) for v in values) + ")"
 
 
-def backlog_batches(limit: int, batch_size: int, folder: str | None = None) -> Iterator[list[int]]:
+def backlog_batches(limit: int, batch_size: int, folder: str | None = None, after: int = 0) -> Iterator[list[int]]:
     """The ids of up to ``limit`` tracks of the backlog (``needs_analysis``), those under ``folder`` only if given,
-    in id order, ``batch_size`` at a time, each batch read in a short transaction of its own."""
+    above ``after``, in id order, ``batch_size`` at a time, each batch read in a short transaction of its own."""
     where = [needs_analysis()]
     if folder is not None:
         where.append(func.starts_with(Track.path, display_path(folder).rstrip("/") + "/"))
-    after, left = 0, limit
+    left = limit
     while left > 0:
         with transaction() as session:
             ids = list(session.scalars(
@@ -428,6 +430,16 @@ def analysis_status(session: Session, window_minutes: int = 10) -> dict[str, Any
     )).mappings().one()
     return {**row, "analysis_version": ANALYSIS_VERSION,
             "rate_per_minute": round(row["recent"] / window_minutes, 1), "window_minutes": window_minutes}
+
+
+def drain_position(session: Session) -> dict[str, Any] | None:
+    """Where the periodic drain of the backlog (pipeline/analysis_backlog.py) has got to; None before its first run."""
+    row = session.execute(select(BacklogCursor.after_id, BacklogCursor.round_ended_at)
+                          .where(BacklogCursor.name == DRAIN_CURSOR)).one_or_none()
+    if row is None:
+        return None
+    return {"after_id": row.after_id,
+            "round_ended_at": row.round_ended_at.isoformat(timespec="seconds") if row.round_ended_at else None}
 
 
 def scan_analysis(session: Session, scan_id: int) -> dict[str, Any]:

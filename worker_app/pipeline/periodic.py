@@ -11,8 +11,8 @@ log = logging.getLogger(__name__)
 
 
 class PeriodicSend(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships no types: its base is Any
-    """Subclasses name the task and its period; ``expires_periods`` drops a message that waited that many periods
-    (a newer one is on its way), None keeps it."""
+    """Subclasses name the task and its period (0: no clock); ``expires_periods`` drops a message that waited that
+    many periods (a newer one is on its way), None keeps it."""
 
     requires = {"celery.worker.components:Timer"}
     what = ""
@@ -32,6 +32,8 @@ class PeriodicSend(bootsteps.StartStopStep):  # type: ignore[misc]  # celery shi
         if "deferred" not in worker.app.amqp.queues.consume_from:
             return
         interval = self.interval()
+        if interval <= 0:  # this clock is turned off
+            return
         self.timer_entry = worker.timer.call_repeatedly(interval, self.send, args=(interval,), priority=10)
         log.info("%s every %d s", self.what, interval)
 
