@@ -34,6 +34,8 @@ EXERCISED_BY = {
     "cleanup_stalled_scans": "tests/test_worker_loss.py::test_a_scan_survives_messages_the_broker_lost",
     "relay_units": "tests/faults/test_service_outages.py::test_the_broker_killed_and_restarted_mid_scan",
     "cleanup_old_scans": "tests/test_retention.py::test_the_deferred_workers_prune_on_a_clock",
+    "enrich_analysis_backlog":
+        "tests/faults/test_analysis_drain.py::test_the_backlog_drains_by_itself_once_analysis_is_on",
     "cleanup_orphans": "tests/test_orphans.py::test_a_scan_removes_what_its_changes_left_unused_and_only_that",
     # `soniquebay db load`: records put into the catalogue without a scan, one kind of row after the other.
     **dict.fromkeys(("insert_covers_batch", "insert_artists_batch", "insert_albums_batch", "insert_tracks_batch"),
