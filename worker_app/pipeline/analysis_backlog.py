@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 ROUND_PAUSE = timedelta(hours=1)
 
 
+def _hours(span: timedelta) -> str:
+    return f"{span.total_seconds() / 3600:g} h"
+
+
 def room_for_analysis() -> int:
     """Analysis batches the extract queue can take now: up to half its bound, less what waits in it."""
     return max(0, bound_of(EXTRACT_FEED) // 2 - backlog(EXTRACT_FEED))
@@ -60,7 +64,7 @@ def enrich_analysis_backlog() -> dict[str, Any]:
             return {"queued": 0, "why": "another drain is running"}
         if cursor.after_id == 0 and cursor.round_ended_at is not None and session.execute(
                 select(func.now() - cursor.round_ended_at < ROUND_PAUSE)).scalar():
-            return {"queued": 0, "why": "the last round ended less than an hour ago"}
+            return {"queued": 0, "why": f"the last round ended less than {_hours(ROUND_PAUSE)} ago"}
         wanted = room * settings.batch_size
         queued, after = 0, cursor.after_id
         try:
@@ -68,8 +72,8 @@ def enrich_analysis_backlog() -> dict[str, Any]:
                 publish(extract_audio_features_batch.name, [None, None, ids])
                 queued, after = queued + len(ids), ids[-1]
             round_ended = queued < wanted
-        except Exception as error:  # noqa: BLE001 - the broker unreachable: the cursor keeps what went before
-            log.warning("queued %d tracks of the analysis backlog, then could not send: %s", queued, error)
+        except Exception as error:  # noqa: BLE001 - broker or database unreachable: the cursor keeps what went
+            log.warning("queued %d tracks of the analysis backlog, then stopped: %s", queued, error)
             round_ended = False
         values: dict[str, Any] = {"after_id": 0 if round_ended else after, "updated_at": func.now()}
         if round_ended:
@@ -77,7 +81,7 @@ def enrich_analysis_backlog() -> dict[str, Any]:
         session.execute(update(BacklogCursor).where(BacklogCursor.name == CURSOR).values(**values))
     if queued:
         log.info("queued %d tracks of the analysis backlog%s", queued,
-                 ", to the end of the catalogue: the next round in an hour" if round_ended else "")
+                 f", to the end of the catalogue: the next round in {_hours(ROUND_PAUSE)}" if round_ended else "")
     return {"queued": queued, "round_ended": round_ended}
 
 
