@@ -333,12 +333,21 @@ class Supervisor:
         env = {key: value for key, value in os.environ.items() if not key.startswith("SONIQUEBAY_")}
         readied = self._ready_lines()
         subprocess.run(["supervisord", "-c", str(self.config)], check=True, env=env)
+        self._wait_ready(readied)
+        return self
+
+    def restart_all(self) -> None:
+        """Restart every program (they read the env file again), and wait until each worker is ready again."""
+        readied = self._ready_lines()
+        self.ctl("restart", "all")
+        self._wait_ready(readied)
+
+    def _wait_ready(self, readied: dict[str, int]) -> None:
         wait_for(self.all_running, 60, "every worker program RUNNING")
         # RUNNING is supervisor's view (the process lived startsecs); a worker consumes only once Celery says it is
         # ready, which takes tens of seconds on a loaded machine, and a scan started before would see no worker.
         wait_for(lambda: all(count > readied.get(name, 0) for name, count in self._ready_lines().items())
                  and len(self._ready_lines()) == len(self.programs), 180, "every worker ready")
-        return self
 
     def _ready_lines(self) -> dict[str, int]:
         """How many times each program's log says its worker was ready."""

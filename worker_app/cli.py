@@ -696,22 +696,19 @@ def analysis(scan_id: int | None, as_json: bool, fill_sketches: bool, queue_limi
     from worker_app.db.session import transaction
     from worker_app.pipeline.analysis import (
         analysis_status,
-        backlog_batches,
         drain_position,
-        extract_audio_features_batch,
         fill_missing_sketches,
+        queue_backlog,
         scan_analysis,
         vectors_without_sketch,
     )
-    from worker_app.settings import get_settings
 
     queued = None
     if queue_limit is not None:
         queued = 0
         try:
             under = os.path.abspath(folder) if folder is not None else None
-            for ids in backlog_batches(queue_limit, get_settings().batch_size, under):
-                extract_audio_features_batch.delay(None, None, ids)
+            for ids in queue_backlog(queue_limit, under):
                 queued += len(ids)
         except Exception as error:  # the broker cannot be reached: say so, with what was queued before
             _fail(f"queued {queued} tracks, then could not reach the broker: {type(error).__name__}: {error}", 3)

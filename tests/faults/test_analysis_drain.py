@@ -22,15 +22,6 @@ def _analysis(stack) -> dict:
     return json.loads(stack.soniquebay("analysis", "--json").stdout)
 
 
-def _restart_workers(stack) -> None:
-    supervisor = stack.supervisor
-    readied = supervisor._ready_lines()
-    supervisor.ctl("restart", "all")
-    wait_for(supervisor.all_running, 60, "every worker program RUNNING again")
-    wait_for(lambda: all(count > readied.get(name, 0) for name, count in supervisor._ready_lines().items()), 180,
-             "every restarted worker ready")
-
-
 def test_the_backlog_drains_by_itself_once_analysis_is_on(workspace):
     root = workspace / "drain-library"
     root.mkdir(exist_ok=True)
@@ -47,7 +38,7 @@ def test_the_backlog_drains_by_itself_once_analysis_is_on(workspace):
         stack.write_env_file()
         extract_log = stack.supervisor.log("extract")
         log_start = extract_log.stat().st_size
-        _restart_workers(stack)
+        stack.supervisor.restart_all()
         switched_on = time.monotonic()
 
         broker = redis.Redis.from_url(stack.broker.url())

@@ -412,6 +412,14 @@ def backlog_batches(limit: int, batch_size: int, folder: str | None = None, afte
         after, left = ids[-1], left - len(ids)
 
 
+def queue_backlog(limit: int, folder: str | None = None, after: int = 0) -> Iterator[list[int]]:
+    """Queue the analysis of up to ``limit`` tracks of the backlog (``backlog_batches``), one extract message per
+    SONIQUEBAY_BATCH_SIZE ids, outside any scan; yields each batch's ids once its message went."""
+    for ids in backlog_batches(limit, get_settings().batch_size, folder, after):
+        extract_audio_features_batch.delay(None, None, ids)
+        yield ids
+
+
 def analysis_status(session: Session, window_minutes: int = 10) -> dict[str, Any]:
     """The backlog (``needs_analysis``), the tracks analysed and failed at this version, and the recent rate."""
     def count(model: Any, *where: Any) -> Any:

@@ -27,9 +27,8 @@ from worker_app.db.models import BacklogCursor
 from worker_app.db.session import transaction
 from worker_app.limits import DEFERRED
 from worker_app.pipeline.analysis import DRAIN_CURSOR as CURSOR
-from worker_app.pipeline.analysis import backlog_batches, extract_audio_features_batch
+from worker_app.pipeline.analysis import queue_backlog
 from worker_app.pipeline.backpressure import EXTRACT_FEED, backlog, bound_of
-from worker_app.pipeline.ledger import publish
 from worker_app.pipeline.periodic import PeriodicSend
 from worker_app.settings import get_settings
 
@@ -68,8 +67,7 @@ def enrich_analysis_backlog() -> dict[str, Any]:
         wanted = room * settings.batch_size
         queued, after = 0, cursor.after_id
         try:
-            for ids in backlog_batches(wanted, settings.batch_size, after=after):
-                publish(extract_audio_features_batch.name, [None, None, ids])
+            for ids in queue_backlog(wanted, after=after):
                 queued, after = queued + len(ids), ids[-1]
             round_ended = queued < wanted
         except Exception as error:  # noqa: BLE001 - broker or database unreachable: the cursor keeps what went
