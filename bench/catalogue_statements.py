@@ -13,6 +13,7 @@ least ``BIG_TABLE`` rows, or a statement examining that many, is flagged: its co
 """
 from __future__ import annotations
 
+import os
 import re
 import time
 import traceback
@@ -138,9 +139,9 @@ def _records(folders: list[str], artist: str) -> tuple[list[dict[str, Any]], dic
     return records, covers
 
 
-def explain_pipeline(url: str, albums: int, per_folder: int, albums_per_artist: int) -> list[dict[str, Any]]:
-    """Run the pipeline's functions on the filled catalogue at ``url``, EXPLAIN each statement they send, roll
-    everything back; returns one row per statement."""
+def explain_pipeline(url: str, root: str, albums: int, per_folder: int, albums_per_artist: int) -> list[dict[str, Any]]:
+    """Run the pipeline's functions on the filled catalogue at ``url``, whose folders are under the library root
+    ``root``, EXPLAIN each statement they send, roll everything back; returns one row per statement."""
     import worker_app.db.session as session_module
     from worker_app.db.models import Scan, ScanFolder
     from worker_app.monitoring.exporter import FleetCollector
@@ -173,13 +174,13 @@ def explain_pipeline(url: str, albums: int, per_folder: int, albums_per_artist: 
         # folders beside them: the unit rescans half its folders (changed files) and adds the rest.
         artist = 7
         first_album = (artist - 1) * albums_per_artist + 1
-        artist_folders = [f"/library/{artist}/{album}" for album in range(first_album, first_album + albums_per_artist)]
+        artist_folders = [f"{root}/{artist}/{album}" for album in range(first_album, first_album + albums_per_artist)]
         unit_folders = (artist_folders[:UNIT_TRACKS // per_folder // 2]
-                        + [f"/library/{artist}/new-{n}" for n in range(UNIT_TRACKS // per_folder // 2)])
+                        + [f"{root}/{artist}/new-{n}" for n in range(UNIT_TRACKS // per_folder // 2)])
         artist_name = session.execute(text("SELECT name FROM artists WHERE id = :id"), {"id": artist}).scalar()
         records, covers = _records(unit_folders, artist_name)
         now = datetime.now(UTC)
-        scan_id = session.execute(insert(Scan).values(root=f"/library/{artist}", status="running", started_at=now)
+        scan_id = session.execute(insert(Scan).values(root=f"{root}/{artist}", status="running", started_at=now)
                                   .returning(Scan.id)).scalar_one()
         key, chunk = "bench/0", "bench/chunk"
         register_units(session, scan_id, "", [Unit(key, "extract", "extract_metadata_batch", [scan_id, key]),
@@ -191,6 +192,16 @@ def explain_pipeline(url: str, albums: int, per_folder: int, albums_per_artist: 
         listing = Listing(listed_folders=listed, files=[
             FoundFile(f"{folder}/{number:02d}.mp3", folder, 4_000_000 + (number == 1), 1_700_000_000.0)
             for folder in listed for number in range(1, per_folder + 1) if f"{folder}/{number:02d}.mp3" != gone])
+        # On disk: the unit's files (changed since they were catalogued, or new) and the listed folders' files but
+        # the one gone. The insert stage believes a record of a catalogued file only if the file changed on disk,
+        # and a cleanup removes a track only once its file or folder is gone (deferred.verify_gone).
+        on_disk = [f"{folder}/{number:02d}.mp3" for folder in dict.fromkeys(unit_folders + artist_folders[-10:])
+                   for number in range(1, per_folder + 1)]
+        for path in on_disk:
+            if path == gone:
+                continue
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            Path(path).touch()
         # What the analysis measured for every track but the unit's: the follow-ups read and write beside it.
         session.execute(text(
             "INSERT INTO audio_features (track_id, analysis_version, size_bytes, mtime, duration_seconds, "
@@ -201,11 +212,11 @@ def explain_pipeline(url: str, albums: int, per_folder: int, albums_per_artist: 
         # them on a library of this size (a unit per 200 files, chunks and follow-ups: about 4 per 200 files).
         session.execute(text(
             "WITH past AS (INSERT INTO scans (root, status, requested_at, started_at, finished_at) "
-            "SELECT '/library', 'complete', now() - make_interval(days => d), now() - make_interval(days => d), "
+            "SELECT :root, 'complete', now() - make_interval(days => d), now() - make_interval(days => d), "
             "now() - make_interval(days => d) FROM generate_series(1, 31, 2) d RETURNING id) "
             "INSERT INTO scan_units (scan_id, key, kind, state, updated_at) SELECT past.id, 'past/' || g, "
             "'extract', 'done', now() FROM past, generate_series(1, :units) g"),
-            {"units": max(1, albums * per_folder // UNIT_TRACKS * 4)})
+            {"root": root, "units": max(1, albums * per_folder // UNIT_TRACKS * 4)})
         session.execute(text(
             "INSERT INTO scan_failures (scan_id, path, stage, reason, kind) SELECT scan_id, key, 'extract', "
             "'bench', 'verdict' FROM scan_units WHERE key LIKE 'past/%' AND right(key, 2) = '00'"))
@@ -240,13 +251,17 @@ def explain_pipeline(url: str, albums: int, per_folder: int, albums_per_artist: 
              lambda: analysis.vectorize_audio.run(None, None, setup(unit_tracks))),
             ("enrich_album_audio (the unit's albums)",
              lambda: analysis.enrich_album_audio.run(None, None, setup(unit_albums))),
-            (f"cleanup_finish_scan of /library/{artist} (one folder of {albums_per_artist} gone)",
+            (f"cleanup_finish_scan of an artist's folder, ROOT/{artist} (one folder of {albums_per_artist} gone)",
              lambda: finish_scan(scan_id, list(dict.fromkeys(unit_folders + artist_folders[:-1])))),
-            ("cleanup_finish_scan of /library (every folder listed, one gone)",
+            ("cleanup_finish_scan of the library root, ROOT (every folder listed, one gone)",
              lambda: finish_scan(setup(whole_scan), None)),
             ("cleanup_orphans (everywhere)", deferred.cleanup_orphans.run),
             ("cleanup_old_scans (prune_old_scans + prune_staging)", retention.cleanup_old_scans.run),
             ("exporter: FleetCollector._catalogue", lambda: FleetCollector()._catalogue()),
+            ("exporter: analysis_status (the analysis backlog gauge, read at most once a minute)",
+             lambda: analysis.analysis_status(session)),
+            ("enrich_analysis_backlog: a whole round of backlog_batches (the backlog empty)",
+             lambda: list(analysis.backlog_batches(get_settings().batch_size * 4, get_settings().batch_size))),
         ]
         state: dict[str, Any] = {}
 
@@ -263,11 +278,12 @@ def explain_pipeline(url: str, albums: int, per_folder: int, albums_per_artist: 
                                         {"f": unit_folders}).scalars())
 
         def whole_scan() -> int:
-            whole = session.execute(insert(Scan).values(root="/library", status="running", started_at=now)
+            whole = session.execute(insert(Scan).values(root=root, status="running", started_at=now)
                                     .returning(Scan.id)).scalar_one()
             session.execute(text(
                 "INSERT INTO scan_folders (scan_id, folder, listed) SELECT :scan, folder, true "
-                "FROM (SELECT DISTINCT folder FROM tracks) f WHERE folder <> '/library/1/1'"), {"scan": whole})
+                "FROM (SELECT DISTINCT folder FROM tracks) f WHERE folder <> :gone"),
+                {"scan": whole, "gone": f"{root}/1/1"})
             return whole
 
         def finish_scan(scan: int, folders: list[str] | None) -> Any:

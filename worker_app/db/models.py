@@ -242,6 +242,8 @@ class ScanFolder(Base):
     is false when the folder could not be read: its tracks are then kept, not swept as removed."""
 
     __tablename__ = "scan_folders"
+    # The end-of-scan sweep checks each candidate row against the scan's unlisted folders (migration 0012).
+    __table_args__ = (Index("ix_scan_folders_unlisted", "scan_id", "folder", postgresql_where="listed IS false"),)
 
     scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), primary_key=True)
     folder: Mapped[str] = mapped_column(Text, primary_key=True)

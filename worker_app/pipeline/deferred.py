@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Update, delete, exists, func, literal, or_, select, text, update
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 from sqlalchemy.sql.selectable import ScalarSelect
 
@@ -189,7 +190,7 @@ def sweep_vanished_folders(session: Session, scan_id: int, root: str, started_at
     ]
     # A folder's name as the disk has it: a track's raw bytes when the name is not UTF-8 (tracks.path_bytes).
     raw = model.path_bytes if model is Track else literal(None)
-    named = session.execute(select(model.folder, raw).where(*vanished).distinct(model.folder)
+    named = session.execute(select(model.folder, raw).where(*vanished).ext(distinct_on(model.folder))
                             .order_by(model.folder, raw.is_(None))).all()
     gone, failures = [], []
     roots = get_settings().library_roots
