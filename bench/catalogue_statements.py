@@ -1,15 +1,16 @@
 """The pipeline's statements on the 1,000,000-track catalogue of bench/catalogue.py, each EXPLAINed as it is sent.
 
-The real worker_app functions run (a 200-track unit staged, batched and inserted, its follow-ups, the end of a
-scan of one artist's folder and of the whole library, the orphan sweep, retention, the exporter's scrape) on one
-connection inside a transaction that is rolled back at the end, so each sees the same catalogue and leaves it as it
-was. A ``before_cursor_execute`` listener catches every statement they send and, just before it runs, runs
-``EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)`` of it with its parameters inside a savepoint rolled back at once (ANALYZE
-executes the DML): the plan is the one PostgreSQL uses on the rows the statement really meets, and no SQL is copied
-here. Each statement is recorded with the function that sent it, its code location, its scan nodes (Seq Scan vs
-Index Scan on which table or index), the rows they examined, its execution time and the time of the triggers it
-fired (the foreign keys' checks and cascades, whose own plans EXPLAIN does not show). A Seq Scan over a table of at
-least ``BIG_TABLE`` rows, or a statement examining that many, is flagged: its cost follows the catalogue.
+The real worker_app functions run (a 200-track unit staged, batched and inserted, its follow-ups, the end of a scan
+of one artist's folder and of the whole library, the orphan sweep, and the periodic work: retention, the
+stalled-scan check, the relay, the exporter's scrape, the analysis backlog's drain) on one connection inside a
+transaction that is rolled back at the end, so each sees the same catalogue and leaves it as it was. A
+``before_cursor_execute`` listener catches every statement they send and, just before it runs, runs ``EXPLAIN
+(ANALYZE, BUFFERS, FORMAT JSON)`` of it with its parameters inside a savepoint rolled back at once (ANALYZE executes
+the DML): the plan is the one PostgreSQL uses on the rows the statement really meets, and no SQL is copied here.
+Each statement is recorded with the function that sent it, its code location, its scan nodes (Seq Scan vs Index Scan
+on which table or index), the rows they examined, its execution time and the time of the triggers it fired (the
+foreign keys' checks and cascades, whose own plans EXPLAIN does not show). A Seq Scan over a table of at least
+``BIG_TABLE`` rows, or a statement examining that many, is flagged: its cost follows the catalogue.
 """
 from __future__ import annotations
 
@@ -145,7 +146,7 @@ def explain_pipeline(url: str, root: str, albums: int, per_folder: int, albums_p
     import worker_app.db.session as session_module
     from worker_app.db.models import Scan, ScanFolder
     from worker_app.monitoring.exporter import FleetCollector
-    from worker_app.pipeline import analysis, deferred, retention
+    from worker_app.pipeline import analysis, deferred, relay, retention, stalls
     from worker_app.pipeline.batch import payload_of
     from worker_app.pipeline.insert import _write_unit
     from worker_app.pipeline.ledger import Unit, register_units
@@ -257,6 +258,8 @@ def explain_pipeline(url: str, root: str, albums: int, per_folder: int, albums_p
              lambda: finish_scan(setup(whole_scan), None)),
             ("cleanup_orphans (everywhere)", deferred.cleanup_orphans.run),
             ("cleanup_old_scans (prune_old_scans + prune_staging)", retention.cleanup_old_scans.run),
+            ("cleanup_stalled_scans (resend_stalled, every few minutes)", stalls.cleanup_stalled_scans.run),
+            ("relay_units: send_unsent_units (every few seconds)", relay.send_unsent_units),
             ("exporter: FleetCollector._catalogue", lambda: FleetCollector()._catalogue()),
             ("exporter: analysis_status (the analysis backlog gauge, read at most once a minute)",
              lambda: analysis.analysis_status(session)),
