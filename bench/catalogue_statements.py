@@ -147,6 +147,7 @@ def explain_pipeline(url: str, root: str, albums: int, per_folder: int, albums_p
     from worker_app.db.models import Scan, ScanFolder
     from worker_app.monitoring.exporter import FleetCollector
     from worker_app.pipeline import analysis, deferred, relay, retention, stalls
+    from worker_app.pipeline.backpressure import EXTRACT_FEED, bound_of
     from worker_app.pipeline.batch import payload_of
     from worker_app.pipeline.insert import _write_unit
     from worker_app.pipeline.ledger import Unit, register_units
@@ -196,7 +197,7 @@ def explain_pipeline(url: str, root: str, albums: int, per_folder: int, albums_p
         # On disk: the unit's files (changed since they were catalogued, or new) and the listed folders' files but
         # the one gone. The insert stage believes a record of a catalogued file only if the file changed on disk,
         # and a cleanup removes a track only once its file or folder is gone (deferred.verify_gone).
-        on_disk = [f"{folder}/{number:02d}.mp3" for folder in dict.fromkeys(unit_folders + artist_folders[-10:])
+        on_disk = [f"{folder}/{number:02d}.mp3" for folder in dict.fromkeys(unit_folders + listed)
                    for number in range(1, per_folder + 1)]
         for path in on_disk:
             if path == gone:
@@ -228,6 +229,9 @@ def explain_pipeline(url: str, root: str, albums: int, per_folder: int, albums_p
         for table in ("audio_features", "scans", "scan_units", "scan_failures", "failed_files"):
             session.execute(text(f"ANALYZE {table}"))
         session.flush()
+        # What a tick of the drain asks for with the extract queue empty (analysis_backlog.room_for_analysis, whose
+        # queue depth comes from a broker Redis that does not run here).
+        room_for_analysis = bound_of(EXTRACT_FEED) // 2
         steps: list[tuple[str, Callable[[], Any]]] = [
             ("scan chunk: _commit_listing of 10 folders (10 files changed, 1 gone)",
              lambda: _commit_listing(scan_id, chunk, listing, get_settings().batch_size, now)),
@@ -264,7 +268,7 @@ def explain_pipeline(url: str, root: str, albums: int, per_folder: int, albums_p
             ("exporter: analysis_status (the analysis backlog gauge, read at most once a minute)",
              lambda: analysis.analysis_status(session)),
             ("enrich_analysis_backlog: a whole round of backlog_batches (the backlog empty)",
-             lambda: list(analysis.backlog_batches(get_settings().batch_size * 4, get_settings().batch_size))),
+             lambda: list(analysis.queue_backlog(room_for_analysis * get_settings().batch_size))),
         ]
         state: dict[str, Any] = {}
 

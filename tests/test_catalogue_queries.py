@@ -259,4 +259,3 @@ def test_the_sweep_checks_a_vanished_folders_tracks_against_the_unlisted_folders
     plan = _plan_of(synthetic, sweep)
     assert plan.startswith("Delete on tracks"), plan
     assert "ix_scan_folders_unlisted" in plan, plan
-
