@@ -260,6 +260,8 @@ def explain_pipeline(url: str, root: str, albums: int, per_folder: int, albums_p
              lambda: finish_scan(scan_id, list(dict.fromkeys(unit_folders + artist_folders[:-1])))),
             ("cleanup_finish_scan of the library root, ROOT (every folder listed, one gone)",
              lambda: finish_scan(setup(whole_scan), None)),
+            ("cleanup_finish_scan of the library root, ROOT, half its artist folders unreadable (their albums not "
+             "reached: every track under them kept)", lambda: finish_scan(setup(failing_scan), None)),
             ("cleanup_orphans (everywhere)", deferred.cleanup_orphans.run),
             ("cleanup_old_scans (prune_old_scans + prune_staging)", retention.cleanup_old_scans.run),
             ("cleanup_stalled_scans (resend_stalled, every few minutes)", stalls.cleanup_stalled_scans.run),
@@ -292,6 +294,21 @@ def explain_pipeline(url: str, root: str, albums: int, per_folder: int, albums_p
                 "FROM (SELECT DISTINCT folder FROM tracks) f WHERE folder <> :gone"),
                 {"scan": whole, "gone": f"{root}/1/1"})
             return whole
+
+        def failing_scan() -> int:
+            """A scan of the whole library whose storage failed half way: the first half of the artist folders
+            could not be listed, so none of their albums was reached; the rest were, but for the one gone."""
+            failing = whole_scan()
+            half = albums // albums_per_artist // 2
+            session.execute(text(
+                "DELETE FROM scan_folders WHERE scan_id = :scan AND folder LIKE :pattern "
+                "AND split_part(substr(folder, length(:root) + 2), '/', 1)::int <= :half"),
+                {"scan": failing, "root": root, "half": half, "pattern": f"{root}/%/%"})
+            session.execute(text(
+                "INSERT INTO scan_folders (scan_id, folder, listed) "
+                "SELECT :scan, :root || '/' || a, false FROM generate_series(1, :half) a"),
+                {"scan": failing, "root": root, "half": half})
+            return failing
 
         def finish_scan(scan: int, folders: list[str] | None) -> Any:
             with recorder.running(None):

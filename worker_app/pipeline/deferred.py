@@ -11,7 +11,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Update, delete, exists, func, literal, or_, select, text, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Exists,
+    Text,
+    Update,
+    any_,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 from sqlalchemy.sql.selectable import ScalarSelect
@@ -166,6 +181,22 @@ def cleanup_orphans() -> dict[str, int]:
         return delete_orphans(session, everywhere=True)
 
 
+def _under_a_folder_not_read(scan_id: int, folder: ColumnElement[str] | InstrumentedAttribute[str]) -> Exists:
+    """Whether ``folder``, or a folder above it, is one the scan ``scan_id`` could not read. The folder and each
+    folder above it ("/a/b" gives "", "/a" and "/a/b") are looked up in ``ix_scan_folders_unlisted``: one lookup
+    per level of the path, where a prefix test would compare the folder with every folder not read (a scan whose
+    storage failed can leave tens of thousands, with most of the library under them: bench/README.md).
+    OFFSET 0 keeps it a lookup per row: as a join, PostgreSQL would pair each row with each folder not read."""
+    unreadable = aliased(ScanFolder)
+    parts = func.string_to_array(folder, "/", type_=ARRAY(Text))
+    depth = func.generate_series(1, func.cardinality(parts)).table_valued("n").render_derived()
+    levels = select(func.array_to_string(parts[1:depth.c.n], "/")).select_from(depth).correlate_except(depth)
+    return (select(literal(1))
+            .where(unreadable.scan_id == scan_id, unreadable.listed.is_(False),
+                   unreadable.folder == any_(func.array(levels.scalar_subquery(), type_=ARRAY(Text))))
+            .offset(0).exists())
+
+
 def sweep_vanished_folders(session: Session, scan_id: int, root: str, started_at: datetime,
                            model: type[Track] | type[FailedFile] = Track) -> tuple[int, list[Failure]]:
     """Delete the rows of ``model`` (tracks, or known failures) under the scanned root whose folder the scan did
@@ -174,24 +205,38 @@ def sweep_vanished_folders(session: Session, scan_id: int, root: str, started_at
     parent). The scan's word is not enough: each such folder is checked to be gone on disk first
     (``verify_gone``), as a scan host could report a listing that leaves folders out. Returns (rows deleted, a
     passing failure for each folder kept)."""
+    # The folders a scan listed are only known after its last chunk, so PostgreSQL's statistics never describe
+    # them and it picks a nested loop over (tracks x folders): 1.1 s at 10,000 files, and growing as the product.
+    # A hash anti-join is linear whatever the estimates say. (Without JIT: the cost that disabling nested loops
+    # adds would otherwise make PostgreSQL spend 0.2 s compiling these statements.)
+    session.execute(text("SET LOCAL enable_nestloop = off"))
+    session.execute(text("SET LOCAL jit = off"))
+    swept = _sweep(session, scan_id, root, started_at, model)
+    # The rest of the transaction is planned as usual (an error ends the transaction, and these settings with it).
+    session.execute(text("RESET enable_nestloop"))
+    session.execute(text("RESET jit"))
+    return swept
+
+
+def _sweep(session: Session, scan_id: int, root: str, started_at: datetime,
+           model: type[Track] | type[FailedFile]) -> tuple[int, list[Failure]]:
     walked = aliased(ScanFolder)
-    unreadable = aliased(ScanFolder)
     prefix = root.rstrip("/") + "/"
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     newer = [model.updated_at < started_at] if model is Track else []
-    vanished = [
+    unlisted = [
         *newer,
         or_(model.folder == root, model.path.like(escaped + "%", escape="\\")),
         ~exists().where(walked.scan_id == scan_id, walked.folder == model.folder),
-        ~exists().where(
-            unreadable.scan_id == scan_id, unreadable.listed.is_(False),
-            or_(model.folder == unreadable.folder, model.folder.startswith(unreadable.folder + literal("/"))),
-        ),
     ]
     # A folder's name as the disk has it: a track's raw bytes when the name is not UTF-8 (tracks.path_bytes).
     raw = model.path_bytes if model is Track else literal(None)
-    named = session.execute(select(model.folder, raw).where(*vanished).ext(distinct_on(model.folder))
-                            .order_by(model.folder, raw.is_(None))).all()
+    # Whether a folder sits under one not read is asked once per folder the scan did not list, after the anti-join
+    # against those it did: a whole-library rescan asks it about the few folders gone, not about every track.
+    candidates = (select(model.folder.label("folder"), raw.label("raw")).where(*unlisted)
+                  .ext(distinct_on(model.folder)).order_by(model.folder, raw.is_(None)).subquery())
+    named = session.execute(select(candidates.c.folder, candidates.c.raw)
+                            .where(~_under_a_folder_not_read(scan_id, candidates.c.folder))).all()
     gone, failures = [], []
     roots = get_settings().library_roots
     for folder, path_bytes in named:
@@ -209,7 +254,8 @@ def sweep_vanished_folders(session: Session, scan_id: int, root: str, started_at
             failures.append(Failure(folder, "cleanup", kept.reason, kind=kept.kind))
     if not gone:
         return 0, failures
-    return rowcount(session.execute(delete(model).where(*vanished, model.folder.in_(gone)))), failures
+    vanished = [*unlisted, ~_under_a_folder_not_read(scan_id, model.folder), model.folder.in_(gone)]
+    return rowcount(session.execute(delete(model).where(*vanished))), failures
 
 
 @app.task(name="cleanup_finish_scan", base=PipelineTask, bind=True, acks_late=True,
@@ -223,20 +269,12 @@ def cleanup_finish_scan(self: PipelineTask, scan_id: int) -> dict[str, Any]:
         # delete every track of the folders it did not reach).
         if scan is None or scan.status != ScanStatus.FINALIZING:
             return {"scan_id": scan_id, "status": scan.status if scan else None}
-        # The folders a scan listed are only known after its last chunk, so PostgreSQL's statistics never
-        # describe them and it picks a nested loop over (tracks x folders): 1.1 s at 10,000 files, and growing
-        # as the product. A hash anti-join is linear whatever the estimates say. (Without JIT: the cost that
-        # disabling nested loops adds would otherwise make PostgreSQL spend 0.2 s compiling this statement.)
-        session.execute(text("SET LOCAL enable_nestloop = off"))
-        session.execute(text("SET LOCAL jit = off"))
         # A scan leaves the queue with its start time set; were one finalizing without it, the time it was asked
         # for is the safe bound: earlier still, so the sweep could only keep more tracks, never take a newer one.
         began = scan.started_at or scan.requested_at
         swept, kept_folders = sweep_vanished_folders(session, scan_id, scan.root, began)
         sweep_vanished_folders(session, scan_id, scan.root, began, FailedFile)
         record_failures(session, scan_id, kept_folders)
-        session.execute(text("RESET enable_nestloop"))
-        session.execute(text("RESET jit"))
         # Only the sweep needed them: the table stays the size of one scan.
         session.execute(delete(ScanFolder).where(ScanFolder.scan_id == scan_id))
         orphans = delete_orphans(session)
