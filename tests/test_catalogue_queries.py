@@ -243,9 +243,11 @@ def test_the_sweep_checks_a_vanished_folders_tracks_against_the_unlisted_folders
     from bench import catalogue as bench_catalogue
     from worker_app.pipeline import deferred
 
-    # Only the statements are planned here: the disk checks (the folder is gone, its name is under a root) pass.
+    # Only the statements are planned here: the disk checks (the folder is gone, its name is under a root, the root
+    # is not empty) pass.
     monkeypatch.setattr(deferred, "verify_gone", lambda name, what="file": None)
     monkeypatch.setattr(deferred, "check_task_path", lambda name, roots: None)
+    monkeypatch.setattr(deferred, "_emptied_scan_root", lambda root, folders: None)
 
     def sweep(session: Session) -> None:
         scan = session.execute(text("INSERT INTO scans (root, status, started_at) "
@@ -273,6 +275,7 @@ def test_the_sweep_keeps_the_tracks_under_unread_folders_looking_up_each_level_o
 
     monkeypatch.setattr(deferred, "verify_gone", lambda name, what="file": None)
     monkeypatch.setattr(deferred, "check_task_path", lambda name, roots: None)
+    monkeypatch.setattr(deferred, "_emptied_scan_root", lambda root, folders: None)
     artists = [str(artist) for artist in range(1, 10)]
     gone = f"/library/20/{19 * bench_catalogue.ALBUMS_PER_ARTIST + 1}"
     # The tracks of an artist folder: the catalogue's layout is /library/ARTIST/ALBUM.
@@ -310,6 +313,7 @@ def test_the_sweep_of_one_folder_reads_that_folders_tracks_only(synthetic, monke
 
     monkeypatch.setattr(deferred, "verify_gone", lambda name, what="file": None)
     monkeypatch.setattr(deferred, "check_task_path", lambda name, roots: None)
+    monkeypatch.setattr(deferred, "_emptied_scan_root", lambda root, folders: None)
 
     def sweep(session: Session) -> None:
         scan = session.execute(text("INSERT INTO scans (root, status, started_at) "

@@ -9,6 +9,7 @@ import shutil
 import socket
 import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -160,6 +161,81 @@ def test_an_unreadable_folder_keeps_its_tracks(stack, hostile, db_session_factor
     with db_session_factory() as session:
         catalogued = [p for p in tracks_by_path(session) if os.path.dirname(p) == db_path(album)[0]]
     assert len(catalogued) == len([t for t in library.tracks if os.path.dirname(t.path) == album])
+
+
+def test_an_empty_mount_point_keeps_the_tracks_that_were_under_it(stack, library_root, db_session_factory):
+    """A disk that is not mounted leaves an empty folder where its tree was: no proof of a deletion. A scan of an
+    artist's folder found empty, then of the whole library folder found empty, removes nothing and says why; once
+    the disk is back nothing has changed; and an artist's folder emptied of its albums for real, inside a scanned
+    folder that is not empty, loses their tracks."""
+    library = make_library(library_root / "mounts", n_files=16, seed=41, corrupt=False, untagged=False,
+                           odd_file_names=False)
+    root = library.root
+
+    def scan(folder) -> dict:
+        result = stack.soniquebay("scan", str(folder), "--wait", "--json", "--timeout", "400", check=False)
+        assert result.returncode == 0, result.stderr + stack.diagnostics()
+        return json.loads(result.stdout)
+
+    def catalogued() -> set[str]:
+        with db_session_factory() as session:
+            return {p for p in tracks_by_path(session) if p.startswith(db_path(str(root))[0] + "/")}
+
+    def kept_because_empty(summary: dict) -> list[str]:
+        failures = json.loads(stack.soniquebay("failures", str(summary["scan_id"]), "--json").stdout)
+        return [f["path"] for f in failures if f["kind"] == "passing" and "is empty, as the mount point" in f["reason"]]
+
+    # What a disk that is not mounted holds is out of sight, and out of the scanned folder.
+    away = library_root / "mounts-away"
+
+    def unmount(folder) -> None:
+        folder.rename(away)
+        folder.mkdir()
+
+    def mount(folder) -> None:
+        folder.rmdir()
+        away.rename(folder)
+
+    scan(root)
+    everything = catalogued()
+    assert len(everything) == len(library.tracks)
+    artist = root / max({Path(p).relative_to(root).parts[0] for p in everything},
+                        key=lambda name: sum(p.startswith(os.fsdecode(root / name) + "/") for p in everything))
+    under_artist = {p for p in everything if p.startswith(os.fsdecode(artist) + "/")}
+    for folder in (artist, root):
+        unmount(folder)
+        try:
+            summary = scan(folder)
+            assert summary["removed"] == 0 and catalogued() == everything
+            assert kept_because_empty(summary) == [os.fsdecode(folder)]
+        finally:
+            mount(folder)
+    summary = scan(root)
+    assert (summary["removed"], summary["failed"]) == (0, 0) and catalogued() == everything
+
+    for album in list(artist.iterdir()):
+        shutil.rmtree(album)
+    summary = scan(root)
+    assert catalogued() == everything - under_artist
+    assert summary["removed"] == len(under_artist) > 0 and kept_because_empty(summary) == []
+
+
+def test_a_file_under_an_empty_library_root_is_not_taken_for_gone(tmp_path, monkeypatch):
+    """The library root itself, empty (its disk not mounted): a file or folder missing under it is kept, whatever
+    the scan or the message said; once the root holds anything, a missing file is gone."""
+    from types import SimpleNamespace
+
+    from worker_app.pipeline import deferred
+
+    root = tmp_path / "library"
+    root.mkdir()
+    monkeypatch.setattr(deferred, "get_settings", lambda: SimpleNamespace(library_roots=(str(root),)))
+    for name, what in ((root / "a.mp3", "file"), (root / "Artist" / "Album", "folder")):
+        kept = deferred.verify_gone(str(name), what)
+        assert kept is not None and kept.kind == "passing" and f"{root} is empty" in kept.reason
+    (root / "b.mp3").touch()
+    assert deferred.verify_gone(str(root / "a.mp3")) is None
+    assert deferred.verify_gone(str(root / "Artist" / "Album"), "folder") is None
 
 
 def test_a_chunk_that_fails_for_good_keeps_its_folders_tracks(stack, hostile, db_session_factory, running_scan):

@@ -113,17 +113,19 @@ class Kept:
 
 
 def verify_gone(name: str | bytes, what: str = "file") -> Kept | None:
-    """None when the file ``name`` (under a library root: ``check_task_path``) is gone: lstat says ENOENT, and its
-    root is there and readable (an unmounted or unreadable library would make every file look gone). Else why its
-    track stays: the file is there (a link counts, even a broken one, as the scanner keeps those), or something
-    else went wrong, which is passing (the next scan looks again) and deletes nothing."""
+    """None when the file or folder ``name`` (under a library root: ``check_task_path``) is gone: lstat says
+    ENOENT, and its root is there, readable and not empty (an unmounted or unreadable library would make every file
+    look gone). Else why its track stays: the file is there (a link counts, even a broken one, as the scanner keeps
+    those), or something else went wrong, which is passing (the next scan looks again) and deletes nothing."""
     text = os.fsdecode(name)
     root = next(root for root in get_settings().library_roots if is_within(text, root))
     try:
         if not stat.S_ISDIR(os.stat(root).st_mode) or not os.access(root, os.R_OK | os.X_OK):
             return Kept(f"not removed: the library root {root} is not a readable folder", PASSING)
         with os.scandir(root) as entries:
-            next(entries, None)
+            if next(entries, None) is None:
+                return Kept(f"not removed: the library root {root} is empty, as the mount point of a disk that is "
+                            "not mounted is", PASSING)
     except OSError as error:
         return Kept(f"not removed: cannot read the library root {root}: {error.strerror or error}", PASSING)
     try:
@@ -134,6 +136,21 @@ def verify_gone(name: str | bytes, what: str = "file") -> Kept | None:
         return Kept(f"not removed: cannot check the {what} is gone: {error.strerror or error}", PASSING)
     return Kept(f"not removed: the {what} is still there (this cleanup was not the scanner's, or the {what} is back)",
                 PASSING)
+
+
+def _emptied_scan_root(root: str, folders: int) -> Kept | None:
+    """Why the ``folders`` the scan of ``root`` did not find stay, when ``root`` is now an empty folder: a disk
+    mounted there (or above a library root: ``verify_gone``) that is not mounted leaves just that, and a scan of
+    it would otherwise take the empty folder for a deletion of everything under it."""
+    try:
+        with os.scandir(root) as entries:
+            if next(entries, None) is not None:
+                return None
+    except OSError as error:
+        return Kept(f"not removed: cannot read {root}, the folder scanned: {error.strerror or error}", PASSING)
+    return Kept(f"not removed: {root}, the folder scanned, is empty, as the mount point of a disk that is not mounted "
+                f"is; the tracks of the {folders} folders it held stay (if they were deleted, delete {root} too and "
+                "scan the folder above it)", PASSING)
 
 
 # In this order: deleting an album can orphan its artist and its cover.
@@ -237,6 +254,12 @@ def _sweep(session: Session, scan_id: int, root: str, started_at: datetime,
                   .ext(distinct_on(model.folder)).order_by(model.folder, raw.is_(None)).subquery())
     named = session.execute(select(candidates.c.folder, candidates.c.raw)
                             .where(~_under_a_folder_not_read(scan_id, candidates.c.folder))).all()
+    emptied = _emptied_scan_root(root, len(named)) if named else None
+    if emptied is not None and model is Track:
+        log.warning("scan %s: kept the tracks of %d folders: %s", scan_id, len(named), emptied.reason)
+        return 0, [Failure(root, "cleanup", emptied.reason, kind=emptied.kind)]
+    if emptied is not None:
+        return 0, []
     gone, failures = [], []
     roots = get_settings().library_roots
     for folder, path_bytes in named:
