@@ -236,27 +236,38 @@ def test_the_sweep_selects_a_roots_tracks_through_the_prefix_index(synthetic):
     assert "ix_tracks_path_prefix" in plan, plan
 
 
-def test_the_sweep_checks_a_vanished_folders_tracks_against_the_unlisted_folders_only(synthetic, monkeypatch):
-    """A scan of the whole library that lists every folder but one: the sweep's DELETE of that folder's tracks
-    checks each against the folders the scan could not read through ``ix_scan_folders_unlisted``, not by reading
-    every folder the scan listed (at 1,000,000 tracks that read 50,000 rows per track deleted: bench/README.md)."""
-    from bench import catalogue as bench_catalogue
+@pytest.fixture
+def disk_checks_pass(monkeypatch):
+    """Only the sweep's statements are planned here: its disk checks (the folder is gone, its name is under a root,
+    the folder scanned is not empty) pass, as the synthetic catalogue's folders are not on disk."""
     from worker_app.pipeline import deferred
 
-    # Only the statements are planned here: the disk checks (the folder is gone, its name is under a root, the root
-    # is not empty) pass.
     monkeypatch.setattr(deferred, "verify_gone", lambda name, what="file": None)
     monkeypatch.setattr(deferred, "check_task_path", lambda name, roots: None)
     monkeypatch.setattr(deferred, "_emptied_scan_root", lambda root, folders: None)
 
+
+def _sweep_after(session: Session, root: str, listing: str, **values: Any) -> tuple[int, list]:
+    """The sweep at the end of a scan of ``root`` whose listing is ``listing``: a SELECT of (folder, listed)."""
+    from worker_app.pipeline import deferred
+
+    scan = session.execute(text("INSERT INTO scans (root, status, started_at) VALUES (:root, 'finalizing', now()) "
+                                "RETURNING id"), {"root": root}).scalar()
+    session.execute(text(f"INSERT INTO scan_folders (scan_id, folder, listed) SELECT :scan, folder, listed "
+                         f"FROM ({listing}) l"), {"scan": scan, **values})
+    session.execute(text("ANALYZE scan_folders"))
+    return deferred.sweep_vanished_folders(session, scan, root, datetime.now(UTC))
+
+
+def test_the_sweep_checks_a_vanished_folders_tracks_against_the_unlisted_folders_only(synthetic, disk_checks_pass):
+    """A scan of the whole library that lists every folder but one: the sweep's DELETE of that folder's tracks
+    checks each against the folders the scan could not read through ``ix_scan_folders_unlisted``, not by reading
+    every folder the scan listed (at 1,000,000 tracks that read 50,000 rows per track deleted: bench/README.md)."""
+    from bench import catalogue as bench_catalogue
+
     def sweep(session: Session) -> None:
-        scan = session.execute(text("INSERT INTO scans (root, status, started_at) "
-                                    "VALUES ('/library', 'finalizing', now()) RETURNING id")).scalar()
-        session.execute(text("INSERT INTO scan_folders (scan_id, folder, listed) SELECT :scan, folder, true "
-                             "FROM (SELECT DISTINCT folder FROM tracks) f WHERE folder <> '/library/1/7'"),
-                        {"scan": scan})
-        session.execute(text("ANALYZE scan_folders"))
-        deleted, kept = deferred.sweep_vanished_folders(session, scan, "/library", datetime.now(UTC))
+        deleted, kept = _sweep_after(session, "/library", "SELECT DISTINCT folder, true AS listed FROM tracks "
+                                                          "WHERE folder <> '/library/1/7'")
         assert (deleted, kept) == (bench_catalogue.TRACKS_PER_FOLDER, [])
 
     plan = _plan_of(synthetic, sweep, starting="DELETE FROM tracks")
@@ -264,18 +275,15 @@ def test_the_sweep_checks_a_vanished_folders_tracks_against_the_unlisted_folders
     assert "ix_scan_folders_unlisted" in plan, plan
 
 
-def test_the_sweep_keeps_the_tracks_under_unread_folders_looking_up_each_level_of_their_path(synthetic, monkeypatch):
+def test_the_sweep_keeps_the_tracks_under_unread_folders_looking_up_each_level_of_their_path(synthetic,
+                                                                                             disk_checks_pass):
     """A scan of the whole library whose storage failed for the first nine artist folders: none of their albums was
     reached. The sweep keeps every track under them, still deletes the one album folder gone elsewhere (unread
     "/library/2" does not shelter "/library/20/..."), and finds a track's unread folder by looking up each level of
     its path in ``ix_scan_folders_unlisted``, not by testing the track against every unread folder: at 1,000,000
     tracks with half the artist folders unread, that test took 61 s (bench/README.md)."""
     from bench import catalogue as bench_catalogue
-    from worker_app.pipeline import deferred
 
-    monkeypatch.setattr(deferred, "verify_gone", lambda name, what="file": None)
-    monkeypatch.setattr(deferred, "check_task_path", lambda name, roots: None)
-    monkeypatch.setattr(deferred, "_emptied_scan_root", lambda root, folders: None)
     artists = [str(artist) for artist in range(1, 10)]
     gone = f"/library/20/{19 * bench_catalogue.ALBUMS_PER_ARTIST + 1}"
     # The tracks of an artist folder: the catalogue's layout is /library/ARTIST/ALBUM.
@@ -283,15 +291,10 @@ def test_the_sweep_keeps_the_tracks_under_unread_folders_looking_up_each_level_o
 
     def sweep(session: Session) -> None:
         kept_before = session.execute(text(under), {"artists": artists}).scalar()
-        scan = session.execute(text("INSERT INTO scans (root, status, started_at) "
-                                    "VALUES ('/library', 'finalizing', now()) RETURNING id")).scalar()
-        session.execute(text("INSERT INTO scan_folders (scan_id, folder, listed) SELECT :scan, folder, true "
-                             "FROM (SELECT DISTINCT folder FROM tracks) f "
-                             "WHERE folder <> :gone AND NOT split_part(folder, '/', 3) = ANY(:artists) "
-                             "UNION ALL SELECT :scan, '/library/' || unnest(CAST(:artists AS text[])), false"),
-                        {"scan": scan, "gone": gone, "artists": artists})
-        session.execute(text("ANALYZE scan_folders"))
-        deleted, kept = deferred.sweep_vanished_folders(session, scan, "/library", datetime.now(UTC))
+        deleted, kept = _sweep_after(
+            session, "/library", "SELECT DISTINCT folder, true AS listed FROM tracks WHERE folder <> :gone "
+            "AND NOT split_part(folder, '/', 3) = ANY(:artists) "
+            "UNION ALL SELECT '/library/' || unnest(CAST(:artists AS text[])), false", gone=gone, artists=artists)
         assert (deleted, kept) == (bench_catalogue.TRACKS_PER_FOLDER, [])
         assert session.execute(text("SELECT count(*) FROM tracks WHERE folder = :gone"), {"gone": gone}).scalar() == 0
         assert kept_before > 1000
@@ -306,25 +309,16 @@ def test_the_sweep_keeps_the_tracks_under_unread_folders_looking_up_each_level_o
     assert not any("SubPlan" in line for line in named[2:] if line.lstrip().startswith("Filter:")), "\n".join(named)
 
 
-def test_the_sweep_of_one_folder_reads_that_folders_tracks_only(synthetic, monkeypatch):
+def test_the_sweep_of_one_folder_reads_that_folders_tracks_only(synthetic, disk_checks_pass):
     """A scan of one artist's folder that finds one of its albums gone: the sweep reads the tracks under that
     folder through the path index, not the whole catalogue."""
-    from worker_app.pipeline import deferred
-
-    monkeypatch.setattr(deferred, "verify_gone", lambda name, what="file": None)
-    monkeypatch.setattr(deferred, "check_task_path", lambda name, roots: None)
-    monkeypatch.setattr(deferred, "_emptied_scan_root", lambda root, folders: None)
+    from bench import catalogue as bench_catalogue
 
     def sweep(session: Session) -> None:
-        scan = session.execute(text("INSERT INTO scans (root, status, started_at) "
-                                    "VALUES ('/library/7', 'finalizing', now()) RETURNING id")).scalar()
-        session.execute(text("INSERT INTO scan_folders (scan_id, folder, listed) SELECT :scan, folder, true "
-                             "FROM (SELECT DISTINCT folder FROM tracks WHERE folder LIKE '/library/7/%') f "
-                             "WHERE folder <> '/library/7/121' UNION ALL SELECT :scan, '/library/7', true"),
-                        {"scan": scan})
-        session.execute(text("ANALYZE scan_folders"))
-        deleted, kept = deferred.sweep_vanished_folders(session, scan, "/library/7", datetime.now(UTC))
-        assert (deleted, kept) == (20, [])
+        deleted, kept = _sweep_after(
+            session, "/library/7", "SELECT DISTINCT folder, true AS listed FROM tracks "
+            "WHERE folder LIKE '/library/7/%' AND folder <> '/library/7/121' UNION ALL SELECT '/library/7', true")
+        assert (deleted, kept) == (bench_catalogue.TRACKS_PER_FOLDER, [])
 
     plan = _plan_of(synthetic, sweep, starting="SELECT anon_1.folder")
     assert "Seq Scan on tracks" not in plan, plan
