@@ -38,15 +38,22 @@ def test_the_backlog_drains_by_itself_once_analysis_is_on(workspace):
         stack.write_env_file()
         extract_log = stack.supervisor.log("extract")
         log_start = extract_log.stat().st_size
-        stack.supervisor.restart_all()
-        switched_on = time.monotonic()
-
         broker = redis.Redis.from_url(stack.broker.url())
-        most_waiting = 0
+
+        def waiting() -> int:
+            return queue_depths(broker, ["extract"])["extract"]
+
+        # The extract workers stopped, so what the drain queues stays in the queue: it queues one batch (the room
+        # it leaves a scan is half the bound of 2), then nothing more, tick after tick, though 3 are due.
+        stack.supervisor.ctl("stop", stack.supervisor.group("extract"))
+        stack.supervisor.ctl("restart", stack.supervisor.group("deferred"))
+        switched_on = time.monotonic()
+        wait_for(lambda: waiting() > 0, 180, "the drain's first batch in the extract queue", interval=0.2)
+        time.sleep(3 * TICK_SECONDS)
+        assert waiting() == 1, waiting()
+        stack.supervisor.ctl("start", stack.supervisor.group("extract"))
 
         def drained():
-            nonlocal most_waiting
-            most_waiting = max(most_waiting, queue_depths(broker, ["extract"])["extract"])
             figures = _analysis(stack)
             return figures if figures["backlog"] == 0 and figures["vectors"] == N_FILES else None
 
@@ -64,6 +71,5 @@ def test_the_backlog_drains_by_itself_once_analysis_is_on(workspace):
         queued = batches_received()
         time.sleep(3 * TICK_SECONDS)
         assert batches_received() == queued == -(-N_FILES // BATCH_SIZE), (queued, batches_received())
-        assert most_waiting <= 1, most_waiting
         print(f"\nanalysis backlog of {N_FILES} tracks drained {seconds:.1f} s after analysis was switched on, "
-              f"in {queued} batches, at most {most_waiting} waiting in the extract queue")
+              f"in {queued} batches")
