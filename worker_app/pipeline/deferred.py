@@ -112,6 +112,16 @@ class Kept:
     kind: str
 
 
+# Why an empty folder is no proof that what was under it was deleted.
+UNMOUNTED = "as the mount point of a disk that is not mounted is"
+
+
+def _is_empty(folder: str) -> bool:
+    """Whether ``folder`` holds nothing at all (OSError when it cannot be listed)."""
+    with os.scandir(folder) as entries:
+        return next(entries, None) is None
+
+
 def verify_gone(name: str | bytes, what: str = "file") -> Kept | None:
     """None when the file or folder ``name`` (under a library root: ``check_task_path``) is gone: lstat says
     ENOENT, and its root is there, readable and not empty (an unmounted or unreadable library would make every file
@@ -122,10 +132,8 @@ def verify_gone(name: str | bytes, what: str = "file") -> Kept | None:
     try:
         if not stat.S_ISDIR(os.stat(root).st_mode) or not os.access(root, os.R_OK | os.X_OK):
             return Kept(f"not removed: the library root {root} is not a readable folder", PASSING)
-        with os.scandir(root) as entries:
-            if next(entries, None) is None:
-                return Kept(f"not removed: the library root {root} is empty, as the mount point of a disk that is "
-                            "not mounted is", PASSING)
+        if _is_empty(root):
+            return Kept(f"not removed: the library root {root} is empty, {UNMOUNTED}", PASSING)
     except OSError as error:
         return Kept(f"not removed: cannot read the library root {root}: {error.strerror or error}", PASSING)
     try:
@@ -140,17 +148,15 @@ def verify_gone(name: str | bytes, what: str = "file") -> Kept | None:
 
 def _emptied_scan_root(root: str, folders: int) -> Kept | None:
     """Why the ``folders`` the scan of ``root`` did not find stay, when ``root`` is now an empty folder: a disk
-    mounted there (or above a library root: ``verify_gone``) that is not mounted leaves just that, and a scan of
-    it would otherwise take the empty folder for a deletion of everything under it."""
+    mounted there (or as a library root: ``verify_gone``) that is not mounted leaves just that, and a scan of it
+    would otherwise take the empty folder for a deletion of everything under it."""
     try:
-        with os.scandir(root) as entries:
-            if next(entries, None) is not None:
-                return None
+        if not _is_empty(root):
+            return None
     except OSError as error:
         return Kept(f"not removed: cannot read {root}, the folder scanned: {error.strerror or error}", PASSING)
-    return Kept(f"not removed: {root}, the folder scanned, is empty, as the mount point of a disk that is not mounted "
-                f"is; the tracks of the {folders} folders it held stay (if they were deleted, delete {root} too and "
-                "scan the folder above it)", PASSING)
+    return Kept(f"not removed: {root}, the folder scanned, is empty, {UNMOUNTED}; the tracks of the {folders} folders "
+                f"it held stay (if they were deleted, delete {root} too and scan the folder above it)", PASSING)
 
 
 # In this order: deleting an album can orphan its artist and its cover.
@@ -255,11 +261,11 @@ def _sweep(session: Session, scan_id: int, root: str, started_at: datetime,
     named = session.execute(select(candidates.c.folder, candidates.c.raw)
                             .where(~_under_a_folder_not_read(scan_id, candidates.c.folder))).all()
     emptied = _emptied_scan_root(root, len(named)) if named else None
-    if emptied is not None and model is Track:
+    if emptied is not None:
+        if model is not Track:
+            return 0, []
         log.warning("scan %s: kept the tracks of %d folders: %s", scan_id, len(named), emptied.reason)
         return 0, [Failure(root, "cleanup", emptied.reason, kind=emptied.kind)]
-    if emptied is not None:
-        return 0, []
     gone, failures = [], []
     roots = get_settings().library_roots
     for folder, path_bytes in named:
