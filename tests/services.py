@@ -4,6 +4,7 @@ from the Ansible supervisor role's template and sizing (tests/supervisor_role.py
 and on free loopback ports, so nothing touches services that a deployment on this machine may run."""
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import secrets
@@ -298,7 +299,7 @@ class Supervisor:
         return {item["queue"]: item for item in size_programs(self.role_variables())}
 
     def write_config(self) -> None:
-        from tests.supervisor_role import render_program, size_programs
+        from tests.supervisor_role import render_program, render_watchdog, size_programs
 
         (self.base / "home").mkdir(parents=True, exist_ok=True)
         lines = [
@@ -316,6 +317,8 @@ class Supervisor:
             if item["queue"] in self.queues:
                 section = section.replace(f" -Q {item['queue']} ", f" -Q {','.join(self.queues[item['queue']])} ", 1)
             sections.append(section)
+        if self.watchdog:
+            sections.append(render_watchdog(variables))
         self.config.write_text("\n".join(lines) + "\n".join(sections))
 
     def ctl(self, *args: str, check: bool = True) -> str:
@@ -379,10 +382,17 @@ class Supervisor:
             return []
         return [int(pid) for pid in children]
 
+    @functools.cached_property
+    def watchdog(self) -> bool:
+        """Whether the role runs its watchdog beside these programs (it does unless role_vars turn it off)."""
+        from tests.supervisor_role import watchdog_wanted
+
+        return watchdog_wanted(self.role_variables())
+
     def all_running(self) -> bool:
         status = self.ctl("status", check=False)
         lines = [line for line in status.splitlines() if line.strip()]
-        return len(lines) == len(self.programs) and all(" RUNNING " in line for line in lines)
+        return len(lines) == len(self.programs) + self.watchdog and all(" RUNNING " in line for line in lines)
 
     def stop(self) -> None:
         pidfile = self.base / "supervisord.pid"

@@ -104,7 +104,22 @@ def size_programs(variables: dict[str, Any]) -> list[dict[str, Any]]:
     return programs
 
 
+def render_template(name: str, variables: dict[str, Any]) -> str:
+    """One of the role's templates, rendered as the role writes it."""
+    return _TEXT.from_string((ROLE / "templates" / name).read_text()).render(variables)
+
+
 def render_program(item: dict[str, Any], variables: dict[str, Any]) -> str:
     """One program's section, as the role writes it to conf.d/<program>.conf."""
-    template = _TEXT.from_string((ROLE / "templates" / "worker-program.conf.j2").read_text())
-    return template.render({**variables, "item": item})
+    return render_template("worker-program.conf.j2", {**variables, "item": item})
+
+
+def watchdog_wanted(variables: dict[str, Any]) -> bool:
+    """Whether the role runs the watchdog on this host (programs.yml: on, and some worker program)."""
+    return _to_bool(variables["supervisor_watchdog_enabled"]) and bool(size_programs(variables))
+
+
+def render_watchdog(variables: dict[str, Any]) -> str:
+    """The watchdog's event listener section (conf.d/<supervisor_watchdog_program>.conf)."""
+    return render_template("watchdog-program.conf.j2",
+                           {**variables, "supervisor_worker_programs": size_programs(variables)})

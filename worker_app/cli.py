@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -373,6 +374,27 @@ def exporter(port: int, bind: str, analysis_refresh: float | None) -> None:
 
     get_settings()  # a bad setting fails here, in one line (ReportingGroup), not at the first scrape
     serve(port, bind, ANALYSIS_REFRESH_SECONDS if analysis_refresh is None else analysis_refresh)
+
+
+@main.command()
+@click.argument("nodes", nargs=-1, required=True)
+@click.option("--timeout", type=float, default=300.0, show_default=True,
+              help="Kill a worker that answered no ping for this many seconds while the broker answers.")
+def watchdog(nodes: tuple[str, ...], timeout: float) -> None:
+    """Supervisor event listener (events PROCESS_STATE,TICK_5): ping this host's workers, named as on their
+    command line (e.g. extract@%h), and kill the process group of one that stopped answering, so that supervisor
+    starts it again (worker_app/monitoring/watchdog.py). Logs go to standard error: standard output is supervisor's."""
+    import logging
+
+    from celery.utils.nodenames import host_format
+
+    from worker_app.celery_app import app
+    from worker_app.monitoring.watchdog import Watchdog, broker_ping, listen
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger(__name__).info("watching %s: a worker silent for %d s is killed", ", ".join(nodes), timeout)
+    listen(Watchdog(nodes, timeout, broker_ping(app), supervisord=os.getppid(), expand=host_format))
 
 
 @main.command()

@@ -38,8 +38,9 @@ FAULT_ENV = {
 
 
 @contextmanager
-def fault_stack(base: Path, roots: list[Path], **extra_env: str):
-    """A started stack (services, schema at head, each duty's role, supervisor with every worker program)."""
+def fault_stack(base: Path, roots: list[Path], role_vars: dict | None = None, **extra_env: str):
+    """A started stack (services, schema at head, each duty's role, supervisor with every worker program and the
+    supervisor role's variables ``role_vars`` over the test host's)."""
     plan = base / "crash-plan"
     stack = Stack(base, roots, extra_env={**FAULT_ENV, "SONIQUEBAY_TEST_CRASH_PLAN": str(plan), **extra_env})
     stack.crash_plan = plan
@@ -50,7 +51,7 @@ def fault_stack(base: Path, roots: list[Path], **extra_env: str):
     try:
         stack.soniquebay("db", "upgrade")
         stack.owner_url = stack.postgres.url
-        stack.start_workers()
+        stack.start_workers(role_vars=role_vars)
         yield stack
     finally:
         stack.stop()

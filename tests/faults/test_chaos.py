@@ -4,7 +4,8 @@ failing run can be replayed). At the end the catalogue equals the library: every
 figures.
 
 It runs on a stack of its own whose timeouts are short enough for a whole worker's lost messages to come back
-within the test (a visibility timeout of 45 s, the task time limits scaled below it, a stall check after 60 s)."""
+within the test (a visibility timeout of 45 s, the task time limits scaled below it, a stall check after 60 s, and
+the watchdog's verdict on a worker that stopped answering after 60 s)."""
 from __future__ import annotations
 
 import os
@@ -49,7 +50,7 @@ PROGRAMS = QUEUES  # one supervisor program per queue
 def chaos(workspace):
     root = workspace / "chaos-library"
     root.mkdir()
-    with fault_stack(workspace / "chaos-services", [root],
+    with fault_stack(workspace / "chaos-services", [root], role_vars={"supervisor_watchdog_timeout": 60},
                      SONIQUEBAY_TIME_LIMIT_SCALE="0.02", SONIQUEBAY_VISIBILITY_TIMEOUT="45",
                      SONIQUEBAY_STALL_TIMEOUT="60", SONIQUEBAY_DB_IDLE_TRANSACTION_TIMEOUT="4",
                      SONIQUEBAY_MAX_DELIVERIES="5") as stack:
