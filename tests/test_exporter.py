@@ -220,3 +220,19 @@ def test_the_analysis_backlog_counts_the_tracks_without_features(stack, exporter
     assert value(metrics, "soniquebay_units_pending", kind="analysis") is not None
     assert value(metrics, "soniquebay_analysis_tracks_per_minute") >= 0
     assert re.search(r"Audio analysis: [\d\u202f]+ tracks waiting", page_text(dashboard(exporter)))
+
+
+def test_a_worker_the_watchdog_killed_is_counted_by_node(stack, exporter):
+    """The watchdog sends each kill as an event on the broker (worker_app/monitoring/watchdog.py,
+    tests/faults/test_frozen_worker.py shows the kill); the exporter counts it, by node, for the alert."""
+    node = "deferred@a-host-of-the-watchdog-test"
+    send = [str(VENV_BIN / "python"), "-c",
+            "from worker_app.celery_app import app\n"
+            "from worker_app.monitoring.watchdog import broker_report\n"
+            f"broker_report(app)({node!r}, 4242, 301.0)\n"]
+    wait_for(lambda: value(scrape(exporter), "soniquebay_exporter_events_connected") == 1, 60,
+             "the exporter to receive events")
+    assert value(scrape(exporter), "soniquebay_watchdog_kills_total", node=node) in (None, 0)
+    subprocess.run(send, env=stack.cli_env(), check=True, capture_output=True, timeout=120)
+    wait_for(lambda: scrape_when(exporter, lambda m: value(m, "soniquebay_watchdog_kills_total", node=node) == 1),
+             30, "the kill counted")

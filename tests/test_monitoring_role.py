@@ -52,7 +52,7 @@ def test_the_alert_rules_are_valid(rules):
     names = [rule["alert"] for group in yaml.safe_load(rules.read_text())["groups"] for rule in group["rules"]]
     assert {"SoniqueBayBacklogStuck", "SoniqueBayQueueWithoutWorker", "SoniqueBayScanStalled",
             "SoniqueBayTaskFailureRate", "SoniqueBayFileFailureRate", "SoniqueBayRedisMemoryNearLimit",
-            "SoniqueBayPostgresConnectionsNearLimit"} <= set(names)
+            "SoniqueBayPostgresConnectionsNearLimit", "SoniqueBayWorkerKilledByWatchdog"} <= set(names)
 
 
 @needs_promtool

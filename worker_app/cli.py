@@ -383,18 +383,20 @@ def exporter(port: int, bind: str, analysis_refresh: float | None) -> None:
 def watchdog(nodes: tuple[str, ...], timeout: float) -> None:
     """Supervisor event listener (events PROCESS_STATE,TICK_5): ping this host's workers, named as on their
     command line (e.g. extract@%h), and kill the process group of one that stopped answering, so that supervisor
-    starts it again (worker_app/monitoring/watchdog.py). Logs go to standard error: standard output is supervisor's."""
+    starts it again (worker_app/monitoring/watchdog.py); each kill is sent as an event the exporter counts. Logs go
+    to standard error: standard output is supervisor's."""
     import logging
 
     from celery.utils.nodenames import host_format
 
     from worker_app.celery_app import app
-    from worker_app.monitoring.watchdog import Watchdog, broker_ping, listen
+    from worker_app.monitoring.watchdog import Watchdog, broker_ping, broker_report, listen
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger(__name__).info("watching %s: a worker silent for %d s is killed", ", ".join(nodes), timeout)
-    listen(Watchdog(nodes, timeout, broker_ping(app), supervisord=os.getppid(), expand=host_format))
+    listen(Watchdog(nodes, timeout, broker_ping(app), supervisord=os.getppid(), expand=host_format,
+                    report=broker_report(app)))
 
 
 @main.command()

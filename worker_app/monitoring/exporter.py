@@ -31,6 +31,7 @@ from sqlalchemy import func, select
 
 from worker_app.db.statuses import COUNTS, STARTED, ScanStatus
 from worker_app.monitoring.dashboard import Dashboard, ScanHistory, StageThroughput
+from worker_app.monitoring.watchdog import KILLED_EVENT
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +247,9 @@ class TaskEvents:
                                 registry=registry)
         self.runtime = Histogram("celery_task_runtime", "Seconds a task ran, by task name", worker,
                                  buckets=RUNTIME_BUCKETS, registry=registry)
+        self.watchdog_kills = Counter("soniquebay_watchdog_kills", "Workers the watchdog of their host killed "
+                                      "because they stopped answering (worker_app/monitoring/watchdog.py)", ["node"],
+                                      registry=registry)
         self.connected = False
         self._names: dict[str, str] = {}  # task id -> name: only the sent and received events carry the name
         # Tasks each stage (queue) ended lately, for the dashboard.
@@ -273,6 +277,9 @@ class TaskEvents:
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind, uuid = event.get("type", ""), event.get("uuid")
+        if kind == KILLED_EVENT:
+            self.watchdog_kills.labels(str(event.get("node", "unknown"))).inc()
+            return
         if not kind.startswith("task-") or uuid is None:
             return
         name = event.get("name") or self._names.get(uuid, "unknown")

@@ -10,6 +10,9 @@ stalled-scan check) down with it, so a scan waits for ever.
 broker (Celery's ``ping``: answered by the main process's event loop, whatever the pool is doing) and kills the
 process group of a worker that answered nothing for ``timeout`` seconds. Supervisor starts it again (autorestart),
 and what it held comes back as after any lost worker: the visibility timeout, the relay, the stall check.
+Each kill is logged and sent as a Celery event (``soniquebay-worker-killed``), which the fleet's exporter counts
+(``soniquebay_watchdog_kills_total{node}``) and an alert reports: a worker that hangs again and again is a bug or a
+sick host, not something to leave to the watchdog.
 
 What it never takes for a hung worker:
 - a broker it cannot reach itself: no worker could answer, so none is judged, and every worker's clock starts again
@@ -29,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -50,9 +54,11 @@ def probe_timeout(timeout: float) -> float:
     """Seconds a ping waits for its answers."""
     return max(2.0, min(10.0, timeout / 20))
 
-# Pings answered by none of the host's workers: the nodes that answered, or None when the broker did not take the
-# ping (then nobody is judged).
+# A ping of some nodes: those that answered, or None when the broker did not take the ping (then nobody is judged).
 Ping = Callable[[list[str], float], set[str] | None]
+# What is done after a kill besides the log: (node, pid, seconds without an answer).
+Report = Callable[[str, int, float], None]
+KILLED_EVENT = "soniquebay-worker-killed"
 
 
 @dataclass
@@ -117,7 +123,8 @@ class Watchdog:
     def __init__(self, patterns: Iterable[str], timeout: float, ping: Ping, *, supervisord: int,
                  expand: Callable[[str], str], kill: Callable[[int], None] = kill_group,
                  find: Callable[[int, Iterable[str]], dict[str, int]] = children_named,
-                 name_of: Callable[[int], str | None] = node_option, clock: Callable[[], float] = time.monotonic):
+                 name_of: Callable[[int], str | None] = node_option, clock: Callable[[], float] = time.monotonic,
+                 report: Report | None = None):
         self.timeout = timeout
         self.probe_every = probe_interval(timeout)
         self.probe_timeout = probe_timeout(timeout)
@@ -127,6 +134,7 @@ class Watchdog:
         self.find = find
         self.name_of = name_of
         self.clock = clock
+        self.report = report
         self.watched = {pattern: Watched(pattern, expand(pattern)) for pattern in patterns}
         self.last_probe = float("-inf")
         self.broker_lost = False
@@ -184,6 +192,8 @@ class Watchdog:
                   "supervisor starts it again and its messages come back", worker.node, worker.pid,
                   now - worker.since, "" if worker.answered else " since it started")
         self.kill(worker.pid)
+        if self.report is not None:
+            self.report(worker.node, worker.pid, now - worker.since)
         worker.pid, worker.since = 0, now
         return True
 
@@ -207,6 +217,22 @@ def broker_ping(app: Any) -> Ping:
         return {node for reply in replies for node in reply}
 
     return ping
+
+
+def broker_report(app: Any) -> Report:
+    """Send each kill as a Celery event on the broker (which has just answered), for the exporter to count."""
+
+    def report(node: str, pid: int, silent_seconds: float) -> None:
+        from worker_app.metadata.timelimit import FileTimeLimit, FileTimeLimitExceeded
+
+        try:
+            with FileTimeLimit(30), app.connection_for_write() as connection, \
+                    app.events.Dispatcher(connection, hostname=f"watchdog@{socket.gethostname()}") as dispatcher:
+                dispatcher.send(KILLED_EVENT, node=node, worker_pid=pid, silent_seconds=round(silent_seconds, 1))
+        except (Exception, FileTimeLimitExceeded) as error:  # noqa: BLE001 - the kill is done and logged anyway
+            log.warning("could not send the %s event of %s: %r", KILLED_EVENT, node, error)
+
+    return report
 
 
 def listen(watchdog: Watchdog, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
