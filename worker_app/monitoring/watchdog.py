@@ -54,6 +54,7 @@ def probe_timeout(timeout: float) -> float:
     """Seconds a ping waits for its answers."""
     return max(2.0, min(10.0, timeout / 20))
 
+
 # A ping of some nodes: those that answered, or None when the broker did not take the ping (then nobody is judged).
 Ping = Callable[[list[str], float], set[str] | None]
 # What is done after a kill besides the log: (node, pid, seconds without an answer).
@@ -121,19 +122,12 @@ def kill_group(pid: int) -> None:
 
 class Watchdog:
     def __init__(self, patterns: Iterable[str], timeout: float, ping: Ping, *, supervisord: int,
-                 expand: Callable[[str], str], kill: Callable[[int], None] = kill_group,
-                 find: Callable[[int, Iterable[str]], dict[str, int]] = children_named,
-                 name_of: Callable[[int], str | None] = node_option, clock: Callable[[], float] = time.monotonic,
-                 report: Report | None = None):
+                 expand: Callable[[str], str], report: Report | None = None):
         self.timeout = timeout
         self.probe_every = probe_interval(timeout)
         self.probe_timeout = probe_timeout(timeout)
         self.ping = ping
         self.supervisord = supervisord
-        self.kill = kill
-        self.find = find
-        self.name_of = name_of
-        self.clock = clock
         self.report = report
         self.watched = {pattern: Watched(pattern, expand(pattern)) for pattern in patterns}
         self.last_probe = float("-inf")
@@ -148,8 +142,8 @@ class Watchdog:
     def tick(self) -> list[str]:
         """Find the workers, ping them when a probe is due, and kill those silent for ``timeout``; returns the nodes
         killed."""
-        now = self.clock()
-        found = self.find(self.supervisord, self.watched)
+        now = time.monotonic()
+        found = children_named(self.supervisord, self.watched)
         for pattern, worker in self.watched.items():
             pid = found.get(pattern, 0)
             if pid != worker.pid:
@@ -159,7 +153,7 @@ class Watchdog:
             return []
         self.last_probe = now
         answered = self.ping([worker.node for worker in running], self.probe_timeout)
-        now = self.clock()  # the ping took seconds
+        now = time.monotonic()  # the ping took seconds
         if answered is None:
             if not self.broker_lost:
                 log.warning("the broker does not take a ping: no worker is judged until it does")
@@ -185,13 +179,13 @@ class Watchdog:
         return self.timeout if worker.answered else max(self.timeout, STARTUP_SECONDS)
 
     def _kill(self, worker: Watched, now: float) -> bool:
-        if self.name_of(worker.pid) != worker.pattern or parent_of(worker.pid) != self.supervisord:
+        if node_option(worker.pid) != worker.pattern or parent_of(worker.pid) != self.supervisord:
             worker.pid = 0  # gone, or its PID is another process's now: found again at the next tick
             return False
         log.error("%s (pid %d) answered no ping for %d s%s while the broker answers: killing its process group, "
                   "supervisor starts it again and its messages come back", worker.node, worker.pid,
                   now - worker.since, "" if worker.answered else " since it started")
-        self.kill(worker.pid)
+        kill_group(worker.pid)
         if self.report is not None:
             self.report(worker.node, worker.pid, now - worker.since)
         worker.pid, worker.since = 0, now
